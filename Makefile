@@ -1,0 +1,31 @@
+# Two commands for a fresh machine: `make up` runs the whole system locally,
+# `make test` runs the test suite. Both install what is missing first.
+
+CARGO ?= cargo
+
+.PHONY: up down test setup build lint fmt
+
+up: setup build
+	scripts/up.sh
+
+down:
+	scripts/down.sh
+
+test: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) build --workspace --bins
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace
+
+setup:
+	scripts/setup.sh
+
+build:
+	$(CARGO) build --workspace --bins
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

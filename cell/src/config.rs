@@ -1,0 +1,468 @@
+//! Cell configuration: raw YAML with unknown fields rejected, validated into
+//! `Config`; every problem is reported at once with its field path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::config::{ConfigError, ConfigErrors, read_yaml};
+use control_plane::model::Keys;
+use control_plane::service::RawEtcd;
+use control_plane::store::EtcdSettings;
+use serde::Deserialize;
+
+/// A secret whose Debug and Display print `*****`.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(v: impl Into<Arc<str>>) -> Self {
+        Self(v.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+/// Where `scripts/fetch-model.sh` puts all-MiniLM-L6-v2 by default.
+pub fn default_model_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("CELLNET_MODEL_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".to_owned());
+    PathBuf::from(home).join(".cache/cellnet/models/all-MiniLM-L6-v2")
+}
+
+/// The design's threshold: similar enough to be the same question for most
+/// paraphrases, strict enough that unrelated questions never meet it.
+pub const DEFAULT_CACHE_THRESHOLD: f32 = 0.92;
+/// Cached answers expire after a day even if nothing changes.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A cache round trip slower than this is bypassed: answering matters more.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
+/// MiniLM scores unrelated text around 0.1; below this a chunk is noise.
+pub const DEFAULT_SCORE_FLOOR: f32 = 0.25;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    id: String,
+    region: String,
+    #[serde(default = "default_template")]
+    template: String,
+    listen: String,
+    /// Base URL routers use; defaults to `http://<bound address>`.
+    #[serde(default)]
+    advertise: Option<String>,
+    data_dir: PathBuf,
+    #[serde(default)]
+    model_dir: Option<PathBuf>,
+    etcd: RawEtcd,
+    redis: RawRedis,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    retrieval: RawRetrieval,
+    #[serde(default)]
+    limits: RawLimits,
+    providers: Vec<RawProvider>,
+}
+
+fn default_template() -> String {
+    "standard".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    timeout: Duration,
+}
+
+fn default_redis_timeout() -> Duration {
+    DEFAULT_REDIS_TIMEOUT
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default = "default_threshold")]
+    threshold: f32,
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    ttl: Duration,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            threshold: DEFAULT_CACHE_THRESHOLD,
+            ttl: DEFAULT_CACHE_TTL,
+        }
+    }
+}
+
+fn default_threshold() -> f32 {
+    DEFAULT_CACHE_THRESHOLD
+}
+
+fn default_ttl() -> Duration {
+    DEFAULT_CACHE_TTL
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetrieval {
+    #[serde(default = "default_top_k")]
+    default_top_k: usize,
+    #[serde(default = "default_max_top_k")]
+    max_top_k: usize,
+    #[serde(default = "default_floor")]
+    score_floor: f32,
+}
+
+impl Default for RawRetrieval {
+    fn default() -> Self {
+        Self {
+            default_top_k: default_top_k(),
+            max_top_k: default_max_top_k(),
+            score_floor: DEFAULT_SCORE_FLOOR,
+        }
+    }
+}
+
+fn default_top_k() -> usize {
+    5
+}
+
+fn default_max_top_k() -> usize {
+    50
+}
+
+fn default_floor() -> f32 {
+    DEFAULT_SCORE_FLOOR
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+    #[serde(default = "default_max_documents")]
+    max_documents: usize,
+    #[serde(default = "default_max_query_chars")]
+    max_query_chars: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+            max_documents: default_max_documents(),
+            max_query_chars: default_max_query_chars(),
+        }
+    }
+}
+
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+
+fn default_max_documents() -> usize {
+    256
+}
+
+fn default_max_query_chars() -> usize {
+    4096
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+enum RawProvider {
+    AzureOpenai {
+        name: String,
+        region: String,
+        endpoint: String,
+        deployment: String,
+        #[serde(default)]
+        api_version: Option<String>,
+        /// Environment variable holding the key.
+        api_key_env: String,
+        #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+fn default_provider_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+/// One configured provider-region.
+#[derive(Debug, Clone)]
+pub enum ProviderConfig {
+    AzureOpenai {
+        name: String,
+        region: String,
+        endpoint: String,
+        deployment: String,
+        api_version: String,
+        api_key: Secret,
+        timeout: Duration,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RetrievalConfig {
+    pub default_top_k: usize,
+    pub max_top_k: usize,
+    pub score_floor: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_documents: usize,
+    pub max_query_chars: usize,
+}
+
+/// The validated cell configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: String,
+    pub region: String,
+    pub template: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    pub model_dir: PathBuf,
+    pub etcd: EtcdSettings,
+    pub keys: Keys,
+    pub redis_url: String,
+    pub redis_timeout: Duration,
+    pub cache_threshold: f32,
+    pub cache_ttl: Duration,
+    pub retrieval: RetrievalConfig,
+    pub limits: Limits,
+    pub providers: Vec<ProviderConfig>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = read_yaml(path)?;
+        raw.validate()
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let mut e = ConfigErrors::new();
+        e.check(
+            !self.id.is_empty()
+                && self
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "id",
+            "must be non-empty letters, digits and '-'",
+        );
+        e.check(!self.region.is_empty(), "region", "must not be empty");
+        let listen = self.listen.parse().unwrap_or_else(|_| {
+            e.push(
+                "listen",
+                format!(
+                    "must be an address like 127.0.0.1:8100, got {:?}",
+                    self.listen
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        if let Some(a) = &self.advertise {
+            e.check(
+                a.starts_with("http://") || a.starts_with("https://"),
+                "advertise",
+                "must be an http(s) URL",
+            );
+        }
+        let (etcd, keys) = self.etcd.validate("etcd", &mut e);
+        e.check(
+            self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://"),
+            "redis.url",
+            "must be a redis:// URL",
+        );
+        e.check(
+            !self.redis.timeout.is_zero(),
+            "redis.timeout",
+            "must be greater than zero",
+        );
+        e.check(
+            self.cache.threshold > 0.0 && self.cache.threshold <= 1.0,
+            "cache.threshold",
+            "must be in (0, 1]",
+        );
+        e.check(
+            self.cache.ttl >= Duration::from_secs(1),
+            "cache.ttl",
+            "must be at least 1s",
+        );
+        e.check(
+            self.retrieval.default_top_k >= 1
+                && self.retrieval.default_top_k <= self.retrieval.max_top_k,
+            "retrieval.default_top_k",
+            "must be between 1 and retrieval.max_top_k",
+        );
+        e.check(
+            (0.0..1.0).contains(&self.retrieval.score_floor),
+            "retrieval.score_floor",
+            "must be in [0, 1)",
+        );
+        e.check(
+            self.limits.max_body_bytes >= 1024,
+            "limits.max_body_bytes",
+            "must be at least 1024",
+        );
+        e.check(
+            self.limits.max_documents >= 1,
+            "limits.max_documents",
+            "must be at least 1",
+        );
+        e.check(
+            self.limits.max_query_chars >= 1,
+            "limits.max_query_chars",
+            "must be at least 1",
+        );
+        e.check(
+            !self.providers.is_empty(),
+            "providers",
+            "must list at least one provider",
+        );
+        let mut providers = Vec::new();
+        for (i, p) in self.providers.into_iter().enumerate() {
+            match p {
+                RawProvider::AzureOpenai {
+                    name,
+                    region,
+                    endpoint,
+                    deployment,
+                    api_version,
+                    api_key_env,
+                    timeout,
+                } => {
+                    let path = format!("providers[{i}]");
+                    e.check(
+                        !name.is_empty(),
+                        format!("{path}.name"),
+                        "must not be empty",
+                    );
+                    e.check(
+                        !region.is_empty(),
+                        format!("{path}.region"),
+                        "must not be empty",
+                    );
+                    e.check(
+                        endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                        format!("{path}.endpoint"),
+                        "must be an http(s) URL",
+                    );
+                    e.check(
+                        !deployment.is_empty(),
+                        format!("{path}.deployment"),
+                        "must not be empty",
+                    );
+                    e.check(
+                        !timeout.is_zero(),
+                        format!("{path}.timeout"),
+                        "must be greater than zero",
+                    );
+                    let key = std::env::var(&api_key_env).unwrap_or_default();
+                    e.check(
+                        !key.is_empty(),
+                        format!("{path}.api_key_env"),
+                        format!("names {api_key_env}, which is not set"),
+                    );
+                    providers.push(ProviderConfig::AzureOpenai {
+                        name,
+                        region,
+                        endpoint,
+                        deployment,
+                        api_version: api_version
+                            .unwrap_or_else(|| crate::llm::azure::DEFAULT_API_VERSION.to_owned()),
+                        api_key: Secret::new(key),
+                        timeout,
+                    });
+                }
+            }
+        }
+        e.finish(Config {
+            id: self.id,
+            region: self.region,
+            template: self.template,
+            listen,
+            advertise: self.advertise,
+            data_dir: self.data_dir,
+            model_dir: self.model_dir.unwrap_or_else(default_model_dir),
+            etcd,
+            keys,
+            redis_url: self.redis.url,
+            redis_timeout: self.redis.timeout,
+            cache_threshold: self.cache.threshold,
+            cache_ttl: self.cache.ttl,
+            retrieval: RetrievalConfig {
+                default_top_k: self.retrieval.default_top_k,
+                max_top_k: self.retrieval.max_top_k,
+                score_floor: self.retrieval.score_floor,
+            },
+            limits: Limits {
+                max_body_bytes: self.limits.max_body_bytes,
+                max_documents: self.limits.max_documents,
+                max_query_chars: self.limits.max_query_chars,
+            },
+            providers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_bad_field() {
+        let yaml = r#"
+id: ""
+region: r1
+listen: nope
+data_dir: /tmp/x
+etcd: { endpoints: ["localhost:2379"] }
+redis: { url: "http://x" }
+cache: { threshold: 1.5 }
+providers: []
+"#;
+        let raw: RawConfig = common::config::parse_yaml(yaml).unwrap();
+        let err = raw.validate().unwrap_err().to_string();
+        for field in [
+            "id ",
+            "listen ",
+            "etcd.endpoints[0]",
+            "redis.url",
+            "cache.threshold",
+            "providers ",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let yaml = "id: a\nregion: r\nlisten: 127.0.0.1:0\ndata_dir: /x\netcd: {endpoints: [http://a:1]}\nredis: {url: redis://a}\nproviders: []\ncahce: {}\n";
+        let err = common::config::parse_yaml::<RawConfig>(yaml).unwrap_err();
+        assert!(err.contains("cahce"), "{err}");
+    }
+}

@@ -1,0 +1,254 @@
+//! Ingestion: validate a batch whole, chunk, embed, then write each document
+//! durably to the vector shard. Nothing is written unless the whole batch is
+//! valid, and nothing is acknowledged before it is on disk.
+
+pub mod chunker;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{Instrument, info_span};
+
+use crate::cache::SemanticCache;
+use crate::embed::{Embedder, embed_off_runtime};
+use crate::error::CellError;
+use crate::metrics::CellMetrics;
+use crate::vector::{ChunkRecord, VectorError, VectorShard};
+use chunker::{ChunkLimits, chunk};
+
+/// Longest accepted document id.
+const MAX_ID_BYTES: usize = 256;
+/// Texts embedded per model call: big enough to amortise, small enough for latency.
+const EMBED_BATCH: usize = 32;
+
+/// One document in `POST /v1/documents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentInput {
+    pub id: String,
+    pub text: String,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+/// `POST /v1/documents` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestRequest {
+    pub documents: Vec<DocumentInput>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IngestedDocument {
+    pub id: String,
+    pub chunks: usize,
+}
+
+/// `POST /v1/documents` answer, sent once every document is durable.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IngestResponse {
+    pub documents: Vec<IngestedDocument>,
+    pub chunks: usize,
+}
+
+pub struct Ingestor {
+    pub cell_id: String,
+    pub embedder: Arc<dyn Embedder>,
+    pub shard: VectorShard,
+    pub cache: SemanticCache,
+    pub max_documents: usize,
+    pub limits: ChunkLimits,
+    pub metrics: Arc<CellMetrics>,
+}
+
+/// Checks the whole batch before anything is written.
+fn validate(req: &IngestRequest, max_documents: usize) -> Result<(), CellError> {
+    if req.documents.is_empty() {
+        return Err(CellError::BadRequest("documents must not be empty".into()));
+    }
+    if req.documents.len() > max_documents {
+        return Err(CellError::BadRequest(format!(
+            "documents has {} entries; at most {max_documents} per request",
+            req.documents.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for (i, d) in req.documents.iter().enumerate() {
+        if d.id.trim().is_empty() {
+            return Err(CellError::BadRequest(format!(
+                "documents[{i}].id must not be empty"
+            )));
+        }
+        if d.id.len() > MAX_ID_BYTES {
+            return Err(CellError::BadRequest(format!(
+                "documents[{i}].id is longer than {MAX_ID_BYTES} bytes"
+            )));
+        }
+        if d.text.trim().is_empty() {
+            return Err(CellError::BadRequest(format!(
+                "documents[{i}].text must not be empty"
+            )));
+        }
+        if let Some(m) = &d.metadata
+            && !m.is_object()
+        {
+            return Err(CellError::BadRequest(format!(
+                "documents[{i}].metadata must be a JSON object"
+            )));
+        }
+        if !seen.insert(d.id.as_str()) {
+            return Err(CellError::BadRequest(format!(
+                "documents[{i}].id {:?} appears twice in the batch",
+                d.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Ingestor {
+    pub async fn ingest(
+        &self,
+        tenant: &str,
+        req: IngestRequest,
+    ) -> Result<IngestResponse, CellError> {
+        let span = info_span!("ingest", tenant = %tenant, cell = %self.cell_id, documents = req.documents.len());
+        self.run(tenant, req).instrument(span).await
+    }
+
+    async fn run(&self, tenant: &str, req: IngestRequest) -> Result<IngestResponse, CellError> {
+        validate(&req, self.max_documents)?;
+
+        // Chunk (token counting is CPU work: off the runtime).
+        let started = Instant::now();
+        let embedder = self.embedder.clone();
+        let limits = self.limits;
+        let texts: Vec<String> = req.documents.iter().map(|d| d.text.clone()).collect();
+        let chunked: Vec<Vec<String>> = tokio::task::spawn_blocking(move || {
+            let count = |s: &str| embedder.count_tokens(s);
+            texts
+                .iter()
+                .map(|t| {
+                    chunk(t, limits, &count)
+                        .into_iter()
+                        .map(|c| c.text)
+                        .collect()
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))?;
+        self.metrics.observe_stage("chunk", started);
+
+        // Embed every chunk of the batch.
+        let started = Instant::now();
+        let all: Vec<String> = chunked.iter().flatten().cloned().collect();
+        let mut vectors = Vec::with_capacity(all.len());
+        for batch in all.chunks(EMBED_BATCH) {
+            vectors.extend(embed_off_runtime(self.embedder.clone(), batch.to_vec()).await?);
+        }
+        self.metrics.observe_stage("embed_chunks", started);
+
+        // Write each document durably.
+        let started = Instant::now();
+        let mut vectors = vectors.into_iter();
+        let mut out = Vec::with_capacity(req.documents.len());
+        let mut total = 0;
+        for (doc, chunks) in req.documents.into_iter().zip(chunked) {
+            let records: Vec<ChunkRecord> = chunks
+                .into_iter()
+                .zip(vectors.by_ref())
+                .map(|(text, vector)| ChunkRecord { text, vector })
+                .collect();
+            let shard = self.shard.clone();
+            let tenant_owned = tenant.to_owned();
+            let metadata = doc
+                .metadata
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            let id = doc.id.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                shard.replace_document(&tenant_owned, &id, &metadata, records)
+            })
+            .await
+            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+            total += written;
+            self.metrics.documents_ingested.inc();
+            self.metrics.chunks_ingested.inc_by(written as u64);
+            out.push(IngestedDocument {
+                id: doc.id,
+                chunks: written,
+            });
+        }
+        self.metrics.observe_stage("vector_write", started);
+
+        // Older cached answers may now be wrong.
+        if let Err(e) = self.cache.bump_knowledge_version(tenant).await {
+            self.metrics.cache_errors.inc();
+            tracing::warn!(error = %e, "could not bump the tenant's knowledge version");
+        }
+        Ok(IngestResponse {
+            documents: out,
+            chunks: total,
+        })
+    }
+
+    /// Removes a document; 404 if the tenant has no such document.
+    pub async fn delete(&self, tenant: &str, document: &str) -> Result<usize, CellError> {
+        let shard = self.shard.clone();
+        let (t, d) = (tenant.to_owned(), document.to_owned());
+        let removed = tokio::task::spawn_blocking(move || shard.delete_document(&t, &d))
+            .await
+            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+        if removed == 0 {
+            return Err(CellError::NotFound(format!("no document {document:?}")));
+        }
+        if let Err(e) = self.cache.bump_knowledge_version(tenant).await {
+            self.metrics.cache_errors.inc();
+            tracing::warn!(error = %e, "could not bump the tenant's knowledge version");
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(id: &str, text: &str) -> DocumentInput {
+        DocumentInput {
+            id: id.into(),
+            text: text.into(),
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn rejects_bad_batches_naming_the_field() {
+        let cases = [
+            (vec![], "documents must not be empty"),
+            (vec![doc("", "x")], "documents[0].id"),
+            (vec![doc("a", "x"), doc("b", "  ")], "documents[1].text"),
+            (vec![doc("a", "x"), doc("a", "y")], "appears twice"),
+        ];
+        for (docs, expected) in cases {
+            let err = validate(&IngestRequest { documents: docs }, 10)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+        let mut bad_meta = doc("a", "x");
+        bad_meta.metadata = Some(serde_json::json!([1]));
+        let err = validate(
+            &IngestRequest {
+                documents: vec![bad_meta],
+            },
+            10,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("documents[0].metadata"), "{err}");
+    }
+}

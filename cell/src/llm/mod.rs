@@ -1,0 +1,102 @@
+//! LLM providers and the order the cell tries them in. Each provider-region is
+//! one `Provider`; the cell walks its configured list and moves to the next
+//! region on errors that another region may not have.
+
+pub mod azure;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::Usage;
+
+/// A chat request as the pipeline builds it.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub system: String,
+    pub user: String,
+    pub max_tokens: u32,
+    pub temperature: f32,
+}
+
+/// A provider's answer.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub content: String,
+    pub model: String,
+    pub usage: Usage,
+}
+
+/// Where a provider error came from and whether another attempt may help.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{provider}: timed out after {after:?}")]
+    Timeout { provider: String, after: Duration },
+    #[error("{provider}: cannot connect: {message}")]
+    Connect { provider: String, message: String },
+    #[error("{provider}: HTTP {status}: {message}")]
+    Status {
+        provider: String,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{provider}: unreadable response: {message}")]
+    Decode { provider: String, message: String },
+}
+
+impl ProviderError {
+    /// Whether the same request may succeed elsewhere or later: timeouts,
+    /// connection failures, 408, 429 and 5xx. A 400 or 401 will not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Timeout { .. } | ProviderError::Connect { .. } => true,
+            ProviderError::Status { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+            ProviderError::Decode { .. } => false,
+        }
+    }
+}
+
+/// One provider-region. An enum rather than a trait object: the set of wire
+/// formats is closed and known, and calls need no boxed futures.
+#[derive(Clone)]
+pub enum AnyProvider {
+    Azure(Arc<azure::AzureOpenAi>),
+}
+
+impl AnyProvider {
+    pub fn name(&self) -> &str {
+        match self {
+            AnyProvider::Azure(p) => p.name(),
+        }
+    }
+
+    pub fn system(&self) -> &str {
+        match self {
+            AnyProvider::Azure(_) => "azure_openai",
+        }
+    }
+
+    pub fn region(&self) -> &str {
+        match self {
+            AnyProvider::Azure(p) => p.region(),
+        }
+    }
+
+    pub fn model(&self) -> &str {
+        match self {
+            AnyProvider::Azure(p) => p.deployment(),
+        }
+    }
+
+    pub async fn chat(
+        &self,
+        request: &ChatRequest,
+        request_id: &str,
+    ) -> Result<Completion, ProviderError> {
+        match self {
+            AnyProvider::Azure(p) => p.chat(request, request_id).await,
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The cell's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// hit | miss | bypass
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+    pub outcome: &'static str,
+}
+
+pub struct CellMetrics {
+    pub queries: Family<CacheLabels, Counter>,
+    pub stage_seconds: Family<StageLabels, Histogram>,
+    pub provider_calls: Family<ProviderLabels, Counter>,
+    pub cache_errors: Counter,
+    pub documents_ingested: Counter,
+    pub chunks_ingested: Counter,
+}
+
+impl CellMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            queries: Family::default(),
+            stage_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+            }),
+            provider_calls: Family::default(),
+            cache_errors: Counter::default(),
+            documents_ingested: Counter::default(),
+            chunks_ingested: Counter::default(),
+        };
+        registry.register(
+            "cellnet_queries",
+            "Queries answered, by semantic-cache outcome",
+            m.queries.clone(),
+        );
+        registry.register(
+            "cellnet_stage_seconds",
+            "Time spent in each pipeline stage",
+            m.stage_seconds.clone(),
+        );
+        registry.register(
+            "cellnet_provider_calls",
+            "LLM provider calls by provider-region and outcome",
+            m.provider_calls.clone(),
+        );
+        registry.register(
+            "cellnet_cache_errors",
+            "Cache operations that failed or timed out and were bypassed",
+            m.cache_errors.clone(),
+        );
+        registry.register(
+            "cellnet_documents_ingested",
+            "Documents written durably to the vector shard",
+            m.documents_ingested.clone(),
+        );
+        registry.register(
+            "cellnet_chunks_ingested",
+            "Chunks written durably to the vector shard",
+            m.chunks_ingested.clone(),
+        );
+        m
+    }
+
+    pub fn observe_stage(&self, stage: &'static str, started: std::time::Instant) {
+        self.stage_seconds
+            .get_or_create(&StageLabels { stage })
+            .observe(started.elapsed().as_secs_f64());
+    }
+}

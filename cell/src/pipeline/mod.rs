@@ -1,0 +1,339 @@
+//! One query through the cell: preprocess → embed → semantic cache →
+//! retrieve → prompt → LLM → postprocess → cache store. Each stage runs in its
+//! own `tracing` span carrying the tenant, cell, provider and region.
+
+pub mod prompt;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument, info_span};
+
+use crate::cache::{CachedAnswer, Citation, Entry, Lookup, SemanticCache, Usage};
+use crate::config::RetrievalConfig;
+use crate::embed::{Embedder, embed_off_runtime};
+use crate::error::CellError;
+use crate::llm::{AnyProvider, ProviderError};
+use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels};
+use crate::vector::{Hit, VectorShard};
+
+/// What the pipeline answers when retrieval finds nothing relevant.
+pub const NO_ANSWER: &str = "I don't know: none of your documents answers this question.";
+
+/// Completion budget for one answer.
+const MAX_ANSWER_TOKENS: u32 = 512;
+
+/// `POST /v1/query` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    pub query: String,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+}
+
+/// `POST /v1/query` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueryResponse {
+    pub answer: String,
+    pub citations: Vec<Citation>,
+    /// `hit` or `miss`.
+    pub cache: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+    pub provider: Option<String>,
+    pub region: Option<String>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub cell: String,
+}
+
+/// Who is asking, as established by the router.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub tenant: String,
+    pub request_id: String,
+}
+
+pub struct Orchestrator {
+    pub cell_id: String,
+    pub embedder: Arc<dyn Embedder>,
+    pub shard: VectorShard,
+    pub cache: SemanticCache,
+    pub providers: Vec<AnyProvider>,
+    pub retrieval: RetrievalConfig,
+    pub max_query_chars: usize,
+    pub metrics: Arc<CellMetrics>,
+}
+
+impl Orchestrator {
+    pub async fn query(
+        &self,
+        ctx: &RequestContext,
+        req: QueryRequest,
+    ) -> Result<QueryResponse, CellError> {
+        let span = info_span!("query", tenant = %ctx.tenant, cell = %self.cell_id, request_id = %ctx.request_id);
+        self.run(ctx, req).instrument(span).await
+    }
+
+    async fn run(
+        &self,
+        ctx: &RequestContext,
+        req: QueryRequest,
+    ) -> Result<QueryResponse, CellError> {
+        // Preprocess.
+        let started = Instant::now();
+        let question = req.query.trim().to_owned();
+        if question.is_empty() {
+            return Err(CellError::BadRequest("query must not be empty".into()));
+        }
+        if question.chars().count() > self.max_query_chars {
+            return Err(CellError::BadRequest(format!(
+                "query is longer than {} characters",
+                self.max_query_chars
+            )));
+        }
+        let top_k = req.top_k.unwrap_or(self.retrieval.default_top_k);
+        if top_k == 0 || top_k > self.retrieval.max_top_k {
+            return Err(CellError::BadRequest(format!(
+                "top_k must be between 1 and {}",
+                self.retrieval.max_top_k
+            )));
+        }
+        self.metrics.observe_stage("preprocess", started);
+
+        // Embed.
+        let started = Instant::now();
+        let embedding = embed_off_runtime(self.embedder.clone(), vec![question.clone()])
+            .instrument(info_span!("embed", tenant = %ctx.tenant, cell = %self.cell_id))
+            .await?
+            .pop()
+            .ok_or_else(|| CellError::BadRequest("query produced no embedding".into()))?;
+        self.metrics.observe_stage("embed", started);
+
+        // Semantic cache.
+        let started = Instant::now();
+        let cache_span = info_span!("semantic_cache", tenant = %ctx.tenant, cell = %self.cell_id, outcome = tracing::field::Empty);
+        let version = async {
+            let version = match self.cache.knowledge_version(&ctx.tenant).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache unavailable, bypassing");
+                    return None;
+                }
+            };
+            Some(version)
+        }
+        .instrument(cache_span.clone())
+        .await;
+        if let Some(version) = version {
+            match self
+                .cache
+                .lookup(&ctx.tenant, &question, &embedding, version)
+                .instrument(cache_span.clone())
+                .await
+            {
+                Ok(Lookup::Hit {
+                    entry, similarity, ..
+                }) => {
+                    cache_span.record("outcome", "hit");
+                    self.metrics.observe_stage("semantic_cache", started);
+                    self.metrics
+                        .queries
+                        .get_or_create(&CacheLabels { outcome: "hit" })
+                        .inc();
+                    let a = entry.answer;
+                    return Ok(QueryResponse {
+                        answer: a.answer,
+                        citations: a.citations,
+                        cache: "hit".into(),
+                        similarity: Some(similarity),
+                        provider: Some(a.provider),
+                        region: Some(a.region),
+                        model: Some(a.model),
+                        usage: a.usage,
+                        cell: self.cell_id.clone(),
+                    });
+                }
+                Ok(Lookup::Miss) => cache_span.record("outcome", "miss"),
+                Err(e) => {
+                    self.metrics.cache_errors.inc();
+                    tracing::warn!(parent: &cache_span, error = %e, "cache lookup failed, bypassing");
+                    cache_span.record("outcome", "bypass")
+                }
+            };
+        } else {
+            self.metrics.cache_errors.inc();
+        }
+        self.metrics.observe_stage("semantic_cache", started);
+        let outcome = if version.is_some() { "miss" } else { "bypass" };
+        self.metrics
+            .queries
+            .get_or_create(&CacheLabels { outcome })
+            .inc();
+
+        // Retrieve.
+        let started = Instant::now();
+        let hits = {
+            let shard = self.shard.clone();
+            let tenant = ctx.tenant.clone();
+            let vector = embedding.clone();
+            let floor = self.retrieval.score_floor;
+            tokio::task::spawn_blocking(move || shard.search(&tenant, &vector, top_k, Some(floor)))
+                .instrument(
+                    info_span!("retrieve", tenant = %ctx.tenant, cell = %self.cell_id, top_k),
+                )
+                .await
+                .map_err(|e| {
+                    CellError::Vector(crate::vector::VectorError::Operation(e.to_string()))
+                })??
+        };
+        self.metrics.observe_stage("retrieve", started);
+        if hits.is_empty() {
+            return Ok(QueryResponse {
+                answer: NO_ANSWER.into(),
+                citations: Vec::new(),
+                cache: "miss".into(),
+                similarity: None,
+                provider: None,
+                region: None,
+                model: None,
+                usage: Usage::default(),
+                cell: self.cell_id.clone(),
+            });
+        }
+
+        // Prompt → LLM.
+        let request = prompt::build(&question, &hits, MAX_ANSWER_TOKENS);
+        let started = Instant::now();
+        let (provider, completion) = self.call_providers(ctx, &request).await?;
+        self.metrics.observe_stage("llm", started);
+
+        // Postprocess: keep only citations of passages the answer used.
+        let started = Instant::now();
+        let citations = citations_for(&completion.content, &hits);
+        let answer = CachedAnswer {
+            answer: completion.content,
+            citations,
+            provider: provider.name().to_owned(),
+            region: provider.region().to_owned(),
+            model: completion.model,
+            usage: completion.usage,
+        };
+        self.metrics.observe_stage("postprocess", started);
+
+        // Store only answers grounded in at least one passage.
+        if let Some(version) = version
+            && !answer.citations.is_empty()
+        {
+            let started = Instant::now();
+            let entry = Entry {
+                query: question.clone(),
+                answer: answer.clone(),
+                created_at_ms: control_plane::model::now_ms(),
+                knowledge_version: version,
+            };
+            if let Err(e) = self
+                .cache
+                .store(&ctx.tenant, &question, &embedding, entry)
+                .instrument(info_span!("cache_store", tenant = %ctx.tenant, cell = %self.cell_id))
+                .await
+            {
+                self.metrics.cache_errors.inc();
+                tracing::warn!(error = %e, "cache store failed");
+            }
+            self.metrics.observe_stage("cache_store", started);
+        }
+        Ok(QueryResponse {
+            answer: answer.answer,
+            citations: answer.citations,
+            cache: "miss".into(),
+            similarity: None,
+            provider: Some(answer.provider),
+            region: Some(answer.region),
+            model: Some(answer.model),
+            usage: answer.usage,
+            cell: self.cell_id.clone(),
+        })
+    }
+
+    /// Tries the providers in order, moving on only after errors another
+    /// provider-region may not have; keeps every attempt's error.
+    async fn call_providers(
+        &self,
+        ctx: &RequestContext,
+        request: &crate::llm::ChatRequest,
+    ) -> Result<(AnyProvider, crate::llm::Completion), CellError> {
+        let mut errors: Vec<ProviderError> = Vec::new();
+        for provider in &self.providers {
+            let span = info_span!(
+                "llm",
+                tenant = %ctx.tenant,
+                cell = %self.cell_id,
+                gen_ai.system = provider.system(),
+                gen_ai.request.model = provider.model(),
+                gen_ai.provider.name = provider.name(),
+                cloud.region = provider.region(),
+                gen_ai.usage.input_tokens = tracing::field::Empty,
+                gen_ai.usage.output_tokens = tracing::field::Empty,
+            );
+            match provider
+                .chat(request, &ctx.request_id)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(completion) => {
+                    span.record("gen_ai.usage.input_tokens", completion.usage.prompt_tokens);
+                    span.record(
+                        "gen_ai.usage.output_tokens",
+                        completion.usage.completion_tokens,
+                    );
+                    self.metrics
+                        .provider_calls
+                        .get_or_create(&ProviderLabels {
+                            provider: provider.name().to_owned(),
+                            outcome: "ok",
+                        })
+                        .inc();
+                    return Ok((provider.clone(), completion));
+                }
+                Err(e) => {
+                    self.metrics
+                        .provider_calls
+                        .get_or_create(&ProviderLabels {
+                            provider: provider.name().to_owned(),
+                            outcome: "error",
+                        })
+                        .inc();
+                    tracing::warn!(parent: &span, error = %e, "provider call failed");
+                    let retryable = e.is_retryable();
+                    errors.push(e);
+                    if !retryable {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(CellError::AllProvidersFailed(errors))
+    }
+}
+
+/// Citations for the passages an answer cites as `[n]`. An answer citing
+/// nothing gets none, and is therefore not cached.
+fn citations_for(answer: &str, hits: &[Hit]) -> Vec<Citation> {
+    let cite = |h: &Hit| Citation {
+        document_id: h.document_id.clone(),
+        chunk: h.chunk,
+        score: h.score,
+    };
+    let numbers = prompt::cited_numbers(answer);
+    if numbers.is_empty() {
+        return Vec::new();
+    }
+    numbers
+        .into_iter()
+        .filter_map(|n| n.checked_sub(1).and_then(|i| hits.get(i)))
+        .map(cite)
+        .collect()
+}

@@ -1,0 +1,155 @@
+//! Wires a cell together from its config and runs it: embedder, vector shard,
+//! cache, providers, the control-plane watch and lease, and the HTTP server.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use control_plane::model::{CellAlive, CellSpec, DesiredState, now_ms};
+use control_plane::registration::{LeaseSettings, keep_alive, publish_spec};
+use control_plane::store::Store;
+use control_plane::watch::ClusterWatch;
+
+use crate::api::{AppState, routes};
+use crate::cache::{CacheSettings, RedisConn, SemanticCache};
+use crate::config::{Config, ProviderConfig};
+use crate::embed::{Embedder, MiniLm};
+use crate::ingest::Ingestor;
+use crate::ingest::chunker::ChunkLimits;
+use crate::llm::{AnyProvider, azure::AzureOpenAi};
+use crate::metrics::CellMetrics;
+use crate::pipeline::Orchestrator;
+use crate::vector::VectorShard;
+
+fn providers(config: &Config, http: &reqwest::Client) -> Vec<AnyProvider> {
+    config
+        .providers
+        .iter()
+        .map(|p| match p {
+            ProviderConfig::AzureOpenai {
+                name,
+                region,
+                endpoint,
+                deployment,
+                api_version,
+                api_key,
+                timeout,
+            } => AnyProvider::Azure(Arc::new(AzureOpenAi {
+                name: name.clone(),
+                region: region.clone(),
+                endpoint: endpoint.clone(),
+                deployment: deployment.clone(),
+                api_version: api_version.clone(),
+                api_key: api_key.clone(),
+                timeout: *timeout,
+                http: http.clone(),
+            })),
+        })
+        .collect()
+}
+
+/// Runs the cell until a shutdown signal or the death of a background task.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let model_dir = config.model_dir.clone();
+    let embedder: Arc<dyn Embedder> =
+        Arc::new(tokio::task::spawn_blocking(move || MiniLm::load(&model_dir)).await??);
+    let shard_dir = config.data_dir.join("vectors");
+    let dims = embedder.dimensions();
+    let shard = tokio::task::spawn_blocking(move || VectorShard::open(&shard_dir, dims)).await??;
+    let redis = RedisConn::new(&config.redis_url, config.redis_timeout)?;
+    let cache = SemanticCache::new(
+        redis,
+        CacheSettings {
+            threshold: config.cache_threshold,
+            ttl: config.cache_ttl,
+            timeout: config.redis_timeout,
+        },
+    );
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build()?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(CellMetrics::register(&mut registry));
+    let registry = Arc::new(registry);
+
+    let store = Store::connect(config.etcd.clone()).await?;
+    let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone())
+        .await
+        .context("cannot read the cluster state from etcd")?;
+
+    let orchestrator = Arc::new(Orchestrator {
+        cell_id: config.id.clone(),
+        embedder: embedder.clone(),
+        shard: shard.clone(),
+        cache: cache.clone(),
+        providers: providers(&config, &http),
+        retrieval: config.retrieval.clone(),
+        max_query_chars: config.limits.max_query_chars,
+        metrics: metrics.clone(),
+    });
+    let ingestor = Arc::new(Ingestor {
+        cell_id: config.id.clone(),
+        embedder,
+        shard,
+        cache,
+        max_documents: config.limits.max_documents,
+        limits: ChunkLimits::default(),
+        metrics,
+    });
+    let app = routes(AppState {
+        cell_id: config.id.clone(),
+        orchestrator,
+        ingestor,
+        cluster,
+        registry,
+        max_body_bytes: config.limits.max_body_bytes,
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let endpoint = config
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    publish_spec(
+        &store,
+        &config.keys,
+        &config.id,
+        CellSpec {
+            region: config.region.clone(),
+            endpoint: endpoint.clone(),
+            template: config.template.clone(),
+            desired: DesiredState::Active,
+        },
+    )
+    .await
+    .context("cannot register the cell in etcd")?;
+    let lease_task = keep_alive(
+        store.clone(),
+        config.keys.clone(),
+        config.id.clone(),
+        CellAlive {
+            endpoint,
+            started_at_ms: now_ms(),
+        },
+        LeaseSettings::default(),
+    );
+    tracing::info!(cell = %config.id, region = %config.region, %addr, "cell serving");
+    common::process::announce_ready("cell", addr);
+
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(common::process::shutdown_signal());
+    tokio::select! {
+        result = server => result?,
+        r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
+        r = lease_task => anyhow::bail!("lease keeper stopped: {r:?}"),
+    }
+    // Leave the ring at once instead of waiting for the lease to expire.
+    let alive = config.keys.cell_alive(&config.id);
+    let _ = store
+        .retrying("deregister", |mut c| {
+            let alive = alive.clone();
+            async move { c.delete(alive, None).await }
+        })
+        .await;
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! Two-stage configuration: a raw serde struct read from YAML with unknown
+//! fields rejected, then a `validate()` into typed config that reports every
+//! problem at once, each naming the exact field (`cells[2].cache.threshold …`).
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+/// Exit code for a configuration error (BSD `EX_USAGE`).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Every problem found in one configuration file.
+#[derive(Debug, Default)]
+pub struct ConfigErrors {
+    problems: Vec<String>,
+}
+
+impl ConfigErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that the field at `path` is wrong, and how.
+    pub fn push(&mut self, path: impl fmt::Display, problem: impl fmt::Display) {
+        self.problems.push(format!("{path} {problem}"));
+    }
+
+    /// Checks a condition, recording `problem` for `path` when it fails.
+    pub fn check(&mut self, ok: bool, path: impl fmt::Display, problem: impl fmt::Display) {
+        if !ok {
+            self.push(path, problem);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// `Ok(value)` when nothing was recorded.
+    pub fn finish<T>(self, value: T) -> Result<T, ConfigError> {
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(ConfigError::Invalid(self))
+        }
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("config is invalid:\n{0}")]
+    Invalid(ConfigErrors),
+}
+
+/// Reads a YAML file into the raw config type `T`.
+pub fn read_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_yaml(&text).map_err(|message| ConfigError::Parse {
+        path: path.display().to_string(),
+        message,
+    })
+}
+
+/// Parses YAML text; the error names the field serde stopped at.
+pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_yaml::from_str(text).map_err(|e| match e.location() {
+        Some(loc) => format!("line {} column {}: {e}", loc.line(), loc.column()),
+        None => e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Raw {
+        listen: String,
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse_yaml::<Raw>("listen: a\nlisten_typo: b\n").unwrap_err();
+        assert!(err.contains("listen_typo"), "{err}");
+    }
+
+    #[test]
+    fn all_problems_reported_at_once() {
+        let mut errors = ConfigErrors::new();
+        errors.check(false, "cells[0].region", "must not be empty");
+        errors.check(true, "ok", "never");
+        errors.check(false, "cache.threshold", "must be in (0, 1]");
+        let err = errors.finish(()).unwrap_err().to_string();
+        assert!(err.contains("cells[0].region must not be empty"), "{err}");
+        assert!(err.contains("cache.threshold must be in (0, 1]"), "{err}");
+    }
+}

@@ -1,0 +1,252 @@
+//! The operator API under `/admin/…`, authenticated with the operator token.
+//! `cellctl` is a thin client of it.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::model::{
+    ApiKeyRecord, CellAlive, CellSpec, KeyKind, Keys, TenantRecord, generate_api_key, hash_api_key,
+    now_ms, validate_tenant_id,
+};
+use crate::service::Secret;
+use crate::store::{Store, StoreError, decode, encode};
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    pub keys: Keys,
+    pub token: Secret,
+    pub registry: Arc<prometheus_client::registry::Registry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("missing or wrong operator token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Store(StoreError::Rejected(_) | StoreError::Corrupt { .. }) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let message = match &self {
+            AdminError::Store(e) => {
+                tracing::error!(error = %e, "admin request failed in etcd");
+                "the control-plane store is unavailable".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, Json(json!({"error": {"message": message}}))).into_response()
+    }
+}
+
+/// `/admin/…` routes, all behind the operator token.
+pub fn routes(state: AdminState) -> Router {
+    Router::new()
+        .route("/admin/tenants", post(create_tenant).get(list_tenants))
+        .route("/admin/cells", get(list_cells))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_operator,
+        ))
+        .with_state(state)
+}
+
+async fn require_operator(
+    State(state): State<AdminState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(token) if state.token.matches(token) => next.run(request).await,
+        _ => AdminError::Unauthorized.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub id: String,
+    #[serde(default)]
+    pub plan: Option<String>,
+}
+
+/// A tenant as operators see it: never the key hashes.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TenantSummary {
+    pub id: String,
+    pub plan: String,
+    pub key_hints: Vec<String>,
+    pub pin: Option<Vec<String>>,
+    pub created_at_ms: u64,
+}
+
+impl From<&TenantRecord> for TenantSummary {
+    fn from(t: &TenantRecord) -> Self {
+        Self {
+            id: t.id.clone(),
+            plan: t.plan.clone(),
+            key_hints: t.api_keys.iter().map(|k| k.hint.clone()).collect(),
+            pin: t.pin.clone(),
+            created_at_ms: t.created_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreatedTenant {
+    pub tenant: TenantSummary,
+    /// Shown once; only its hash is stored.
+    pub api_key: String,
+}
+
+async fn create_tenant(
+    State(state): State<AdminState>,
+    body: Result<Json<CreateTenant>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<CreatedTenant>), AdminError> {
+    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    validate_tenant_id(&body.id).map_err(AdminError::BadRequest)?;
+    let api_key = generate_api_key();
+    let now = now_ms();
+    let record = TenantRecord {
+        id: body.id.clone(),
+        api_keys: vec![ApiKeyRecord {
+            sha256: hash_api_key(&api_key),
+            hint: api_key.chars().take(8).collect(),
+            created_at_ms: now,
+        }],
+        plan: body.plan.unwrap_or_else(|| "standard".to_owned()),
+        pin: None,
+        created_at_ms: now,
+    };
+    let key = state.keys.tenant(&body.id);
+    let value = encode(&record);
+    let created = state
+        .store
+        .retrying("create tenant", |mut c| {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+            async move { c.txn(txn).await }
+        })
+        .await?
+        .succeeded();
+    if !created {
+        return Err(AdminError::Conflict(format!(
+            "tenant {:?} already exists",
+            body.id
+        )));
+    }
+    tracing::info!(tenant = %body.id, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTenant {
+            tenant: TenantSummary::from(&record),
+            api_key,
+        }),
+    ))
+}
+
+async fn list_tenants(
+    State(state): State<AdminState>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let prefix = state.keys.tenants();
+    let resp = state
+        .store
+        .retrying("list tenants", |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+    let mut tenants = Vec::new();
+    for kv in resp.kvs() {
+        let Ok(key) = kv.key_str() else { continue };
+        if let KeyKind::Tenant(_) = state.keys.parse(key) {
+            let record: TenantRecord = decode(key, kv.value())?;
+            tenants.push(TenantSummary::from(&record));
+        }
+    }
+    Ok(Json(json!({ "tenants": tenants })))
+}
+
+/// A cell as operators see it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CellSummary {
+    pub id: String,
+    pub spec: Option<CellSpec>,
+    pub alive: Option<CellAlive>,
+}
+
+async fn list_cells(
+    State(state): State<AdminState>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let prefix = state.keys.cells();
+    let resp = state
+        .store
+        .retrying("list cells", |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+    let mut cells: std::collections::BTreeMap<String, CellSummary> = Default::default();
+    for kv in resp.kvs() {
+        let Ok(key) = kv.key_str() else { continue };
+        match state.keys.parse(key) {
+            KeyKind::CellSpec(id) => {
+                let spec: CellSpec = decode(key, kv.value())?;
+                cells
+                    .entry(id.to_owned())
+                    .or_insert_with(|| CellSummary {
+                        id: id.to_owned(),
+                        spec: None,
+                        alive: None,
+                    })
+                    .spec = Some(spec);
+            }
+            KeyKind::CellAlive(id) => {
+                let alive: CellAlive = decode(key, kv.value())?;
+                cells
+                    .entry(id.to_owned())
+                    .or_insert_with(|| CellSummary {
+                        id: id.to_owned(),
+                        spec: None,
+                        alive: None,
+                    })
+                    .alive = Some(alive);
+            }
+            KeyKind::Tenant(_) | KeyKind::Unknown => {}
+        }
+    }
+    let cells: Vec<_> = cells.into_values().collect();
+    Ok(Json(json!({ "cells": cells })))
+}

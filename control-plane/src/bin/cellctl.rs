@@ -1,0 +1,159 @@
+//! `cellctl`: the operator CLI, a client of the control plane's admin API.
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use control_plane::admin::{CellSummary, CreatedTenant, TenantSummary};
+use serde::Deserialize;
+
+#[derive(Parser)]
+#[command(about = "Operate a cellnet deployment through the control plane's admin API")]
+struct Args {
+    /// Base URL of the control plane's admin API.
+    #[arg(long, env = "ADMIN_URL", default_value = "http://127.0.0.1:18090")]
+    admin_url: String,
+    /// Operator token.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tenants: create, list.
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+    /// Cells: list.
+    #[command(subcommand)]
+    Cells(CellsCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Creates a tenant and prints its API key (shown only this once).
+    Create {
+        id: String,
+        #[arg(long)]
+        plan: Option<String>,
+        /// Print only the key, for scripts.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Lists tenants.
+    List,
+}
+
+#[derive(Subcommand)]
+enum CellsCommand {
+    /// Lists cells with their spec and liveness.
+    List,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorMessage,
+}
+
+#[derive(Deserialize)]
+struct ErrorMessage {
+    message: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::process::install_crypto_provider();
+    let args = Args::parse();
+    let http = reqwest::Client::new();
+    let base = args.admin_url.trim_end_matches('/').to_owned();
+    let auth = format!("Bearer {}", args.admin_token);
+    match args.command {
+        Command::Tenants(TenantsCommand::Create { id, plan, quiet }) => {
+            let resp = http
+                .post(format!("{base}/admin/tenants"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({ "id": id, "plan": plan }))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let created: CreatedTenant = read(resp).await?;
+            if quiet {
+                println!("{}", created.api_key);
+            } else {
+                println!(
+                    "tenant {} created (plan {})",
+                    created.tenant.id, created.tenant.plan
+                );
+                println!("API key (shown once, store it now): {}", created.api_key);
+            }
+        }
+        Command::Tenants(TenantsCommand::List) => {
+            #[derive(Deserialize)]
+            struct List {
+                tenants: Vec<TenantSummary>,
+            }
+            let resp = http
+                .get(format!("{base}/admin/tenants"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let list: List = read(resp).await?;
+            println!("{:<24} {:<12} {:<24} KEYS", "TENANT", "PLAN", "PIN");
+            for t in list.tenants {
+                let pin = t.pin.map(|p| p.join(",")).unwrap_or_else(|| "-".into());
+                println!(
+                    "{:<24} {:<12} {:<24} {}",
+                    t.id,
+                    t.plan,
+                    pin,
+                    t.key_hints.join(",")
+                );
+            }
+        }
+        Command::Cells(CellsCommand::List) => {
+            #[derive(Deserialize)]
+            struct List {
+                cells: Vec<CellSummary>,
+            }
+            let resp = http
+                .get(format!("{base}/admin/cells"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let list: List = read(resp).await?;
+            println!(
+                "{:<16} {:<16} {:<10} {:<6} ENDPOINT",
+                "CELL", "REGION", "DESIRED", "ALIVE"
+            );
+            for c in list.cells {
+                let (region, desired, endpoint) = match &c.spec {
+                    Some(s) => (
+                        s.region.clone(),
+                        format!("{:?}", s.desired).to_lowercase(),
+                        s.endpoint.clone(),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into()),
+                };
+                let alive = if c.alive.is_some() { "yes" } else { "no" };
+                println!(
+                    "{:<16} {:<16} {:<10} {:<6} {}",
+                    c.id, region, desired, alive, endpoint
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn read<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        bail!("{status}: {message}");
+    }
+    serde_json::from_slice(&body).context("unexpected response from the control plane")
+}

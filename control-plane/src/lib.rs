@@ -1,0 +1,13 @@
+//! The control plane: the etcd model every component agrees on, the client
+//! surface that router and cells embed (`store`, `watch`, `registration`), and
+//! the control-plane service's own internals (`admin`, `service`).
+//!
+//! Router and cells must use only `model`, `store`, `watch` and
+//! `registration`; `admin` and `service` are the server's internals.
+
+pub mod admin;
+pub mod model;
+pub mod registration;
+pub mod service;
+pub mod store;
+pub mod watch;

@@ -1,0 +1,28 @@
+//! `control-plane`: the operator API over the etcd model.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "The cellnet control plane: admin API over the etcd model")]
+struct Args {
+    /// YAML config file.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::process::init_tracing();
+    common::process::install_crypto_provider();
+    let args = Args::parse();
+    let config = match control_plane::service::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(common::config::EXIT_CONFIG);
+        }
+    };
+    control_plane::service::run(config).await
+}

@@ -1,0 +1,217 @@
+//! The etcd model: key layout and the records stored under each key.
+//!
+//! ```text
+//! <prefix>cells/<id>/spec     CellSpec     written when a cell starts or by operators
+//! <prefix>cells/<id>/alive    CellAlive    bound to the cell's lease (TTL ~3 s)
+//! <prefix>tenants/<id>        TenantRecord hashed API keys, plan, pin, knowledge version
+//! ```
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Key layout under a configurable prefix (default `/cellnet/`).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// What a key under the prefix names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind<'a> {
+    CellSpec(&'a str),
+    CellAlive(&'a str),
+    Tenant(&'a str),
+    /// A key this version does not know; ignored so that newer writers can add keys.
+    Unknown,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Self { prefix }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn cells(&self) -> String {
+        format!("{}cells/", self.prefix)
+    }
+
+    pub fn cell_spec(&self, cell: &str) -> String {
+        format!("{}cells/{cell}/spec", self.prefix)
+    }
+
+    pub fn cell_alive(&self, cell: &str) -> String {
+        format!("{}cells/{cell}/alive", self.prefix)
+    }
+
+    pub fn tenants(&self) -> String {
+        format!("{}tenants/", self.prefix)
+    }
+
+    pub fn tenant(&self, tenant: &str) -> String {
+        format!("{}tenants/{tenant}", self.prefix)
+    }
+
+    /// Classifies a key read from etcd.
+    pub fn parse<'a>(&self, key: &'a str) -> KeyKind<'a> {
+        let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
+            return KeyKind::Unknown;
+        };
+        if let Some(cell) = rest.strip_prefix("cells/") {
+            if let Some(id) = cell.strip_suffix("/spec") {
+                return KeyKind::CellSpec(id);
+            }
+            if let Some(id) = cell.strip_suffix("/alive") {
+                return KeyKind::CellAlive(id);
+            }
+            return KeyKind::Unknown;
+        }
+        if let Some(id) = rest.strip_prefix("tenants/")
+            && !id.contains('/')
+        {
+            return KeyKind::Tenant(id);
+        }
+        KeyKind::Unknown
+    }
+}
+
+/// What an operator wants a cell to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    #[default]
+    Active,
+    Draining,
+    Removed,
+}
+
+/// `cells/<id>/spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellSpec {
+    pub region: String,
+    /// Base URL the router uses to reach the cell, e.g. `http://10.0.0.7:8080`.
+    pub endpoint: String,
+    pub template: String,
+    #[serde(default)]
+    pub desired: DesiredState,
+}
+
+/// `cells/<id>/alive`: present only while the cell's lease is kept alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellAlive {
+    pub endpoint: String,
+    pub started_at_ms: u64,
+}
+
+/// One API key of a tenant, stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Hex SHA-256 of the key. Keys are 256-bit random, so a fast hash is
+    /// enough: there is nothing to brute-force.
+    pub sha256: String,
+    /// The first characters of the key, so operators can tell keys apart.
+    pub hint: String,
+    pub created_at_ms: u64,
+}
+
+/// `tenants/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub id: String,
+    pub api_keys: Vec<ApiKeyRecord>,
+    #[serde(default = "default_plan")]
+    pub plan: String,
+    /// Cells the tenant is pinned to, overriding the ring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Vec<String>>,
+    pub created_at_ms: u64,
+}
+
+fn default_plan() -> String {
+    "standard".to_owned()
+}
+
+/// Tenant ids appear in keys, URLs and Redis hash tags: keep them plain.
+pub fn validate_tenant_id(id: &str) -> Result<(), String> {
+    let ok_len = (1..=63).contains(&id.len());
+    let ok_chars = id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_start = id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if ok_len && ok_chars && ok_start {
+        Ok(())
+    } else {
+        Err(format!(
+            "tenant id {id:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit"
+        ))
+    }
+}
+
+/// Hex SHA-256 of an API key, the form stored in etcd and looked up by the router.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new random API key: `cn_` followed by 256 random bits, base64url.
+pub fn generate_api_key() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "cn_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let keys = Keys::new("/cn");
+        assert_eq!(keys.cell_spec("c1"), "/cn/cells/c1/spec");
+        assert_eq!(keys.parse(&keys.cell_spec("c1")), KeyKind::CellSpec("c1"));
+        assert_eq!(
+            keys.parse(&keys.cell_alive("c-2")),
+            KeyKind::CellAlive("c-2")
+        );
+        assert_eq!(keys.parse(&keys.tenant("acme")), KeyKind::Tenant("acme"));
+        assert_eq!(keys.parse("/cn/cells/c1/status"), KeyKind::Unknown);
+        assert_eq!(keys.parse("/other/tenants/acme"), KeyKind::Unknown);
+    }
+
+    #[test]
+    fn tenant_ids() {
+        assert!(validate_tenant_id("acme").is_ok());
+        assert!(validate_tenant_id("acme-2").is_ok());
+        assert!(validate_tenant_id("").is_err());
+        assert!(validate_tenant_id("-acme").is_err());
+        assert!(validate_tenant_id("Acme").is_err());
+        assert!(validate_tenant_id("a/b").is_err());
+        assert!(validate_tenant_id(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn api_keys_are_random_and_hash_stably() {
+        let a = generate_api_key();
+        let b = generate_api_key();
+        assert_ne!(a, b);
+        assert!(a.starts_with("cn_") && a.len() > 40);
+        assert_eq!(hash_api_key(&a), hash_api_key(&a));
+        assert_ne!(hash_api_key(&a), hash_api_key(&b));
+    }
+}

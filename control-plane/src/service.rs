@@ -1,0 +1,201 @@
+//! The control-plane service: configuration and the HTTP server that hosts
+//! the admin API.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use common::config::{ConfigError, ConfigErrors, read_yaml};
+use serde::Deserialize;
+
+use crate::admin::{AdminState, routes};
+use crate::model::Keys;
+use crate::store::{EtcdSettings, Store};
+
+/// A secret whose Debug and Display never show it.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison, so response timing does not leak the token.
+    pub fn matches(&self, presented: &str) -> bool {
+        let a = self.0.as_bytes();
+        let b = presented.as_bytes();
+        if a.len() != b.len() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("*****")
+    }
+}
+
+/// `etcd:` section shared by every service's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn default_prefix() -> String {
+    "/cellnet/".to_owned()
+}
+
+/// Long enough for a loaded etcd on a small machine, short enough to notice.
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl RawEtcd {
+    /// Checks the section, recording problems under `path`.
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) -> (EtcdSettings, Keys) {
+        errors.check(
+            !self.endpoints.is_empty(),
+            format!("{path}.endpoints"),
+            "must list at least one etcd endpoint",
+        );
+        for (i, e) in self.endpoints.iter().enumerate() {
+            errors.check(
+                e.starts_with("http://") || e.starts_with("https://"),
+                format!("{path}.endpoints[{i}]"),
+                format!("must be an http:// or https:// URL, got {e:?}"),
+            );
+        }
+        errors.check(
+            self.prefix.starts_with('/'),
+            format!("{path}.prefix"),
+            "must start with '/'",
+        );
+        errors.check(
+            !self.request_timeout.is_zero(),
+            format!("{path}.request_timeout"),
+            "must be greater than zero",
+        );
+        (
+            EtcdSettings {
+                endpoints: self.endpoints.clone(),
+                connect_timeout: self.connect_timeout,
+                request_timeout: self.request_timeout,
+            },
+            Keys::new(&self.prefix),
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    etcd: RawEtcd,
+    /// Name of the environment variable holding the operator token; the token
+    /// itself never sits in a config file.
+    #[serde(default = "default_token_env")]
+    admin_token_env: String,
+}
+
+fn default_token_env() -> String {
+    "CELLNET_ADMIN_TOKEN".to_owned()
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub etcd: EtcdSettings,
+    pub keys: Keys,
+    pub admin_token: Secret,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = read_yaml(path)?;
+        let mut errors = ConfigErrors::new();
+        let listen = raw.listen.parse().unwrap_or_else(|_| {
+            errors.push(
+                "listen",
+                format!(
+                    "must be an address like 127.0.0.1:8090, got {:?}",
+                    raw.listen
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let (etcd, keys) = raw.etcd.validate("etcd", &mut errors);
+        let token = std::env::var(&raw.admin_token_env).unwrap_or_default();
+        errors.check(
+            token.len() >= 16,
+            "admin_token_env",
+            format!(
+                "names {}, which must hold an operator token of at least 16 characters",
+                raw.admin_token_env
+            ),
+        );
+        errors.finish(Config {
+            listen,
+            etcd,
+            keys,
+            admin_token: Secret::new(token),
+        })
+    }
+}
+
+/// Runs the control-plane service until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = Store::connect(config.etcd.clone()).await?;
+    let registry = Arc::new(prometheus_client::registry::Registry::default());
+    let state = AdminState {
+        store,
+        keys: config.keys.clone(),
+        token: config.admin_token.clone(),
+        registry: registry.clone(),
+    };
+    let app = Router::new()
+        .merge(routes(state))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { common::metrics::render(&registry) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "control plane listening");
+    common::process::announce_ready("control-plane", addr);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(common::process::shutdown_signal())
+        .await?;
+    Ok(())
+}

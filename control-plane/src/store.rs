@@ -1,0 +1,134 @@
+//! The etcd connection every component shares, with the retry policy that
+//! etcd-client lacks: it does not fail over between endpoints or retry by
+//! itself, so calls that fail with `Unavailable` or a transport error are
+//! retried here with backoff until a deadline.
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+/// Connection settings for etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    pub endpoints: Vec<String>,
+    pub connect_timeout: Duration,
+    /// Deadline for one call including its retries.
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd unavailable: {0}")]
+    Unavailable(String),
+    #[error("etcd rejected the request: {0}")]
+    Rejected(String),
+    #[error("record at {key} is not valid JSON: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+impl StoreError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<etcd_client::Error> for StoreError {
+    fn from(e: etcd_client::Error) -> Self {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e.to_string())
+        } else {
+            StoreError::Rejected(e.to_string())
+        }
+    }
+}
+
+fn is_unavailable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+        ),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::WatchError(_) | etcd_client::Error::LeaseKeepAliveError(_) => true,
+        _ => false,
+    }
+}
+
+/// A cheap-to-clone handle on etcd.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    settings: EtcdSettings,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("endpoints", &self.settings.endpoints)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Connects lazily: the channel is built now, failures surface on calls.
+    pub async fn connect(settings: EtcdSettings) -> Result<Self, StoreError> {
+        // No per-request timeout on the channel: long-lived calls (watch, lease
+        // keep-alive, election campaign) must not be cut by it. Deadlines are
+        // applied per call in `retrying`.
+        let options = ConnectOptions::new()
+            .with_connect_timeout(settings.connect_timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let client = Client::connect(&settings.endpoints, Some(options)).await?;
+        Ok(Self { client, settings })
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub fn settings(&self) -> &EtcdSettings {
+        &self.settings
+    }
+
+    /// Runs `op` until it succeeds, fails with a non-retryable error, or the
+    /// request timeout passes.
+    pub async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.settings.request_timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = tokio::time::timeout_at(deadline, op(self.client.clone())).await;
+            let err = match attempt {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => StoreError::from(e),
+                Err(_) => StoreError::Unavailable(format!("{what}: deadline exceeded")),
+            };
+            if !err.is_retryable() || tokio::time::Instant::now() + backoff >= deadline {
+                return Err(err);
+            }
+            tracing::debug!(what, error = %err, "etcd call failed, retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Parses a JSON record read from etcd.
+pub fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Serialises a record for etcd.
+pub fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serialising our own plain records cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}

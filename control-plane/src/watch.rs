@@ -1,0 +1,279 @@
+//! The cluster snapshot that router and cells keep in memory, fed by one etcd
+//! watch from a revision: it never polls and never misses an event. A lost
+//! watch resumes from the last revision seen; if etcd compacted past it, the
+//! snapshot is rebuilt from a fresh read. While etcd is away the last snapshot
+//! keeps serving (static stability).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use etcd_client::{EventType, GetOptions, WatchOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::model::{CellAlive, CellSpec, DesiredState, KeyKind, Keys, TenantRecord};
+use crate::store::{Store, StoreError, decode};
+
+/// What is known of one cell.
+#[derive(Debug, Clone, Default)]
+pub struct CellView {
+    pub spec: Option<CellSpec>,
+    pub alive: Option<CellAlive>,
+}
+
+impl CellView {
+    /// A cell takes traffic when an operator wants it active and its lease is alive.
+    pub fn is_serving(&self) -> bool {
+        self.alive.is_some()
+            && self
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.desired == DesiredState::Active)
+    }
+
+    /// The endpoint to send requests to: the live one if any, else the spec's.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.alive
+            .as_ref()
+            .map(|a| a.endpoint.as_str())
+            .or_else(|| self.spec.as_ref().map(|s| s.endpoint.as_str()))
+    }
+}
+
+/// An immutable view of the cluster at one etcd revision.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub revision: i64,
+    pub cells: BTreeMap<String, CellView>,
+    pub tenants: HashMap<String, Arc<TenantRecord>>,
+    /// API key hash → tenant id.
+    key_index: HashMap<String, String>,
+}
+
+impl ClusterView {
+    /// Cells that take traffic, in id order.
+    pub fn serving_cells(&self) -> impl Iterator<Item = (&str, &CellView)> {
+        self.cells
+            .iter()
+            .filter(|(_, c)| c.is_serving())
+            .map(|(id, c)| (id.as_str(), c))
+    }
+
+    /// The tenant owning the API key with this hash.
+    pub fn tenant_by_key_hash(&self, sha256: &str) -> Option<&Arc<TenantRecord>> {
+        self.key_index
+            .get(sha256)
+            .and_then(|id| self.tenants.get(id))
+    }
+
+    fn apply(&mut self, kind: KeyKind<'_>, key: &str, value: Option<&[u8]>) {
+        match kind {
+            KeyKind::CellSpec(id) => {
+                let spec = value.and_then(|v| decode_logged::<CellSpec>(key, v));
+                let cell = self.cells.entry(id.to_owned()).or_default();
+                cell.spec = spec;
+                self.prune_cell(id);
+            }
+            KeyKind::CellAlive(id) => {
+                let alive = value.and_then(|v| decode_logged::<CellAlive>(key, v));
+                let cell = self.cells.entry(id.to_owned()).or_default();
+                cell.alive = alive;
+                self.prune_cell(id);
+            }
+            KeyKind::Tenant(id) => {
+                if let Some(old) = self.tenants.remove(id) {
+                    for k in &old.api_keys {
+                        self.key_index.remove(&k.sha256);
+                    }
+                }
+                if let Some(record) = value.and_then(|v| decode_logged::<TenantRecord>(key, v)) {
+                    for k in &record.api_keys {
+                        self.key_index.insert(k.sha256.clone(), id.to_owned());
+                    }
+                    self.tenants.insert(id.to_owned(), Arc::new(record));
+                }
+            }
+            KeyKind::Unknown => {}
+        }
+    }
+
+    fn prune_cell(&mut self, id: &str) {
+        if self
+            .cells
+            .get(id)
+            .is_some_and(|c| c.spec.is_none() && c.alive.is_none())
+        {
+            self.cells.remove(id);
+        }
+    }
+}
+
+fn decode_logged<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Option<T> {
+    match decode(key, value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring unreadable record");
+            None
+        }
+    }
+}
+
+/// A live, lock-free snapshot of the cluster, kept current by a background watch.
+#[derive(Clone)]
+pub struct ClusterWatch {
+    current: Arc<ArcSwap<ClusterView>>,
+    revisions: watch::Receiver<i64>,
+}
+
+impl ClusterWatch {
+    /// Reads the whole prefix, then follows it. Fails only if the first read
+    /// fails: after that, etcd outages are ridden out on the last snapshot.
+    pub async fn start(store: Store, keys: Keys) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let view = load(&store, &keys).await?;
+        let (tx, rx) = watch::channel(view.revision);
+        let current = Arc::new(ArcSwap::from_pointee(view));
+        let task = tokio::spawn(follow(store, keys, current.clone(), tx));
+        Ok((
+            Self {
+                current,
+                revisions: rx,
+            },
+            task,
+        ))
+    }
+
+    /// The current snapshot; cheap, never blocks.
+    pub fn snapshot(&self) -> Arc<ClusterView> {
+        self.current.load_full()
+    }
+
+    /// Waits until the snapshot satisfies `pred` or `timeout` passes; returns
+    /// whether it did. For readiness checks and tests, not the request path.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&ClusterView) -> bool,
+    ) -> bool {
+        let mut rx = self.revisions.clone();
+        let wait = async {
+            loop {
+                if pred(&self.current.load()) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+async fn load(store: &Store, keys: &Keys) -> Result<ClusterView, StoreError> {
+    let prefix = keys.prefix().to_owned();
+    let resp = store
+        .retrying("load cluster view", |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+    let mut view = ClusterView {
+        revision: resp.header().map(|h| h.revision()).unwrap_or(0),
+        ..ClusterView::default()
+    };
+    for kv in resp.kvs() {
+        let Ok(key) = kv.key_str() else { continue };
+        view.apply(keys.parse(key), key, Some(kv.value()));
+    }
+    Ok(view)
+}
+
+/// Follows the prefix forever, resuming after errors from the last revision.
+async fn follow(
+    store: Store,
+    keys: Keys,
+    current: Arc<ArcSwap<ClusterView>>,
+    revisions: watch::Sender<i64>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let from = current.load().revision + 1;
+        match watch_from(&store, &keys, &current, &revisions, from).await {
+            WatchEnd::Compacted => {
+                tracing::warn!(from, "watch revision compacted, reloading snapshot");
+                match load(&store, &keys).await {
+                    Ok(view) => {
+                        let rev = view.revision;
+                        current.store(Arc::new(view));
+                        revisions.send_replace(rev);
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "reload failed, keeping last snapshot"),
+                }
+            }
+            WatchEnd::Failed(e) => {
+                tracing::warn!(error = %e, from, "watch lost, keeping last snapshot and resuming");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+enum WatchEnd {
+    Compacted,
+    Failed(String),
+}
+
+async fn watch_from(
+    store: &Store,
+    keys: &Keys,
+    current: &ArcSwap<ClusterView>,
+    revisions: &watch::Sender<i64>,
+    from: i64,
+) -> WatchEnd {
+    let mut client = store.client();
+    let options = WatchOptions::new()
+        .with_prefix()
+        .with_start_revision(from)
+        .with_progress_notify();
+    let mut stream = match client.watch(keys.prefix(), Some(options)).await {
+        Ok(s) => s,
+        Err(e) => return WatchEnd::Failed(e.to_string()),
+    };
+    loop {
+        let resp = match stream.message().await {
+            Ok(Some(resp)) => resp,
+            Ok(None) => return WatchEnd::Failed("watch stream ended".to_owned()),
+            Err(e) => return WatchEnd::Failed(e.to_string()),
+        };
+        if resp.compact_revision() > 0 {
+            return WatchEnd::Compacted;
+        }
+        if resp.canceled() {
+            return WatchEnd::Failed(format!("watch canceled: {}", resp.cancel_reason()));
+        }
+        if resp.events().is_empty() {
+            continue;
+        }
+        let mut view = ClusterView::clone(&current.load());
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Ok(key) = kv.key_str() else { continue };
+            let value = match event.event_type() {
+                EventType::Put => Some(kv.value()),
+                EventType::Delete => None,
+            };
+            view.apply(keys.parse(key), key, value);
+            view.revision = view.revision.max(kv.mod_revision());
+        }
+        if let Some(header) = resp.header() {
+            view.revision = view.revision.max(header.revision());
+        }
+        let rev = view.revision;
+        current.store(Arc::new(view));
+        revisions.send_replace(rev);
+    }
+}

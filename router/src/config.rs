@@ -1,0 +1,109 @@
+//! Router configuration: raw YAML, validated with every error naming its field.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use common::config::{ConfigError, ConfigErrors, read_yaml};
+use control_plane::model::Keys;
+use control_plane::service::RawEtcd;
+use control_plane::store::EtcdSettings;
+use serde::Deserialize;
+
+use crate::placement::DEFAULT_VNODES;
+
+/// Connecting to a cell on the same network takes well under this; a cell
+/// that cannot accept in time is treated as down and the next one is tried.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Whole-request deadline, across every cell tried; LLM answers can be slow.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: String,
+    etcd: RawEtcd,
+    #[serde(default = "default_vnodes")]
+    vnodes: u32,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+}
+
+fn default_vnodes() -> u32 {
+    DEFAULT_VNODES
+}
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+
+fn default_request_timeout() -> Duration {
+    DEFAULT_REQUEST_TIMEOUT
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub etcd: EtcdSettings,
+    pub keys: Keys,
+    pub vnodes: u32,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = read_yaml(path)?;
+        let mut e = ConfigErrors::new();
+        let listen = raw.listen.parse().unwrap_or_else(|_| {
+            e.push(
+                "listen",
+                format!(
+                    "must be an address like 127.0.0.1:8080, got {:?}",
+                    raw.listen
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let (etcd, keys) = raw.etcd.validate("etcd", &mut e);
+        e.check(
+            (1..=4096).contains(&raw.vnodes),
+            "vnodes",
+            "must be between 1 and 4096",
+        );
+        e.check(
+            !raw.connect_timeout.is_zero(),
+            "connect_timeout",
+            "must be greater than zero",
+        );
+        e.check(
+            raw.request_timeout > raw.connect_timeout,
+            "request_timeout",
+            "must be longer than connect_timeout",
+        );
+        e.check(
+            raw.max_body_bytes >= 1024,
+            "max_body_bytes",
+            "must be at least 1024",
+        );
+        e.finish(Config {
+            listen,
+            etcd,
+            keys,
+            vnodes: raw.vnodes,
+            connect_timeout: raw.connect_timeout,
+            request_timeout: raw.request_timeout,
+            max_body_bytes: raw.max_body_bytes,
+        })
+    }
+}

@@ -1,0 +1,11 @@
+//! The global router: authenticates tenants, places each on cells with a
+//! consistent-hash ring, and proxies to the first cell that answers.
+//! Modules follow the request path: `auth` → `placement` → `proxy`.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod placement;
+pub mod proxy;
+pub mod server;

@@ -1,0 +1,27 @@
+//! `router`: the global entry point for tenants.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "The cellnet router: authenticates tenants and routes them to their cells")]
+struct Args {
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::process::init_tracing();
+    common::process::install_crypto_provider();
+    let args = Args::parse();
+    let config = match router::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(common::config::EXIT_CONFIG);
+        }
+    };
+    router::server::run(config).await
+}

@@ -1,0 +1,58 @@
+//! The router's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CellLabels {
+    pub cell: String,
+    /// ok | connect_error | timeout | server_error
+    pub outcome: &'static str,
+}
+
+pub struct RouterMetrics {
+    pub responses: Family<StatusLabels, Counter>,
+    pub upstream: Family<CellLabels, Counter>,
+    pub failovers: Counter,
+    pub upstream_seconds: Histogram,
+}
+
+impl RouterMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            responses: Family::default(),
+            upstream: Family::default(),
+            failovers: Counter::default(),
+            upstream_seconds: Histogram::new(exponential_buckets(0.0001, 2.5, 14)),
+        };
+        registry.register(
+            "cellnet_router_responses",
+            "Responses by HTTP status",
+            m.responses.clone(),
+        );
+        registry.register(
+            "cellnet_router_upstream_attempts",
+            "Attempts to reach a cell, by outcome",
+            m.upstream.clone(),
+        );
+        registry.register(
+            "cellnet_router_failovers",
+            "Requests retried on another cell",
+            m.failovers.clone(),
+        );
+        registry.register(
+            "cellnet_router_upstream_seconds",
+            "Time until a cell's response headers",
+            m.upstream_seconds.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,87 @@
+//! Builds the router's HTTP service and runs it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{any, get};
+use control_plane::store::Store;
+use control_plane::watch::ClusterWatch;
+
+use crate::config::Config;
+use crate::metrics::RouterMetrics;
+use crate::placement::Placement;
+use crate::proxy::{ProxyState, forward};
+
+/// Routes without authentication: health, readiness and metrics. Everything
+/// else is a tenant route and requires an API key.
+pub const UNAUTHENTICATED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// The service. Every tenant route goes through `forward`, which
+/// authenticates, places and proxies; the body limit is enforced there so that
+/// an over-long body is a 413 before any cell sees it.
+pub fn app(state: Arc<ProxyState>, registry: Arc<prometheus_client::registry::Registry>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move { common::metrics::render(&registry) }
+            }),
+        )
+        .route("/v1/{*rest}", any(forward))
+        .with_state(state)
+}
+
+/// Ready when at least one cell takes traffic.
+async fn readyz(State(state): State<Arc<ProxyState>>) -> impl IntoResponse {
+    let view = state.cluster.snapshot();
+    let cells = state.placement_for(&view).cell_count();
+    if cells > 0 {
+        (StatusCode::OK, format!("ok: {cells} cells\n"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no cell is serving\n".to_owned(),
+        )
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let store = Store::connect(config.etcd.clone()).await?;
+    let (cluster, watch_task) = ClusterWatch::start(store, config.keys.clone())
+        .await
+        .context("cannot read the cluster state from etcd")?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = RouterMetrics::register(&mut registry);
+    let initial = Placement::build(&cluster.snapshot(), config.vnodes);
+    let state = Arc::new(ProxyState {
+        config: config.clone(),
+        cluster,
+        placement: ArcSwap::from_pointee(initial),
+        http,
+        metrics,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "router listening");
+    common::process::announce_ready("router", addr);
+    let server = axum::serve(listener, app(state, Arc::new(registry)))
+        .with_graceful_shutdown(common::process::shutdown_signal());
+    tokio::select! {
+        result = server => result?,
+        r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
+    }
+    Ok(())
+}

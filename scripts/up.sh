@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Starts the whole system on this machine and leaves it running:
+# etcd, Redis, the provider simulator, the control plane, three cells in two
+# regions and the router. Creates two demo tenants, ingests the project's docs
+# and writes .local/demo.env. `make down` stops everything.
+#
+# Ports are configurable through the environment (defaults below); start-up
+# refuses if one is taken. Binaries come from the cargo target directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+local_dir="$root/.local"
+
+ETCD_PORT="${ETCD_PORT:-12379}"
+ETCD_PEER_PORT="${ETCD_PEER_PORT:-12380}"
+REDIS_PORT="${REDIS_PORT:-16379}"
+SIM_PORT="${SIM_PORT:-18200}"
+ADMIN_PORT="${ADMIN_PORT:-18090}"
+ROUTER_PORT="${ROUTER_PORT:-18080}"
+CELL_PORTS="${CELL_PORTS:-18101 18102 18103}"
+
+bin_dir="${CARGO_TARGET_DIR:-$root/target}/debug"
+for b in router cell control-plane cellctl provider-sim; do
+  [[ -x "$bin_dir/$b" ]] || { echo "up: $bin_dir/$b missing; run 'make build' first" >&2; exit 1; }
+done
+
+if [[ -f "$local_dir/pids" ]] && xargs -r kill -0 < "$local_dir/pids" 2>/dev/null; then
+  echo "up: the system is already running (make down stops it)" >&2
+  exit 1
+fi
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in $ETCD_PORT $ETCD_PEER_PORT $REDIS_PORT $SIM_PORT $ADMIN_PORT $ROUTER_PORT $CELL_PORTS; do
+  if port_taken "$p"; then
+    echo "up: port $p is already in use; choose others (ETCD_PORT, ETCD_PEER_PORT, REDIS_PORT, SIM_PORT, ADMIN_PORT, ROUTER_PORT, CELL_PORTS)" >&2
+    exit 1
+  fi
+done
+
+rm -rf "$local_dir"
+mkdir -p "$local_dir"/{logs,config,data}
+: > "$local_dir/pids"
+
+# start NAME CMD... : runs CMD in the background, logging to .local/logs/NAME.
+start() {
+  local name="$1"; shift
+  nohup "$@" > "$local_dir/logs/$name.out" 2> "$local_dir/logs/$name.log" < /dev/null &
+  echo $! >> "$local_dir/pids"
+}
+
+# wait_ready NAME : waits for the service's READY line (or fails with its log).
+wait_ready() {
+  local name="$1" deadline=$((SECONDS + 60))
+  until grep -q '^READY ' "$local_dir/logs/$name.out" 2>/dev/null; do
+    if (( SECONDS > deadline )); then
+      echo "up: $name did not start; its log:" >&2; tail -20 "$local_dir/logs/$name.log" >&2; exit 1
+    fi
+    sleep 0.1
+  done
+}
+
+wait_port() {
+  local name="$1" port="$2" deadline=$((SECONDS + 30))
+  until port_taken "$port"; do
+    if (( SECONDS > deadline )); then echo "up: $name did not open port $port" >&2; exit 1; fi
+    sleep 0.1
+  done
+}
+
+echo "starting etcd on $ETCD_PORT"
+start etcd etcd --name local --data-dir "$local_dir/data/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+  --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT"
+echo "starting redis on $REDIS_PORT"
+start redis redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$local_dir/data"
+wait_port etcd "$ETCD_PORT"
+wait_port redis "$REDIS_PORT"
+
+ADMIN_TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+PROVIDER_KEY="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export CELLNET_ADMIN_TOKEN="$ADMIN_TOKEN" SIM_PROVIDER_KEY="$PROVIDER_KEY"
+etcd_section="etcd: { endpoints: [\"http://127.0.0.1:$ETCD_PORT\"], prefix: /cellnet/ }"
+
+cat > "$local_dir/config/provider-sim.yaml" <<YAML
+listen: 127.0.0.1:$SIM_PORT
+api_key: "$PROVIDER_KEY"
+regions:
+  - { name: azure-eastus, deployments: [gpt-4o, gpt-4o-mini] }
+  - { name: azure-westeurope, deployments: [gpt-4o, gpt-4o-mini] }
+YAML
+echo "starting provider simulator on $SIM_PORT"
+start provider-sim "$bin_dir/provider-sim" --config "$local_dir/config/provider-sim.yaml"
+
+cat > "$local_dir/config/control-plane.yaml" <<YAML
+listen: 127.0.0.1:$ADMIN_PORT
+$etcd_section
+YAML
+echo "starting control plane on $ADMIN_PORT"
+start control-plane "$bin_dir/control-plane" --config "$local_dir/config/control-plane.yaml"
+
+sim="http://127.0.0.1:$SIM_PORT"
+i=0
+regions=(eu-west us-east eu-west)
+for port in $CELL_PORTS; do
+  i=$((i + 1)); region="${regions[$(( (i - 1) % 3 ))]}"
+  if [[ $region == us-east ]]; then order=(azure-eastus azure-westeurope); else order=(azure-westeurope azure-eastus); fi
+  cat > "$local_dir/config/cell-$i.yaml" <<YAML
+id: cell-$i
+region: $region
+listen: 127.0.0.1:$port
+data_dir: $local_dir/data/cell-$i
+$etcd_section
+redis: { url: "redis://127.0.0.1:$REDIS_PORT" }
+providers:
+  - { kind: azure_openai, name: ${order[0]}, region: ${order[0]#azure-}, endpoint: "$sim/${order[0]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
+  - { kind: azure_openai, name: ${order[1]}, region: ${order[1]#azure-}, endpoint: "$sim/${order[1]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
+YAML
+  echo "starting cell-$i ($region) on $port"
+  start "cell-$i" "$bin_dir/cell" --config "$local_dir/config/cell-$i.yaml"
+done
+
+cat > "$local_dir/config/router.yaml" <<YAML
+listen: 127.0.0.1:$ROUTER_PORT
+$etcd_section
+YAML
+echo "starting router on $ROUTER_PORT"
+start router "$bin_dir/router" --config "$local_dir/config/router.yaml"
+
+for name in provider-sim control-plane router $(seq -f 'cell-%g' 1 "$i"); do wait_ready "$name"; done
+deadline=$((SECONDS + 30))
+until curl -fsS "http://127.0.0.1:$ROUTER_PORT/readyz" 2>/dev/null | grep -q "ok: $i cells"; do
+  (( SECONDS < deadline )) || { echo "up: the router never saw $i cells" >&2; exit 1; }
+  sleep 0.1
+done
+
+ROUTER_URL="http://127.0.0.1:$ROUTER_PORT"
+ADMIN_URL="http://127.0.0.1:$ADMIN_PORT"
+export ADMIN_URL ADMIN_TOKEN
+API_KEY="$("$bin_dir/cellctl" tenants create acme --quiet)"
+API_KEY_2="$("$bin_dir/cellctl" tenants create globex --quiet)"
+
+cat > "$local_dir/demo.env" <<ENV
+ROUTER_URL=$ROUTER_URL
+API_KEY=$API_KEY
+API_KEY_2=$API_KEY_2
+ADMIN_URL=$ADMIN_URL
+ADMIN_TOKEN=$ADMIN_TOKEN
+ENV
+
+# Ingest the project's own docs for the first tenant (waiting until every
+# component has seen the new tenant).
+payload="$(python3 - "$root" <<'PY'
+import json, sys, pathlib
+root = pathlib.Path(sys.argv[1])
+docs = []
+for rel in ["README.md", "docs/architecture.md"]:
+    p = root / rel
+    if p.exists():
+        docs.append({"id": rel, "text": p.read_text(), "metadata": {"path": rel}})
+print(json.dumps({"documents": docs}))
+PY
+)"
+deadline=$((SECONDS + 15))
+until out="$(curl -fsS -X POST "$ROUTER_URL/v1/documents" -H "Authorization: Bearer $API_KEY" -H 'content-type: application/json' -d "$payload" 2>&1)"; do
+  (( SECONDS < deadline )) || { echo "up: ingesting the demo documents failed: $out" >&2; exit 1; }
+  sleep 0.2
+done
+echo "ingested: $out"
+
+cat <<MSG
+
+The system is up. Credentials are in .local/demo.env; logs in .local/logs/.
+
+  source .local/demo.env
+  curl -s \$ROUTER_URL/v1/query -H "Authorization: Bearer \$API_KEY" \\
+       -H 'content-type: application/json' \\
+       -d '{"query": "What does make up start?", "top_k": 5}'
+
+Ask the same question again for a cache hit; \$API_KEY_2 is a second tenant
+that sees none of the first one's documents. Operators:
+  ADMIN_URL=\$ADMIN_URL ADMIN_TOKEN=\$ADMIN_TOKEN $bin_dir/cellctl cells list
+Stop everything with: make down
+MSG

@@ -1,0 +1,248 @@
+//! A whole system on one machine for end-to-end tests: etcd, Redis, the
+//! provider simulator, the control plane, cells in two regions and a router.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::process::{Etcd, Redis, Service};
+
+pub const ADMIN_TOKEN: &str = "test-operator-token-0123456789";
+pub const PROVIDER_KEY: &str = "sim-key";
+
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// (cell id, region) of each cell.
+    pub cells: Vec<(String, String)>,
+    pub router_max_body_bytes: usize,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            cells: vec![("cell-a".into(), "eu-west".into())],
+            router_max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub redis: Redis,
+    pub sim: Service,
+    pub control_plane: Service,
+    pub cells: Vec<(String, Service)>,
+    pub router: Service,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    cell_configs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &Value) -> anyhow::Result<()> {
+    // JSON is YAML: configs are written as JSON for exactness.
+    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+impl Cluster {
+    pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let logs = dir.path();
+        let etcd = Etcd::start()?;
+        let redis = Redis::start()?;
+        let etcd_section = json!({"endpoints": [etcd.client_url], "prefix": "/cellnet/"});
+
+        let sim_config = dir.path().join("sim.yaml");
+        write(
+            &sim_config,
+            &json!({
+                "listen": "127.0.0.1:0",
+                "api_key": PROVIDER_KEY,
+                "regions": [
+                    {"name": "azure-eastus", "deployments": ["gpt-4o-mini"]},
+                    {"name": "azure-westeurope", "deployments": ["gpt-4o-mini"]}
+                ]
+            }),
+        )?;
+        let sim = Service::start("provider-sim", &sim_config, &[], logs)?;
+
+        let cp_config = dir.path().join("control-plane.yaml");
+        write(
+            &cp_config,
+            &json!({"listen": "127.0.0.1:0", "etcd": etcd_section}),
+        )?;
+        let control_plane = Service::start(
+            "control-plane",
+            &cp_config,
+            &[("CELLNET_ADMIN_TOKEN", ADMIN_TOKEN)],
+            logs,
+        )?;
+
+        let mut cells = Vec::new();
+        let mut cell_configs = Vec::new();
+        for (id, region) in &options.cells {
+            let config = dir.path().join(format!("{id}.yaml"));
+            write(
+                &config,
+                &json!({
+                    "id": id,
+                    "region": region,
+                    "listen": "127.0.0.1:0",
+                    "data_dir": dir.path().join(id),
+                    "etcd": etcd_section,
+                    "redis": {"url": redis.url},
+                    "providers": [
+                        {"kind": "azure_openai", "name": "azure-eastus", "region": "eastus",
+                         "endpoint": format!("{}/azure-eastus", sim.url), "deployment": "gpt-4o-mini",
+                         "api_key_env": "TEST_PROVIDER_KEY", "timeout": "10s"},
+                        {"kind": "azure_openai", "name": "azure-westeurope", "region": "westeurope",
+                         "endpoint": format!("{}/azure-westeurope", sim.url), "deployment": "gpt-4o-mini",
+                         "api_key_env": "TEST_PROVIDER_KEY", "timeout": "10s"}
+                    ]
+                }),
+            )?;
+            let cell = Service::start(
+                "cell",
+                &config,
+                &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
+                logs,
+            )?;
+            cells.push((id.clone(), cell));
+            cell_configs.push(config);
+        }
+
+        let router_config = dir.path().join("router.yaml");
+        write(
+            &router_config,
+            &json!({
+                "listen": "127.0.0.1:0",
+                "etcd": etcd_section,
+                "request_timeout": "30s",
+                "max_body_bytes": options.router_max_body_bytes,
+            }),
+        )?;
+        let router = Service::start("router", &router_config, &[], logs)?;
+        let cluster = Self {
+            etcd,
+            redis,
+            sim,
+            control_plane,
+            cells,
+            router,
+            http: reqwest::Client::new(),
+            dir,
+            cell_configs,
+        };
+        cluster.wait_for_cells(options.cells.len()).await?;
+        Ok(cluster)
+    }
+
+    /// Waits until the router routes to `n` cells (its `/readyz` counts them).
+    pub async fn wait_for_cells(&self, n: usize) -> anyhow::Result<()> {
+        let want = format!("ok: {n} cells");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let body = self
+                .http
+                .get(format!("{}/readyz", self.router.url))
+                .send()
+                .await?
+                .text()
+                .await?;
+            if body.trim() == want {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("router never saw {n} cells; last said {body:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Creates a tenant through the admin API; returns its API key.
+    pub async fn create_tenant(&self, id: &str) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .post(format!("{}/admin/tenants", self.control_plane.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"id": id}))
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("creating tenant {id}: {status} {body}");
+        }
+        body["api_key"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no api_key in answer")
+    }
+
+    /// Waits until every cell and the router know the tenant, by asking the
+    /// router a question that the tenant may ask.
+    pub async fn wait_for_tenant(&self, key: &str) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = self
+                .http
+                .delete(format!("{}/v1/cache", self.router.url))
+                .bearer_auth(key)
+                .send()
+                .await?
+                .status();
+            if status.is_success() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("tenant not usable: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn post(
+        &self,
+        key: &str,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<(u16, Value, reqwest::header::HeaderMap)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.router.url))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, body, headers))
+    }
+
+    /// Requests served by a simulator region so far.
+    pub async fn provider_requests(&self, region: &str) -> anyhow::Result<u64> {
+        let stats: Value = self
+            .http
+            .get(format!("{}/sim/stats", self.sim.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(stats["regions"][region]["requests"].as_u64().unwrap_or(0))
+    }
+
+    pub fn cell_mut(&mut self, id: &str) -> Option<&mut Service> {
+        self.cells.iter_mut().find(|(c, _)| c == id).map(|(_, s)| s)
+    }
+
+    pub fn cell_config(&self, id: &str) -> Option<&Path> {
+        self.cells
+            .iter()
+            .position(|(c, _)| c == id)
+            .and_then(|i| self.cell_configs.get(i))
+            .map(PathBuf::as_path)
+    }
+}

@@ -1,0 +1,302 @@
+//! Child processes for tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A port that was free a moment ago. The OS may reuse it, so start the
+/// server right away.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Where cargo put the workspace's binaries: next to this test's `deps/` dir.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no parent directory")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build the binaries first (cargo build --bins)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Guard {
+    child: Option<Child>,
+    name: String,
+}
+
+impl Guard {
+    fn new(child: Child, name: &str) -> Self {
+        Self {
+            child: Some(child),
+            name: name.to_owned(),
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `ready` until it holds or `timeout` passes. For readiness of
+/// external servers only: each poll is a real check, not a guess.
+pub fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+    bail!("{what} not ready after {timeout:?}")
+}
+
+fn http_get_ok(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200")
+}
+
+/// A real etcd, single member, on free ports with a temp data dir.
+pub struct Etcd {
+    pub guard: Guard,
+    pub client_url: String,
+    peer_port: u16,
+    client_port: u16,
+    pub data: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> anyhow::Result<Self> {
+        let data = tempfile::tempdir()?;
+        let (client_port, peer_port) = (free_port()?, free_port()?);
+        let client_url = format!("http://127.0.0.1:{client_port}");
+        let guard = spawn_etcd(data.path(), &client_url, client_port, peer_port)?;
+        Ok(Self {
+            guard,
+            client_url,
+            peer_port,
+            client_port,
+            data,
+        })
+    }
+
+    /// Stops etcd as a crash would.
+    pub fn kill(&mut self) {
+        self.guard.kill();
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.guard.kill();
+        self.guard = spawn_etcd(
+            self.data.path(),
+            &self.client_url,
+            self.client_port,
+            self.peer_port,
+        )?;
+        Ok(())
+    }
+}
+
+fn spawn_etcd(
+    data: &Path,
+    client_url: &str,
+    client_port: u16,
+    peer_port: u16,
+) -> anyhow::Result<Guard> {
+    {
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let child = Command::new("etcd")
+            .args(["--name", "test"])
+            .arg("--data-dir")
+            .arg(data.join("member"))
+            .args(["--listen-client-urls", client_url])
+            .args(["--advertise-client-urls", client_url])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start etcd (is etcd-server installed?)")?;
+        let guard = Guard::new(child, "etcd");
+        let addr = format!("127.0.0.1:{client_port}");
+        wait_for("etcd", Duration::from_secs(30), || {
+            http_get_ok(&addr, "/health")
+        })?;
+        Ok(guard)
+    }
+}
+
+/// A real redis-server on a free port, persisting nothing.
+pub struct Redis {
+    pub guard: Guard,
+    pub url: String,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start redis-server (is redis-server installed?)")?;
+        let guard = Guard::new(child, "redis");
+        let addr = format!("127.0.0.1:{port}");
+        wait_for("redis", Duration::from_secs(20), || ping(&addr))?;
+        Ok(Self {
+            guard,
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+fn ping(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// One of the project's binaries, started with a config file; ready once it
+/// prints `READY <service> <url>` on stdout.
+pub struct Service {
+    pub guard: Guard,
+    /// Base URL the service announced.
+    pub url: String,
+    pub log: PathBuf,
+}
+
+impl Service {
+    pub fn start(
+        binary_name: &str,
+        config: &Path,
+        envs: &[(&str, &str)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let log = log_dir.join(format!(
+            "{}-{}.log",
+            binary_name,
+            config.file_stem().and_then(|s| s.to_str()).unwrap_or("x")
+        ));
+        let stderr = std::fs::File::create(&log)?;
+        let mut command = Command::new(binary(binary_name)?);
+        command
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("cannot start {binary_name}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let guard = Guard::new(child, binary_name);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("READY ")
+                    && let Some(tx) = tx.take()
+                {
+                    let url = rest
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => Ok(Self { guard, url, log }),
+            Err(_) => {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                bail!("{binary_name} did not become ready; its log:\n{tail}")
+            }
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        self.guard.kill();
+    }
+}

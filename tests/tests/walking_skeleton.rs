@@ -1,0 +1,319 @@
+//! One tenant's question from router to provider and back, on real etcd and
+//! Redis, with the real binaries.
+
+use std::time::Duration;
+
+use e2e::{Cluster, ClusterOptions};
+use serde_json::json;
+
+const REFUNDS: &str = "Refund policy. Customers can request a full refund within 30 days of purchase. \
+Refunds are paid back to the original payment method within five business days. \
+Gift cards cannot be refunded.";
+const SHIPPING: &str = "Shipping. Orders ship from our warehouse in Lyon. \
+Standard delivery takes three to five days inside the European Union.";
+
+fn two_regions() -> ClusterOptions {
+    ClusterOptions {
+        cells: vec![
+            ("cell-a".into(), "eu-west".into()),
+            ("cell-b".into(), "us-east".into()),
+            ("cell-c".into(), "eu-west".into()),
+        ],
+        ..ClusterOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cited_answer_then_cache_hit_and_tenants_stay_apart() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let acme = cluster.create_tenant("acme").await?;
+    let globex = cluster.create_tenant("globex").await?;
+    cluster.wait_for_tenant(&acme).await?;
+    cluster.wait_for_tenant(&globex).await?;
+
+    let (status, body, _) = cluster
+        .post(
+            &acme,
+            "/v1/documents",
+            &json!({"documents": [
+                {"id": "refunds", "text": REFUNDS, "metadata": {"source": "policy.md"}},
+                {"id": "shipping", "text": SHIPPING}
+            ]}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["documents"][0]["id"], "refunds");
+    assert!(
+        body["documents"][0]["chunks"].as_u64().unwrap_or(0) >= 1,
+        "{body}"
+    );
+    assert!(body["chunks"].as_u64().unwrap_or(0) >= 2, "{body}");
+
+    let question = json!({"query": "How long do I have to request a refund?", "top_k": 5});
+    let before = cluster.provider_requests("azure-eastus").await?;
+    let (status, first, headers) = cluster.post(&acme, "/v1/query", &question).await?;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["cache"], "miss");
+    assert!(
+        first["answer"].as_str().unwrap_or("").contains("30 days"),
+        "{first}"
+    );
+    assert_eq!(first["citations"][0]["document_id"], "refunds", "{first}");
+    assert!(
+        first["citations"][0]["score"].as_f64().unwrap_or(0.0) > 0.3,
+        "{first}"
+    );
+    assert_eq!(first["provider"], "azure-eastus");
+    assert_eq!(first["model"], "gpt-4o-mini");
+    assert!(
+        first["usage"]["total_tokens"].as_u64().unwrap_or(0) > 0,
+        "{first}"
+    );
+    assert!(headers.contains_key("x-request-id"));
+    assert_eq!(cluster.provider_requests("azure-eastus").await?, before + 1);
+
+    // The same question again: answered from the cache, no provider call.
+    let (status, second, _) = cluster.post(&acme, "/v1/query", &question).await?;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["cache"], "hit", "{second}");
+    assert_eq!(second["answer"], first["answer"]);
+    assert_eq!(second["citations"], first["citations"]);
+    assert_eq!(cluster.provider_requests("azure-eastus").await?, before + 1);
+
+    // A paraphrase close enough for the vector tier.
+    let (_, third, _) = cluster
+        .post(
+            &acme,
+            "/v1/query",
+            &json!({"query": "how long do I have to request a refund"}),
+        )
+        .await?;
+    assert_eq!(third["cache"], "hit", "{third}");
+
+    // The other tenant asks the identical question: it must see neither the
+    // documents nor the cached answer of the first.
+    let (status, other, _) = cluster.post(&globex, "/v1/query", &question).await?;
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(other["cache"], "miss", "{other}");
+    assert_eq!(other["citations"], json!([]), "{other}");
+    assert!(
+        !other["answer"].as_str().unwrap_or("").contains("30 days"),
+        "{other}"
+    );
+
+    // Its own documents give its own answer, and its own cache entry.
+    let (status, _, _) = cluster
+        .post(&globex, "/v1/documents", &json!({"documents": [
+            {"id": "refunds", "text": "Refund policy. Refunds can be requested within 90 days. Refunds are paid as store credit."}
+        ]}))
+        .await?;
+    assert_eq!(status, 200);
+    let (_, own, _) = cluster.post(&globex, "/v1/query", &question).await?;
+    assert_eq!(own["cache"], "miss", "{own}");
+    assert!(
+        own["answer"].as_str().unwrap_or("").contains("90 days"),
+        "{own}"
+    );
+    let (_, own_again, _) = cluster.post(&globex, "/v1/query", &question).await?;
+    assert_eq!(own_again["cache"], "hit");
+    assert!(
+        own_again["answer"]
+            .as_str()
+            .unwrap_or("")
+            .contains("90 days")
+    );
+    let (_, acme_again, _) = cluster.post(&acme, "/v1/query", &question).await?;
+    assert!(
+        acme_again["answer"]
+            .as_str()
+            .unwrap_or("")
+            .contains("30 days"),
+        "{acme_again}"
+    );
+
+    // New documents make old answers stale: the next ask is a miss.
+    let (status, _, _) = cluster
+        .post(
+            &acme,
+            "/v1/documents",
+            &json!({"documents": [{"id": "extra", "text": "Our office is closed on Sundays."}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let (_, after_ingest, _) = cluster.post(&acme, "/v1/query", &question).await?;
+    assert_eq!(after_ingest["cache"], "miss", "{after_ingest}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_writes_nothing() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        router_max_body_bytes: 4096,
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let key = cluster.create_tenant("initech").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let url = format!("{}/v1/query", cluster.router.url);
+
+    // No key, a wrong key.
+    let resp = cluster
+        .http
+        .post(&url)
+        .json(&json!({"query": "x"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
+    let resp = cluster
+        .http
+        .post(&url)
+        .bearer_auth("cn_wrong")
+        .json(&json!({"query": "x"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
+
+    // Too large.
+    let big = "a".repeat(10_000);
+    let (status, body, _) = cluster
+        .post(&key, "/v1/query", &json!({"query": big}))
+        .await?;
+    assert_eq!(status, 413, "{body}");
+
+    // Malformed JSON, a missing field, an empty query, an unknown field.
+    let resp = cluster
+        .http
+        .post(&url)
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 400);
+    let (status, body, _) = cluster
+        .post(&key, "/v1/query", &json!({"top_k": 3}))
+        .await?;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("query"),
+        "{body}"
+    );
+    let (status, body, _) = cluster
+        .post(&key, "/v1/query", &json!({"query": "   "}))
+        .await?;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("empty"),
+        "{body}"
+    );
+
+    // A batch with one empty document is refused whole: its valid sibling is
+    // not written either.
+    let (status, body, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [
+                {"id": "good", "text": "The launch code is swordfish."},
+                {"id": "bad", "text": ""}
+            ]}),
+        )
+        .await?;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("documents[1].text"),
+        "{body}"
+    );
+    let (status, body, _) = cluster
+        .post(&key, "/v1/documents", &json!({"documents": [{"id": "x"}]}))
+        .await?;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("text"),
+        "{body}"
+    );
+    let (status, answer, _) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "What is the launch code?"}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    assert_eq!(answer["citations"], json!([]), "{answer}");
+    assert!(
+        !answer["answer"]
+            .as_str()
+            .unwrap_or("")
+            .contains("swordfish")
+    );
+
+    // A cell refuses a request that did not come through the router.
+    let cell = &cluster.cells[0].1;
+    let resp = cluster
+        .http
+        .post(format!("{}/v1/query", cell.url))
+        .json(&json!({"query": "x"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 401);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_cell_is_routed_around_within_the_lease_window() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(two_regions()).await?;
+    let key = cluster.create_tenant("umbrella").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let question = json!({"query": "Where do orders ship from?"});
+
+    let (status, body, headers) = cluster.post(&key, "/v1/query", &question).await?;
+    assert_eq!(status, 200, "{body}");
+    let home = headers
+        .get("x-cellnet-cell")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!home.is_empty());
+
+    cluster.cell_mut(&home).expect("home cell").kill();
+
+    // Straight away, before the lease expires: the router skips the dead cell.
+    let started = std::time::Instant::now();
+    let (status, body, headers) = cluster.post(&key, "/v1/query", &question).await?;
+    assert_eq!(status, 200, "{body}");
+    let served_by = headers
+        .get("x-cellnet-cell")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert_ne!(served_by, home);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "request hung for {:?}",
+        started.elapsed()
+    );
+
+    // Once the lease expires the ring drops the cell.
+    cluster.wait_for_cells(2).await?;
+    for _ in 0..5 {
+        let (status, body, headers) = cluster.post(&key, "/v1/query", &question).await?;
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(
+            headers.get("x-cellnet-cell").and_then(|v| v.to_str().ok()),
+            Some(home.as_str())
+        );
+    }
+    Ok(())
+}
