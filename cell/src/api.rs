@@ -70,18 +70,24 @@ async fn tenant_context(
         return CellError::Unauthenticated("requests reach a cell only through the router".into())
             .into_response();
     };
-    if !state.cluster.snapshot().tenants.contains_key(&tenant) {
-        return CellError::Unauthenticated(format!("unknown tenant {tenant:?}")).into_response();
-    }
+    let cache_threshold = match state.cluster.snapshot().tenants.get(&tenant) {
+        Some(record) => record.cache_threshold,
+        None => {
+            return CellError::Unauthenticated(format!("unknown tenant {tenant:?}"))
+                .into_response();
+        }
+    };
     let request_id = request
         .headers()
         .get(common::headers::REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    request
-        .extensions_mut()
-        .insert(RequestContext { tenant, request_id });
+    request.extensions_mut().insert(RequestContext {
+        tenant,
+        request_id,
+        cache_threshold,
+    });
     next.run(request).await
 }
 

@@ -46,6 +46,13 @@ pub fn default_model_dir() -> PathBuf {
 pub const DEFAULT_CACHE_THRESHOLD: f32 = 0.92;
 /// Cached answers expire after a day even if nothing changes.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// An expired answer stays a week for the stale fallback: better than none
+/// when every provider is down.
+pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Entries one tenant may keep; its oldest are evicted past this.
+pub const DEFAULT_MAX_ENTRIES_PER_TENANT: usize = 100_000;
+/// Memory the in-process vector tier may use: about 400k entries of 384 floats.
+pub const DEFAULT_CACHE_MEMORY_BUDGET: usize = 768 * 1024 * 1024;
 /// A cache round trip slower than this is bypassed: answering matters more.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// MiniLM scores unrelated text around 0.1; below this a chunk is noise.
@@ -83,7 +90,12 @@ fn default_template() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRedis {
-    url: String,
+    /// A single Redis.
+    #[serde(default)]
+    url: Option<String>,
+    /// Seed nodes of a Redis Cluster (instead of `url`).
+    #[serde(default)]
+    cluster: Option<Vec<String>>,
     #[serde(default = "default_redis_timeout", with = "humantime_serde")]
     timeout: Duration,
 }
@@ -99,6 +111,12 @@ struct RawCache {
     threshold: f32,
     #[serde(default = "default_ttl", with = "humantime_serde")]
     ttl: Duration,
+    #[serde(default = "default_stale_grace", with = "humantime_serde")]
+    stale_grace: Duration,
+    #[serde(default = "default_max_entries")]
+    max_entries_per_tenant: usize,
+    #[serde(default = "default_memory_budget")]
+    memory_budget_bytes: usize,
 }
 
 impl Default for RawCache {
@@ -106,8 +124,23 @@ impl Default for RawCache {
         Self {
             threshold: DEFAULT_CACHE_THRESHOLD,
             ttl: DEFAULT_CACHE_TTL,
+            stale_grace: DEFAULT_STALE_GRACE,
+            max_entries_per_tenant: DEFAULT_MAX_ENTRIES_PER_TENANT,
+            memory_budget_bytes: DEFAULT_CACHE_MEMORY_BUDGET,
         }
     }
+}
+
+fn default_stale_grace() -> Duration {
+    DEFAULT_STALE_GRACE
+}
+
+fn default_max_entries() -> usize {
+    DEFAULT_MAX_ENTRIES_PER_TENANT
+}
+
+fn default_memory_budget() -> usize {
+    DEFAULT_CACHE_MEMORY_BUDGET
 }
 
 fn default_threshold() -> f32 {
@@ -245,10 +278,13 @@ pub struct Config {
     pub model_dir: PathBuf,
     pub etcd: EtcdSettings,
     pub keys: Keys,
-    pub redis_url: String,
+    pub redis: crate::cache::RedisTarget,
     pub redis_timeout: Duration,
     pub cache_threshold: f32,
     pub cache_ttl: Duration,
+    pub cache_stale_grace: Duration,
+    pub cache_max_entries_per_tenant: usize,
+    pub cache_memory_budget_bytes: usize,
     pub retrieval: RetrievalConfig,
     pub limits: Limits,
     pub providers: Vec<ProviderConfig>,
@@ -292,11 +328,35 @@ impl RawConfig {
             );
         }
         let (etcd, keys) = self.etcd.validate("etcd", &mut e);
-        e.check(
-            self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://"),
-            "redis.url",
-            "must be a redis:// URL",
-        );
+        let is_redis_url = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+        let redis = match (&self.redis.url, &self.redis.cluster) {
+            (Some(url), None) => {
+                e.check(is_redis_url(url), "redis.url", "must be a redis:// URL");
+                crate::cache::RedisTarget::Single(url.clone())
+            }
+            (None, Some(nodes)) => {
+                e.check(
+                    !nodes.is_empty(),
+                    "redis.cluster",
+                    "must list at least one node",
+                );
+                for (i, n) in nodes.iter().enumerate() {
+                    e.check(
+                        is_redis_url(n),
+                        format!("redis.cluster[{i}]"),
+                        "must be a redis:// URL",
+                    );
+                }
+                crate::cache::RedisTarget::Cluster(nodes.clone())
+            }
+            _ => {
+                e.push(
+                    "redis",
+                    "must set exactly one of url (a single Redis) or cluster (seed nodes)",
+                );
+                crate::cache::RedisTarget::Single(String::new())
+            }
+        };
         e.check(
             !self.redis.timeout.is_zero(),
             "redis.timeout",
@@ -410,10 +470,13 @@ impl RawConfig {
             model_dir: self.model_dir.unwrap_or_else(default_model_dir),
             etcd,
             keys,
-            redis_url: self.redis.url,
+            redis,
             redis_timeout: self.redis.timeout,
             cache_threshold: self.cache.threshold,
             cache_ttl: self.cache.ttl,
+            cache_stale_grace: self.cache.stale_grace,
+            cache_max_entries_per_tenant: self.cache.max_entries_per_tenant,
+            cache_memory_budget_bytes: self.cache.memory_budget_bytes,
             retrieval: RetrievalConfig {
                 default_top_k: self.retrieval.default_top_k,
                 max_top_k: self.retrieval.max_top_k,

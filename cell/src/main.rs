@@ -1,14 +1,33 @@
-//! `cell`: one isolated cell of the system.
+//! `cell`: one isolated cell of the system. `cell --config FILE` serves;
+//! `cell eval-cache PAIRS.jsonl` runs the semantic cache's lookup logic over
+//! labeled question pairs (what `cellctl cache eval` calls).
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(about = "A cellnet cell: RAG orchestrator with its own cache and vector shards")]
 struct Args {
+    /// YAML config file (to serve).
     #[arg(long, short)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate the semantic cache's lookup (embedder, threshold, guard) on
+    /// labeled pairs: one JSON object a line, {"a", "b", "same_answer", "category"}.
+    EvalCache {
+        pairs: PathBuf,
+        #[arg(long, default_value_t = cell::config::DEFAULT_CACHE_THRESHOLD)]
+        threshold: f32,
+        /// Folder with model.safetensors, config.json, tokenizer.json.
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -16,12 +35,38 @@ async fn main() -> anyhow::Result<()> {
     common::process::init_tracing();
     common::process::install_crypto_provider();
     let args = Args::parse();
-    let config = match cell::config::Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
+    match (args.command, args.config) {
+        (
+            Some(Command::EvalCache {
+                pairs,
+                threshold,
+                model_dir,
+            }),
+            _,
+        ) => {
+            if !(threshold > 0.0 && threshold <= 1.0) {
+                anyhow::bail!("--threshold must be in (0, 1], got {threshold}");
+            }
+            let dir = model_dir.unwrap_or_else(cell::config::default_model_dir);
+            let embedder = cell::embed::MiniLm::load(&dir)?;
+            let pairs = cell::cache::eval::read_pairs(&pairs)?;
+            let report = cell::cache::eval::evaluate(&embedder, &pairs, threshold)?;
+            print!("{}", report.render());
+            Ok(())
+        }
+        (None, Some(config)) => {
+            let config = match cell::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(common::config::EXIT_CONFIG);
+                }
+            };
+            cell::server::run(config).await
+        }
+        (None, None) => {
+            eprintln!("cell: give --config FILE to serve, or a subcommand (see --help)");
             std::process::exit(common::config::EXIT_CONFIG);
         }
-    };
-    cell::server::run(config).await
+    }
 }

@@ -18,6 +18,11 @@ pub struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
     pub outcome: &'static str,
@@ -28,6 +33,9 @@ pub struct CellMetrics {
     pub stage_seconds: Family<StageLabels, Histogram>,
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub cache_errors: Counter,
+    pub cache_evictions: Counter,
+    pub cache_similarity: Histogram,
+    pub guard_rejections: Family<ReasonLabels, Counter>,
     pub documents_ingested: Counter,
     pub chunks_ingested: Counter,
 }
@@ -41,6 +49,11 @@ impl CellMetrics {
             }),
             provider_calls: Family::default(),
             cache_errors: Counter::default(),
+            cache_evictions: Counter::default(),
+            cache_similarity: Histogram::new([
+                0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 1.0,
+            ]),
+            guard_rejections: Family::default(),
             documents_ingested: Counter::default(),
             chunks_ingested: Counter::default(),
         };
@@ -63,6 +76,21 @@ impl CellMetrics {
             "cellnet_cache_errors",
             "Cache operations that failed or timed out and were bypassed",
             m.cache_errors.clone(),
+        );
+        registry.register(
+            "cellnet_cache_evictions",
+            "Cache entries evicted for a tenant's cap or the cell's memory budget",
+            m.cache_evictions.clone(),
+        );
+        registry.register(
+            "cellnet_cache_similarity",
+            "Similarity of the closest cached question at each lookup",
+            m.cache_similarity.clone(),
+        );
+        registry.register(
+            "cellnet_cache_guard_rejections",
+            "Cache candidates above the threshold refused by the verification guard, by reason",
+            m.guard_rejections.clone(),
         );
         registry.register(
             "cellnet_documents_ingested",

@@ -55,21 +55,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let shard_dir = config.data_dir.join("vectors");
     let dims = embedder.dimensions();
     let shard = tokio::task::spawn_blocking(move || VectorShard::open(&shard_dir, dims)).await??;
-    let redis = RedisConn::new(&config.redis_url, config.redis_timeout)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Arc::new(CellMetrics::register(&mut registry));
+    let registry = Arc::new(registry);
+    let redis = RedisConn::new(config.redis.clone(), config.redis_timeout)?;
     let cache = SemanticCache::new(
         redis,
         CacheSettings {
             threshold: config.cache_threshold,
             ttl: config.cache_ttl,
+            stale_grace: config.cache_stale_grace,
             timeout: config.redis_timeout,
+            max_entries_per_tenant: config.cache_max_entries_per_tenant,
+            memory_budget_bytes: config.cache_memory_budget_bytes,
         },
+        dims,
+        &config.id,
+        metrics.clone(),
     );
+    let cache_sync = cache.start_sync();
     let http = reqwest::Client::builder()
         .pool_idle_timeout(std::time::Duration::from_secs(60))
         .build()?;
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = Arc::new(CellMetrics::register(&mut registry));
-    let registry = Arc::new(registry);
 
     let store = Store::connect(config.etcd.clone()).await?;
     let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone())
@@ -142,6 +149,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         result = server => result?,
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
         r = lease_task => anyhow::bail!("lease keeper stopped: {r:?}"),
+        r = cache_sync => anyhow::bail!("cache sync stopped: {r:?}"),
     }
     // Leave the ring at once instead of waiting for the lease to expire.
     let alive = config.keys.cell_alive(&config.id);

@@ -147,6 +147,7 @@ async fn create_tenant(
         }],
         plan: body.plan.unwrap_or_else(|| "standard".to_owned()),
         pin: None,
+        cache_threshold: None,
         created_at_ms: now,
     };
     let key = state.keys.tenant(&body.id);

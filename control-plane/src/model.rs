@@ -121,7 +121,7 @@ pub struct ApiKeyRecord {
 }
 
 /// `tenants/<id>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TenantRecord {
     pub id: String,
     pub api_keys: Vec<ApiKeyRecord>,
@@ -130,6 +130,9 @@ pub struct TenantRecord {
     /// Cells the tenant is pinned to, overriding the ring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<Vec<String>>,
+    /// Overrides the cells' semantic-cache similarity threshold for this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_threshold: Option<f32>,
     pub created_at_ms: u64,
 }
 

@@ -6,4 +6,4 @@ pub mod cluster;
 pub mod process;
 
 pub use cluster::{Cluster, ClusterOptions};
-pub use process::{Etcd, Redis, Service};
+pub use process::{Etcd, Redis, RedisCluster, Service};

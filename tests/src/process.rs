@@ -180,38 +180,133 @@ pub struct Redis {
     pub guard: Guard,
     pub url: String,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> anyhow::Result<Guard> {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start redis-server (is redis-server installed?)")?;
+    let guard = Guard::new(child, "redis");
+    let addr = format!("127.0.0.1:{port}");
+    wait_for("redis", Duration::from_secs(20), || ping(&addr))?;
+    Ok(guard)
 }
 
 impl Redis {
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start redis-server (is redis-server installed?)")?;
-        let guard = Guard::new(child, "redis");
-        let addr = format!("127.0.0.1:{port}");
-        wait_for("redis", Duration::from_secs(20), || ping(&addr))?;
+        let guard = spawn_redis(port, dir.path(), &[])?;
         Ok(Self {
             guard,
             url: format!("redis://127.0.0.1:{port}"),
             port,
-            _dir: dir,
+            dir,
+        })
+    }
+
+    /// Stops Redis as a crash would (it persists nothing, so it comes back empty).
+    pub fn kill(&mut self) {
+        self.guard.kill();
+    }
+
+    /// Starts Redis again on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.guard.kill();
+        self.guard = spawn_redis(self.port, self.dir.path(), &[])?;
+        Ok(())
+    }
+}
+
+/// A three-node Redis Cluster (no replicas) on free ports. Ports stay at or
+/// below 55535 because each node's cluster bus listens on port + 10000.
+pub struct RedisCluster {
+    pub nodes: Vec<Guard>,
+    pub urls: Vec<String>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+fn cluster_port() -> anyhow::Result<u16> {
+    // Ephemeral ports are mostly above 55535, so pick from a lower range,
+    // spread by process id and time so parallel test runs rarely collide.
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for i in 0..2000u32 {
+        let port = 20000 + (seed.wrapping_add(i.wrapping_mul(7919)) % 30000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair for a cluster node")
+}
+
+impl RedisCluster {
+    pub fn start() -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        let mut urls = Vec::new();
+        let mut dirs = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir()?;
+            let port = cluster_port()?;
+            let conf = dir.path().join("nodes.conf").to_string_lossy().into_owned();
+            nodes.push(spawn_redis(
+                port,
+                dir.path(),
+                &["--cluster-enabled", "yes", "--cluster-config-file", &conf],
+            )?);
+            urls.push(format!("redis://127.0.0.1:{port}"));
+            ports.push(port);
+            dirs.push(dir);
+        }
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .context("cannot run redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        for port in &ports {
+            let port = port.to_string();
+            wait_for("redis cluster", Duration::from_secs(30), || {
+                Command::new("redis-cli")
+                    .args(["-p", &port, "cluster", "info"])
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            })?;
+        }
+        Ok(Self {
+            nodes,
+            urls,
+            _dirs: dirs,
         })
     }
 }

@@ -1,6 +1,12 @@
 //! The cluster snapshot follows etcd by watch, rides out an etcd outage on
 //! its last snapshot, and resumes from the last revision when etcd returns.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::time::Duration;
 
 use control_plane::model::{CellAlive, CellSpec, DesiredState, Keys, TenantRecord};
@@ -23,6 +29,7 @@ fn tenant(id: &str) -> TenantRecord {
         api_keys: Vec::new(),
         plan: "standard".to_owned(),
         pin: None,
+        cache_threshold: None,
         created_at_ms: 0,
     }
 }

@@ -1,6 +1,12 @@
 //! One tenant's question from router to provider and back, on real etcd and
 //! Redis, with the real binaries.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
+
 use std::time::Duration;
 
 use e2e::{Cluster, ClusterOptions};

@@ -1,6 +1,6 @@
 //! Redis key layout of the cache. Every key of a tenant carries the hash tag
 //! `{t:<tenant>}`, so one tenant's keys live on one Redis Cluster shard and
-//! multi-key operations on them are allowed.
+//! its multi-key transactions are allowed there.
 
 #[derive(Debug, Clone, Copy)]
 pub struct CacheKeys;
@@ -10,24 +10,33 @@ impl CacheKeys {
         format!("cn:{{t:{tenant}}}")
     }
 
-    /// Hash of one entry: `entry` (JSON), `embedding` (f32 little-endian).
-    pub fn entry(&self, tenant: &str, id: &str) -> String {
-        format!("{}:e:{id}", Self::tag(tenant))
+    /// Hash of one entry, named by the digest of its normalised question (so
+    /// the exact tier is one HGET): `entry` (JSON), `embedding` (f32
+    /// little-endian), `created` (ms).
+    pub fn entry(&self, tenant: &str, digest: &str) -> String {
+        format!("{}:e:{digest}", Self::tag(tenant))
     }
 
-    /// Exact tier: digest of the normalised question → entry id.
-    pub fn exact(&self, tenant: &str, digest: &str) -> String {
-        format!("{}:x:{digest}", Self::tag(tenant))
-    }
-
-    /// Set of the tenant's entry ids, read to build the vector tier.
-    pub fn index(&self, tenant: &str) -> String {
+    /// Sorted set of the tenant's entry digests by creation time: rebuilds the
+    /// vector tier and picks the oldest to evict.
+    pub fn ids(&self, tenant: &str) -> String {
         format!("{}:ids", Self::tag(tenant))
     }
 
     /// The tenant's knowledge version, bumped when its documents change.
     pub fn version(&self, tenant: &str) -> String {
         format!("{}:kv", Self::tag(tenant))
+    }
+
+    /// Set of tenants that have cache entries, read at start to load the vector tier.
+    pub fn tenants(&self) -> &'static str {
+        "cn:tenants"
+    }
+
+    /// Stream of inserts, evictions and purges, tailed by every cell to keep
+    /// its vector tier in step with Redis.
+    pub fn events(&self) -> &'static str {
+        "cn:events"
     }
 }
 
@@ -36,14 +45,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_share_the_tenant_hash_tag() {
+    fn tenant_keys_share_the_tenant_hash_tag() {
         let k = CacheKeys;
-        for key in [
-            k.entry("acme", "1"),
-            k.exact("acme", "d"),
-            k.index("acme"),
-            k.version("acme"),
-        ] {
+        for key in [k.entry("acme", "1"), k.ids("acme"), k.version("acme")] {
             assert!(key.starts_with("cn:{t:acme}:"), "{key}");
         }
     }

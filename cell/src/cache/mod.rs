@@ -1,29 +1,38 @@
 //! The semantic cache: answers already given to a tenant, found again by the
-//! exact normalised question or by a close embedding. Entries live in Redis
-//! under keys tagged per tenant (`{t:<tenant>}`), so a Redis Cluster keeps a
-//! tenant's entries on one shard. Redis 7.0 has no vector search, so the
-//! vector tier is an in-process index per tenant, loaded from Redis on the
-//! tenant's first lookup and extended on every store.
+//! exact normalised question or by a close embedding that the verification
+//! guard accepts. Entries live in Redis under keys tagged per tenant
+//! (`{t:<tenant>}`), so a Redis Cluster keeps a tenant's entries on one shard;
+//! the same code runs against a single Redis and a Cluster. Redis 7.0 has no
+//! vector search, so the vector tier is an in-process index per tenant
+//! (`index`), loaded from Redis at start and kept in step with every other
+//! cell through a Redis stream of inserts and evictions (`sync`).
 //!
 //! Every lookup takes a tenant and reads only that tenant's keys and index.
-//! Entries carry the tenant's knowledge version; an entry from an older
-//! version is never served as a hit.
+//! Entries carry the tenant's knowledge version and their age: an entry from
+//! an older version, or older than the TTL, is never a hit; it stays in Redis
+//! for a grace period so the stale-answer fallback can still offer it.
 
+pub mod eval;
+pub mod guard;
+mod index;
+pub mod judge;
 mod keys;
 mod redis_conn;
+pub mod sync;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::RwLock;
 
-use crate::embed::cosine;
+use crate::metrics::CellMetrics;
+use guard::Rejection;
+pub use index::VectorTier;
+use judge::{Judgement, judge};
 pub use keys::CacheKeys;
-pub use redis_conn::RedisConn;
+pub use redis_conn::{CacheConn, RedisConn, RedisTarget};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -44,11 +53,19 @@ impl From<redis::RedisError> for CacheError {
 /// Cache behaviour.
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
-    /// Cosine similarity at or above which a stored question counts as the same.
+    /// Default cosine similarity at or above which a stored question is a
+    /// candidate; a tenant may override it.
     pub threshold: f32,
+    /// Age after which an entry is no longer a hit.
     pub ttl: Duration,
+    /// How long past the TTL an entry stays available to the stale fallback.
+    pub stale_grace: Duration,
     /// Bound on every Redis round trip; past it the cache is bypassed.
     pub timeout: Duration,
+    /// Entries kept per tenant; the oldest go first.
+    pub max_entries_per_tenant: usize,
+    /// Memory the cell's vector tier may hold; the oldest entries cell-wide go first.
+    pub memory_budget_bytes: usize,
 }
 
 /// A cited passage of an answer.
@@ -81,6 +98,7 @@ pub struct CachedAnswer {
 /// A stored entry as read back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
+    /// The question as asked (the guard needs its casing).
     pub query: String,
     pub answer: CachedAnswer,
     pub created_at_ms: u64,
@@ -95,11 +113,23 @@ pub enum Lookup {
         similarity: f32,
         exact: bool,
     },
-    Miss,
+    Miss {
+        /// Similarity of the closest entry, if the tenant has any.
+        best_similarity: Option<f32>,
+        /// Candidates above the threshold that the guard refused.
+        rejected: Vec<Rejection>,
+    },
 }
 
+/// Candidates above the threshold checked by the guard, best first: if the
+/// closest differs in a detail, a slightly less close one may not.
+const GUARDED_CANDIDATES: usize = 3;
+/// Entries evicted at once when the memory budget is exceeded, so eviction
+/// does not run on every store.
+const EVICTION_BATCH: usize = 64;
+
 /// Lower-case, single-spaced, without trailing punctuation: the form the exact
-/// tier hashes.
+/// tier hashes and the guard compares.
 pub fn normalise(query: &str) -> String {
     let joined = query
         .split_whitespace()
@@ -111,7 +141,8 @@ pub fn normalise(query: &str) -> String {
         .to_owned()
 }
 
-fn digest(normalised: &str) -> String {
+/// Names an entry: the digest of its normalised question.
+pub fn digest(normalised: &str) -> String {
     hex::encode(Sha256::digest(normalised.as_bytes()))
 }
 
@@ -125,29 +156,33 @@ fn bytes_vector(b: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-#[derive(Debug, Default)]
-struct TenantIndex {
-    /// (entry id, embedding).
-    entries: Vec<(String, Vec<f32>)>,
-}
-
 /// The cell's semantic cache.
 #[derive(Clone)]
 pub struct SemanticCache {
     redis: RedisConn,
     keys: CacheKeys,
     settings: CacheSettings,
-    /// Vector tier: tenant → index over that tenant's entries only.
-    indexes: Arc<RwLock<HashMap<String, Arc<RwLock<TenantIndex>>>>>,
+    tier: Arc<VectorTier>,
+    /// This cell's id, stamped on the events it publishes.
+    origin: String,
+    metrics: Arc<CellMetrics>,
 }
 
 impl SemanticCache {
-    pub fn new(redis: RedisConn, settings: CacheSettings) -> Self {
+    pub fn new(
+        redis: RedisConn,
+        settings: CacheSettings,
+        dims: usize,
+        origin: &str,
+        metrics: Arc<CellMetrics>,
+    ) -> Self {
         Self {
             redis,
             keys: CacheKeys,
             settings,
-            indexes: Arc::default(),
+            tier: Arc::new(VectorTier::new(dims)),
+            origin: origin.to_owned(),
+            metrics,
         }
     }
 
@@ -155,13 +190,25 @@ impl SemanticCache {
         &self.settings
     }
 
+    pub fn tier(&self) -> &VectorTier {
+        &self.tier
+    }
+
     async fn bounded<T>(
         &self,
         fut: impl std::future::Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
-        tokio::time::timeout(self.settings.timeout, fut)
-            .await
-            .map_err(|_| CacheError::Timeout(self.settings.timeout))?
+        match tokio::time::timeout(self.settings.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                // A broken connection is remade on the next call.
+                if matches!(e, CacheError::Redis(_)) {
+                    self.redis.reset();
+                }
+                Err(e)
+            }
+            Err(_) => Err(CacheError::Timeout(self.settings.timeout)),
+        }
     }
 
     /// The tenant's knowledge version (0 before its first ingestion).
@@ -185,33 +232,58 @@ impl SemanticCache {
         .await
     }
 
-    async fn index_for(&self, tenant: &str) -> Result<Arc<RwLock<TenantIndex>>, CacheError> {
-        if let Some(index) = self.indexes.read().await.get(tenant) {
-            return Ok(index.clone());
-        }
-        // First lookup for this tenant in this process: load its entries' embeddings.
-        let mut conn = self.redis.get().await?;
-        let ids: Vec<String> = conn.smembers(self.keys.index(tenant)).await?;
+    /// Loads `tenant`'s entries from Redis into the vector tier.
+    pub(crate) async fn load_tenant(
+        &self,
+        conn: &mut CacheConn,
+        tenant: &str,
+    ) -> Result<(), CacheError> {
+        let ids: Vec<String> = conn.zrange(self.keys.ids(tenant), 0, -1).await?;
         let mut entries = Vec::with_capacity(ids.len());
-        if !ids.is_empty() {
+        let mut gone = Vec::new();
+        for batch in ids.chunks(512) {
             let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.hget(self.keys.entry(tenant, id), "embedding");
+            for id in batch {
+                pipe.cmd("HMGET")
+                    .arg(self.keys.entry(tenant, id))
+                    .arg("created")
+                    .arg("embedding");
             }
-            let embeddings: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
-            for (id, emb) in ids.into_iter().zip(embeddings) {
-                if let Some(bytes) = emb {
-                    entries.push((id, bytes_vector(&bytes)));
+            let rows: Vec<(Option<u64>, Option<Vec<u8>>)> = pipe.query_async(conn).await?;
+            for (id, row) in batch.iter().zip(rows) {
+                match row {
+                    (Some(created), Some(bytes)) => {
+                        entries.push((id.clone(), created, bytes_vector(&bytes)))
+                    }
+                    // Expired in Redis: drop it from the id set too.
+                    _ => gone.push(id.clone()),
                 }
             }
         }
-        let index = Arc::new(RwLock::new(TenantIndex { entries }));
-        let mut all = self.indexes.write().await;
-        Ok(all.entry(tenant.to_owned()).or_insert(index).clone())
+        if !gone.is_empty() {
+            let _: () = conn.zrem(self.keys.ids(tenant), &gone).await?;
+        }
+        self.tier.install(tenant, entries);
+        Ok(())
     }
 
-    async fn read_entry(&self, tenant: &str, id: &str) -> Result<Option<Entry>, CacheError> {
+    /// Loads every tenant that has entries (at start, and after the event
+    /// stream was lost).
+    pub async fn load_all(&self) -> Result<usize, CacheError> {
         let mut conn = self.redis.get().await?;
+        let tenants: Vec<String> = conn.smembers(self.keys.tenants()).await?;
+        for tenant in &tenants {
+            self.load_tenant(&mut conn, tenant).await?;
+        }
+        Ok(tenants.len())
+    }
+
+    async fn read_entry(
+        &self,
+        conn: &mut CacheConn,
+        tenant: &str,
+        id: &str,
+    ) -> Result<Option<Entry>, CacheError> {
         let raw: Option<Vec<u8>> = conn.hget(self.keys.entry(tenant, id), "entry").await?;
         match raw {
             None => Ok(None),
@@ -221,23 +293,29 @@ impl SemanticCache {
         }
     }
 
-    /// Finds a fresh answer for `query` (embedded as `embedding`) among `tenant`'s entries.
+    fn is_fresh(&self, entry: &Entry, knowledge_version: u64) -> bool {
+        let age = control_plane::model::now_ms().saturating_sub(entry.created_at_ms);
+        entry.knowledge_version == knowledge_version
+            && u128::from(age) < self.settings.ttl.as_millis()
+    }
+
+    /// Finds a fresh answer for `query` (embedded as `embedding`) among
+    /// `tenant`'s entries, with `threshold` for the vector tier.
     pub async fn lookup(
         &self,
         tenant: &str,
         query: &str,
         embedding: &[f32],
         knowledge_version: u64,
+        threshold: f32,
     ) -> Result<Lookup, CacheError> {
         self.bounded(async {
             let normalised = normalise(query);
             let mut conn = self.redis.get().await?;
-            let exact_id: Option<String> = conn
-                .get(self.keys.exact(tenant, &digest(&normalised)))
-                .await?;
-            if let Some(id) = exact_id
-                && let Some(entry) = self.read_entry(tenant, &id).await?
-                && entry.knowledge_version == knowledge_version
+            if let Some(entry) = self
+                .read_entry(&mut conn, tenant, &digest(&normalised))
+                .await?
+                && self.is_fresh(&entry, knowledge_version)
             {
                 return Ok(Lookup::Hit {
                     entry,
@@ -245,87 +323,223 @@ impl SemanticCache {
                     exact: true,
                 });
             }
-            let index = self.index_for(tenant).await?;
-            let best = {
-                let index = index.read().await;
-                index
-                    .entries
-                    .iter()
-                    .map(|(id, v)| (id, cosine(v, embedding)))
-                    .filter(|(_, s)| *s >= self.settings.threshold)
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(id, s)| (id.clone(), s))
-            };
-            let Some((id, similarity)) = best else {
-                return Ok(Lookup::Miss);
-            };
-            match self.read_entry(tenant, &id).await? {
-                Some(entry) if entry.knowledge_version == knowledge_version => Ok(Lookup::Hit {
-                    entry,
-                    similarity,
-                    exact: false,
-                }),
-                Some(_) => Ok(Lookup::Miss),
-                None => {
-                    // Expired in Redis: forget it here too.
-                    index.write().await.entries.retain(|(e, _)| *e != id);
-                    Ok(Lookup::Miss)
+            if !self.tier.has_tenant(tenant) {
+                self.load_tenant(&mut conn, tenant).await?;
+            }
+            let (best_similarity, candidates) =
+                self.tier
+                    .search(tenant, embedding, threshold, GUARDED_CANDIDATES);
+            let mut rejected = Vec::new();
+            for (_, id) in candidates {
+                let Some(entry) = self.read_entry(&mut conn, tenant, &id).await? else {
+                    self.tier.remove(tenant, &id);
+                    continue;
+                };
+                if !self.is_fresh(&entry, knowledge_version) {
+                    continue;
+                }
+                let Some(stored) = self.tier.vector_of(tenant, &id) else {
+                    continue;
+                };
+                match judge(&entry.query, &stored, query, embedding, threshold) {
+                    Judgement::Hit { similarity, exact } => {
+                        return Ok(Lookup::Hit {
+                            entry,
+                            similarity,
+                            exact,
+                        });
+                    }
+                    Judgement::Rejected { reason, .. } => rejected.push(reason),
+                    Judgement::Below { .. } => {}
                 }
             }
+            Ok(Lookup::Miss {
+                best_similarity,
+                rejected,
+            })
         })
         .await
     }
 
-    /// Stores an answer for `tenant`.
+    /// The tenant's best entry for `query` whatever its version or age, for
+    /// the stale-answer fallback. The guard still applies: a stale answer to
+    /// a different question is no answer.
+    pub async fn stale_candidate(
+        &self,
+        tenant: &str,
+        query: &str,
+        embedding: &[f32],
+        threshold: f32,
+    ) -> Result<Option<(Entry, f32)>, CacheError> {
+        self.bounded(async {
+            let normalised = normalise(query);
+            let mut conn = self.redis.get().await?;
+            if let Some(entry) = self
+                .read_entry(&mut conn, tenant, &digest(&normalised))
+                .await?
+            {
+                return Ok(Some((entry, 1.0)));
+            }
+            if !self.tier.has_tenant(tenant) {
+                self.load_tenant(&mut conn, tenant).await?;
+            }
+            let (_, candidates) =
+                self.tier
+                    .search(tenant, embedding, threshold, GUARDED_CANDIDATES);
+            for (_, id) in candidates {
+                let Some(entry) = self.read_entry(&mut conn, tenant, &id).await? else {
+                    continue;
+                };
+                let Some(stored) = self.tier.vector_of(tenant, &id) else {
+                    continue;
+                };
+                if let Judgement::Hit { similarity, .. } =
+                    judge(&entry.query, &stored, query, embedding, threshold)
+                {
+                    return Ok(Some((entry, similarity)));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    /// Stores an answer for `tenant`, then enforces the tenant's cap and the
+    /// cell's memory budget.
     pub async fn store(
         &self,
         tenant: &str,
         query: &str,
         embedding: &[f32],
-        entry: Entry,
+        mut entry: Entry,
     ) -> Result<(), CacheError> {
         self.bounded(async {
             let normalised = normalise(query);
+            entry.query = query.trim().to_owned();
             let id = digest(&normalised);
-            let ttl = self.settings.ttl.as_secs().max(1) as i64;
+            let keep = (self.settings.ttl + self.settings.stale_grace)
+                .as_secs()
+                .max(1) as i64;
             let body = serde_json::to_vec(&entry).map_err(|_| CacheError::Corrupt(id.clone()))?;
             let entry_key = self.keys.entry(tenant, &id);
             let mut conn = self.redis.get().await?;
             let mut pipe = redis::pipe();
+            // One tenant's keys share a hash slot, so this transaction is
+            // valid on a Cluster too.
             pipe.atomic()
-                .hset_multiple(
-                    &entry_key,
-                    &[("entry", body), ("embedding", vector_bytes(embedding))],
-                )
-                .expire(&entry_key, ttl)
-                .set_ex(self.keys.exact(tenant, &id), &id, ttl as u64)
-                .sadd(self.keys.index(tenant), &id);
-            let () = pipe.query_async(&mut conn).await?;
-            let index = self.index_for(tenant).await?;
-            let mut index = index.write().await;
-            index.entries.retain(|(e, _)| *e != id);
-            index.entries.push((id, embedding.to_vec()));
+                .cmd("HSET")
+                .arg(&entry_key)
+                .arg("entry")
+                .arg(body)
+                .arg("embedding")
+                .arg(vector_bytes(embedding))
+                .arg("created")
+                .arg(entry.created_at_ms)
+                .ignore()
+                .expire(&entry_key, keep)
+                .ignore()
+                .zadd(self.keys.ids(tenant), &id, entry.created_at_ms)
+                .ignore()
+                .zcard(self.keys.ids(tenant));
+            let (count,): (usize,) = pipe.query_async(&mut conn).await?;
+            let _: () = conn.sadd(self.keys.tenants(), tenant).await?;
+            sync::publish(
+                &mut conn,
+                &self.keys,
+                &self.origin,
+                sync::Op::Insert,
+                tenant,
+                &id,
+            )
+            .await?;
+            self.tier
+                .upsert(tenant, &id, entry.created_at_ms, embedding);
+
+            if count > self.settings.max_entries_per_tenant {
+                let excess = count - self.settings.max_entries_per_tenant;
+                let oldest: Vec<(String, f64)> =
+                    conn.zpopmin(self.keys.ids(tenant), excess as isize).await?;
+                for (old, _) in oldest {
+                    self.evict(&mut conn, tenant, &old).await?;
+                }
+            }
+            while self.tier.bytes() > self.settings.memory_budget_bytes {
+                let victims = self.tier.oldest(EVICTION_BATCH);
+                if victims.is_empty() {
+                    break;
+                }
+                for (t, old, _) in victims {
+                    let _: () = conn.zrem(self.keys.ids(&t), &old).await?;
+                    self.evict(&mut conn, &t, &old).await?;
+                }
+            }
             Ok(())
         })
         .await
+    }
+
+    async fn evict(&self, conn: &mut CacheConn, tenant: &str, id: &str) -> Result<(), CacheError> {
+        let _: () = conn.del(self.keys.entry(tenant, id)).await?;
+        self.tier.remove(tenant, id);
+        sync::publish(conn, &self.keys, &self.origin, sync::Op::Evict, tenant, id).await?;
+        self.metrics.cache_evictions.inc();
+        Ok(())
     }
 
     /// Removes every cached answer of `tenant`; returns how many there were.
     pub async fn purge(&self, tenant: &str) -> Result<usize, CacheError> {
         self.bounded(async {
             let mut conn = self.redis.get().await?;
-            let ids: Vec<String> = conn.smembers(self.keys.index(tenant)).await?;
+            let ids: Vec<String> = conn.zrange(self.keys.ids(tenant), 0, -1).await?;
             let mut pipe = redis::pipe();
             for id in &ids {
-                pipe.del(self.keys.entry(tenant, id))
-                    .del(self.keys.exact(tenant, id));
+                pipe.del(self.keys.entry(tenant, id)).ignore();
             }
-            pipe.del(self.keys.index(tenant));
+            pipe.del(self.keys.ids(tenant)).ignore();
             let () = pipe.query_async(&mut conn).await?;
-            self.indexes.write().await.remove(tenant);
+            let _: () = conn.srem(self.keys.tenants(), tenant).await?;
+            self.tier.drop_tenant(tenant);
+            sync::publish(
+                &mut conn,
+                &self.keys,
+                &self.origin,
+                sync::Op::Purge,
+                tenant,
+                "",
+            )
+            .await?;
             Ok(ids.len())
         })
         .await
+    }
+
+    /// Applies one event from the stream to the vector tier.
+    pub(crate) async fn apply(
+        &self,
+        conn: &mut CacheConn,
+        op: sync::Op,
+        tenant: &str,
+        id: &str,
+    ) -> Result<(), CacheError> {
+        match op {
+            sync::Op::Insert => {
+                if !self.tier.has_tenant(tenant) {
+                    return self.load_tenant(conn, tenant).await;
+                }
+                let row: (Option<u64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+                    .arg(self.keys.entry(tenant, id))
+                    .arg("created")
+                    .arg("embedding")
+                    .query_async(conn)
+                    .await?;
+                if let (Some(created), Some(bytes)) = row {
+                    self.tier.upsert(tenant, id, created, &bytes_vector(&bytes));
+                }
+            }
+            sync::Op::Evict => self.tier.remove(tenant, id),
+            sync::Op::Purge => self.tier.drop_tenant(tenant),
+        }
+        Ok(())
     }
 }
 

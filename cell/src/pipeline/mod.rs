@@ -15,7 +15,7 @@ use crate::config::RetrievalConfig;
 use crate::embed::{Embedder, embed_off_runtime};
 use crate::error::CellError;
 use crate::llm::{AnyProvider, ProviderError};
-use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels};
+use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels, ReasonLabels};
 use crate::vector::{Hit, VectorShard};
 
 /// What the pipeline answers when retrieval finds nothing relevant.
@@ -40,8 +40,16 @@ pub struct QueryResponse {
     pub citations: Vec<Citation>,
     /// `hit` or `miss`.
     pub cache: String,
+    /// Similarity of the cached question to this one, on hits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub similarity: Option<f32>,
+    /// Age of the cached answer in milliseconds, on hits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_age_ms: Option<u64>,
+    /// The fallback that produced this answer when no provider could:
+    /// `stale_cache` or `degraded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     pub provider: Option<String>,
     pub region: Option<String>,
     pub model: Option<String>,
@@ -54,6 +62,8 @@ pub struct QueryResponse {
 pub struct RequestContext {
     pub tenant: String,
     pub request_id: String,
+    /// The tenant's own cache threshold, if it overrides the cell's.
+    pub cache_threshold: Option<f32>,
 }
 
 pub struct Orchestrator {
@@ -68,6 +78,11 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
+    fn threshold_for(&self, ctx: &RequestContext) -> f32 {
+        ctx.cache_threshold
+            .unwrap_or(self.cache.settings().threshold)
+    }
+
     pub async fn query(
         &self,
         ctx: &RequestContext,
@@ -130,7 +145,13 @@ impl Orchestrator {
         if let Some(version) = version {
             match self
                 .cache
-                .lookup(&ctx.tenant, &question, &embedding, version)
+                .lookup(
+                    &ctx.tenant,
+                    &question,
+                    &embedding,
+                    version,
+                    self.threshold_for(ctx),
+                )
                 .instrument(cache_span.clone())
                 .await
             {
@@ -138,6 +159,8 @@ impl Orchestrator {
                     entry, similarity, ..
                 }) => {
                     cache_span.record("outcome", "hit");
+                    self.metrics.cache_similarity.observe(f64::from(similarity));
+                    let age = control_plane::model::now_ms().saturating_sub(entry.created_at_ms);
                     self.metrics.observe_stage("semantic_cache", started);
                     self.metrics
                         .queries
@@ -149,6 +172,8 @@ impl Orchestrator {
                         citations: a.citations,
                         cache: "hit".into(),
                         similarity: Some(similarity),
+                        cache_age_ms: Some(age),
+                        fallback: None,
                         provider: Some(a.provider),
                         region: Some(a.region),
                         model: Some(a.model),
@@ -156,7 +181,23 @@ impl Orchestrator {
                         cell: self.cell_id.clone(),
                     });
                 }
-                Ok(Lookup::Miss) => cache_span.record("outcome", "miss"),
+                Ok(Lookup::Miss {
+                    best_similarity,
+                    rejected,
+                }) => {
+                    if let Some(s) = best_similarity {
+                        self.metrics.cache_similarity.observe(f64::from(s));
+                    }
+                    for reason in rejected {
+                        self.metrics
+                            .guard_rejections
+                            .get_or_create(&ReasonLabels {
+                                reason: reason.as_str(),
+                            })
+                            .inc();
+                    }
+                    cache_span.record("outcome", "miss")
+                }
                 Err(e) => {
                     self.metrics.cache_errors.inc();
                     tracing::warn!(parent: &cache_span, error = %e, "cache lookup failed, bypassing");
@@ -196,6 +237,8 @@ impl Orchestrator {
                 citations: Vec::new(),
                 cache: "miss".into(),
                 similarity: None,
+                cache_age_ms: None,
+                fallback: None,
                 provider: None,
                 region: None,
                 model: None,
@@ -207,7 +250,16 @@ impl Orchestrator {
         // Prompt → LLM.
         let request = prompt::build(&question, &hits, MAX_ANSWER_TOKENS);
         let started = Instant::now();
-        let (provider, completion) = self.call_providers(ctx, &request).await?;
+        let (provider, completion) = match self.call_providers(ctx, &request).await {
+            Ok(done) => done,
+            Err(CellError::AllProvidersFailed(errors)) => {
+                self.metrics.observe_stage("llm", started);
+                return Ok(self
+                    .fallback(ctx, &question, &embedding, &hits, &errors)
+                    .await);
+            }
+            Err(other) => return Err(other),
+        };
         self.metrics.observe_stage("llm", started);
 
         // Postprocess: keep only citations of passages the answer used.
@@ -250,12 +302,77 @@ impl Orchestrator {
             citations: answer.citations,
             cache: "miss".into(),
             similarity: None,
+            cache_age_ms: None,
+            fallback: None,
             provider: Some(answer.provider),
             region: Some(answer.region),
             model: Some(answer.model),
             usage: answer.usage,
             cell: self.cell_id.clone(),
         })
+    }
+
+    /// When every provider failed: the tenant's best older cached answer to
+    /// this question (flagged `stale`), else an extractive answer from the
+    /// retrieved passages (flagged `degraded`).
+    async fn fallback(
+        &self,
+        ctx: &RequestContext,
+        question: &str,
+        embedding: &[f32],
+        hits: &[Hit],
+        errors: &[ProviderError],
+    ) -> QueryResponse {
+        tracing::warn!(
+            attempts = errors.len(),
+            "every provider failed, falling back"
+        );
+        let stale = self
+            .cache
+            .stale_candidate(&ctx.tenant, question, embedding, self.threshold_for(ctx))
+            .await;
+        if let Ok(Some((entry, similarity))) = stale {
+            let a = entry.answer;
+            return QueryResponse {
+                answer: a.answer,
+                citations: a.citations,
+                cache: "stale".into(),
+                similarity: Some(similarity),
+                cache_age_ms: Some(
+                    control_plane::model::now_ms().saturating_sub(entry.created_at_ms),
+                ),
+                fallback: Some("stale_cache".into()),
+                provider: Some(a.provider),
+                region: Some(a.region),
+                model: Some(a.model),
+                usage: a.usage,
+                cell: self.cell_id.clone(),
+            };
+        }
+        let (answer, citations) = match hits.first() {
+            Some(top) => (
+                format!("{} [1]", extract(&top.text)),
+                vec![Citation {
+                    document_id: top.document_id.clone(),
+                    chunk: top.chunk,
+                    score: top.score,
+                }],
+            ),
+            None => (NO_ANSWER.to_owned(), Vec::new()),
+        };
+        QueryResponse {
+            answer,
+            citations,
+            cache: "miss".into(),
+            similarity: None,
+            cache_age_ms: None,
+            fallback: Some("degraded".into()),
+            provider: None,
+            region: None,
+            model: None,
+            usage: Usage::default(),
+            cell: self.cell_id.clone(),
+        }
     }
 
     /// Tries the providers in order, moving on only after errors another
@@ -317,6 +434,23 @@ impl Orchestrator {
         }
         Err(CellError::AllProvidersFailed(errors))
     }
+}
+
+/// The opening of a passage, for a degraded answer: its first two sentences.
+fn extract(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut end = one_line.len();
+    let mut seen = 0;
+    for (i, c) in one_line.char_indices() {
+        if matches!(c, '.' | '!' | '?') {
+            seen += 1;
+            if seen == 2 {
+                end = i + 1;
+                break;
+            }
+        }
+    }
+    one_line[..end].to_owned()
 }
 
 /// Citations for the passages an answer cites as `[n]`. An answer citing

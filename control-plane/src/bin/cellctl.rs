@@ -11,8 +11,8 @@ struct Args {
     /// Base URL of the control plane's admin API.
     #[arg(long, env = "ADMIN_URL", default_value = "http://127.0.0.1:18090")]
     admin_url: String,
-    /// Operator token.
-    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    /// Operator token (required by every command that calls the admin API).
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true, default_value = "")]
     admin_token: String,
     #[command(subcommand)]
     command: Command,
@@ -26,6 +26,21 @@ enum Command {
     /// Cells: list.
     #[command(subcommand)]
     Cells(CellsCommand),
+    /// Semantic cache: evaluate the lookup on labeled pairs.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Runs the cell's real lookup logic (embedder, threshold, guard) over
+    /// PAIRS.jsonl and prints precision, recall, wrong hits per category and a
+    /// threshold sweep. Runs the `cell` binary installed next to cellctl.
+    Eval {
+        pairs: std::path::PathBuf,
+        #[arg(long)]
+        threshold: Option<f32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -63,10 +78,18 @@ struct ErrorMessage {
 async fn main() -> anyhow::Result<()> {
     common::process::install_crypto_provider();
     let args = Args::parse();
+    if let Command::Cache(CacheCommand::Eval { pairs, threshold }) = &args.command {
+        return cache_eval(pairs, *threshold);
+    }
+    if args.admin_token.is_empty() {
+        bail!("set ADMIN_TOKEN or pass --admin-token");
+    }
     let http = reqwest::Client::new();
     let base = args.admin_url.trim_end_matches('/').to_owned();
     let auth = format!("Bearer {}", args.admin_token);
     match args.command {
+        // Handled above: it needs no admin API.
+        Command::Cache(CacheCommand::Eval { .. }) => {}
         Command::Tenants(TenantsCommand::Create { id, plan, quiet }) => {
             let resp = http
                 .post(format!("{base}/admin/tenants"))
@@ -142,6 +165,30 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// The cache's lookup logic lives in the cell; run the cell binary's evaluator.
+fn cache_eval(pairs: &std::path::Path, threshold: Option<f32>) -> anyhow::Result<()> {
+    let me = std::env::current_exe()?;
+    let cell = me.with_file_name("cell");
+    if !cell.exists() {
+        bail!(
+            "{} not found: cellctl cache eval runs the cell binary installed next to it",
+            cell.display()
+        );
+    }
+    let mut command = std::process::Command::new(&cell);
+    command.arg("eval-cache").arg(pairs);
+    if let Some(t) = threshold {
+        command.arg("--threshold").arg(t.to_string());
+    }
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {}", cell.display()))?;
+    if !status.success() {
+        bail!("cache evaluation failed ({status})");
     }
     Ok(())
 }
