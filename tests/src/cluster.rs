@@ -234,6 +234,20 @@ impl Cluster {
         Ok(stats["regions"][region]["requests"].as_u64().unwrap_or(0))
     }
 
+    /// Replaces a simulator region's fault profile.
+    pub async fn set_faults(&self, region: &str, profile: &Value) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .put(format!("{}/sim/regions/{region}/faults", self.sim.url))
+            .json(profile)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("setting faults on {region}: {}", resp.text().await?);
+        }
+        Ok(())
+    }
+
     pub fn cell_mut(&mut self, id: &str) -> Option<&mut Service> {
         self.cells.iter_mut().find(|(c, _)| c == id).map(|(_, s)| s)
     }

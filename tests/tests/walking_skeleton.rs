@@ -323,3 +323,93 @@ async fn killed_cell_is_routed_around_within_the_lease_window() -> anyhow::Resul
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_region_down_serves_stale_then_degrades() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster.create_tenant("hooli").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster
+        .post(&key, "/v1/documents", &json!({"documents": [{"id": "refunds", "text": REFUNDS}, {"id": "shipping", "text": SHIPPING}]}))
+        .await?;
+    assert_eq!(status, 200);
+    let question = json!({"query": "How long do I have to request a refund?"});
+    let (_, fresh, _) = cluster.post(&key, "/v1/query", &question).await?;
+    assert_eq!(fresh["cache"], "miss");
+
+    // New documents make the cached answer outdated: no longer a hit...
+    let (status, _, _) = cluster
+        .post(&key, "/v1/documents", &json!({"documents": [{"id": "hours", "text": "The support desk opens at nine every weekday."}]}))
+        .await?;
+    assert_eq!(status, 200);
+
+    // ...but when every region is down it is the best answer there is.
+    for region in ["azure-eastus", "azure-westeurope"] {
+        cluster.set_faults(region, &json!({"outage": true})).await?;
+    }
+    let (status, stale, _) = cluster.post(&key, "/v1/query", &question).await?;
+    assert_eq!(status, 200, "{stale}");
+    assert_eq!(stale["cache"], "stale", "{stale}");
+    assert_eq!(stale["fallback"], "stale_cache");
+    assert_eq!(stale["answer"], fresh["answer"]);
+
+    // A question never answered before degrades to an extract of the best passage.
+    let (status, degraded, _) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "Where do orders ship from?"}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{degraded}");
+    assert_eq!(degraded["fallback"], "degraded", "{degraded}");
+    assert!(
+        degraded["answer"].as_str().unwrap_or("").contains("Lyon"),
+        "{degraded}"
+    );
+    assert_eq!(degraded["citations"][0]["document_id"], "shipping");
+
+    // The regions return: fresh answers again, and the degraded one was not cached.
+    for region in ["azure-eastus", "azure-westeurope"] {
+        cluster.set_faults(region, &json!({})).await?;
+    }
+    let (_, back, _) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "Where do orders ship from?"}),
+        )
+        .await?;
+    assert_eq!(back["cache"], "miss", "{back}");
+    assert!(back.get("fallback").is_none(), "{back}");
+    assert!(back["provider"].is_string());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_region_down_moves_to_the_next() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster.create_tenant("soylent").await?;
+    cluster.wait_for_tenant(&key).await?;
+    cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    cluster
+        .set_faults("azure-eastus", &json!({"outage": true}))
+        .await?;
+    let (status, body, _) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "Where do orders ship from?"}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "azure-westeurope", "{body}");
+    assert!(body["answer"].as_str().unwrap_or("").contains("Lyon"));
+    Ok(())
+}

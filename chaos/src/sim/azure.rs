@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::Simulator;
 use super::extractive::{answer, count_tokens, parse_prompt};
+use super::faults::Verdict;
 
 #[derive(Debug, Deserialize)]
 pub struct ApiVersion {
@@ -122,6 +123,50 @@ pub async fn chat_completions(
             "BadRequest",
             "streaming is not served by this simulator version",
         );
+    }
+    let (verdict, delay) = region_state.faults().draw();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match verdict {
+        Verdict::Serve => {}
+        Verdict::Hang => std::future::pending::<()>().await,
+        Verdict::Outage => {
+            region_state.failed.fetch_add(1, Ordering::Relaxed);
+            return azure_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The service is temporarily unable to process your request. Please try again later.",
+            );
+        }
+        Verdict::Error => {
+            region_state.failed.fetch_add(1, Ordering::Relaxed);
+            return azure_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "The server had an error while processing your request. Sorry about that!",
+            );
+        }
+        Verdict::Throttle(after) => {
+            region_state.failed.fetch_add(1, Ordering::Relaxed);
+            let mut response = azure_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429",
+                &format!(
+                    "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version {} have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after {} seconds.",
+                    version.api_version.as_deref().unwrap_or_default(),
+                    after.as_secs().max(1)
+                ),
+            );
+            let headers = response.headers_mut();
+            if let Ok(v) = after.as_secs().max(1).to_string().parse() {
+                headers.insert("retry-after", v);
+            }
+            if let Ok(v) = after.as_millis().to_string().parse() {
+                headers.insert("retry-after-ms", v);
+            }
+            return response;
+        }
     }
     region_state.requests.fetch_add(1, Ordering::Relaxed);
 

@@ -10,6 +10,9 @@ pub struct RegionConfig {
     pub name: String,
     /// Deployments this region serves; a request for another gets Azure's 404.
     pub deployments: Vec<String>,
+    /// Faults from the start; replaceable at run time.
+    #[serde(default)]
+    pub faults: super::FaultProfile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +56,9 @@ impl Config {
                 format!("regions[{i}].deployments"),
                 "must list at least one deployment",
             );
+            for problem in r.faults.problems(&format!("regions[{i}].faults")) {
+                errors.push(problem, "");
+            }
         }
         errors.finish(raw)
     }
