@@ -69,6 +69,7 @@ impl IntoResponse for AdminError {
 pub fn routes(state: AdminState) -> Router {
     Router::new()
         .route("/admin/tenants", post(create_tenant).get(list_tenants))
+        .route("/admin/tenants/{id}", axum::routing::patch(update_tenant))
         .route("/admin/cells", get(list_cells))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -108,7 +109,50 @@ pub struct TenantSummary {
     pub plan: String,
     pub key_hints: Vec<String>,
     pub pin: Option<Vec<String>>,
+    #[serde(default)]
+    pub cache_threshold: Option<f32>,
     pub created_at_ms: u64,
+}
+
+/// `PATCH /admin/tenants/{id}`: fields present are set; `null` clears.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pin: Option<Option<Vec<String>>>,
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_threshold: Option<Option<f32>>,
+}
+
+/// Tells a field set to `null` (clear it) from a field left out (keep it).
+mod double_option {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
 }
 
 impl From<&TenantRecord> for TenantSummary {
@@ -118,6 +162,7 @@ impl From<&TenantRecord> for TenantSummary {
             plan: t.plan.clone(),
             key_hints: t.api_keys.iter().map(|k| k.hint.clone()).collect(),
             pin: t.pin.clone(),
+            cache_threshold: t.cache_threshold,
             created_at_ms: t.created_at_ms,
         }
     }
@@ -176,6 +221,75 @@ async fn create_tenant(
             api_key,
         }),
     ))
+}
+
+async fn update_tenant(
+    State(state): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Result<Json<UpdateTenant>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<TenantSummary>, AdminError> {
+    let Json(update) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    if let Some(Some(t)) = update.cache_threshold
+        && !(t > 0.0 && t <= 1.0)
+    {
+        return Err(AdminError::BadRequest(format!(
+            "cache_threshold must be in (0, 1], got {t}"
+        )));
+    }
+    if let Some(Some(pin)) = &update.pin
+        && pin.is_empty()
+    {
+        return Err(AdminError::BadRequest(
+            "pin must name at least one cell (or be null to clear it)".into(),
+        ));
+    }
+    let key = state.keys.tenant(&id);
+    // Read, change, write if unchanged since the read; retry on a race.
+    for _ in 0..5 {
+        let current = state
+            .store
+            .retrying("read tenant", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let Some(kv) = current.kvs().first() else {
+            return Err(AdminError::NotFound(format!("no tenant {id:?}")));
+        };
+        let revision = kv.mod_revision();
+        let mut record: TenantRecord = decode(&key, kv.value())?;
+        if let Some(plan) = &update.plan {
+            record.plan = plan.clone();
+        }
+        if let Some(pin) = &update.pin {
+            record.pin = pin.clone();
+        }
+        if let Some(threshold) = update.cache_threshold {
+            record.cache_threshold = threshold;
+        }
+        let value = encode(&record);
+        let written = state
+            .store
+            .retrying("update tenant", |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?
+            .succeeded();
+        if written {
+            tracing::info!(tenant = %id, "tenant updated");
+            return Ok(Json(TenantSummary::from(&record)));
+        }
+    }
+    Err(AdminError::Conflict(format!(
+        "tenant {id:?} kept changing; try again"
+    )))
 }
 
 async fn list_tenants(

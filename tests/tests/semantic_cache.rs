@@ -233,6 +233,8 @@ async fn redis_outage_is_bypassed_and_recovered() {
     let started = std::time::Instant::now();
     assert!(a.lookup("t", q, &v, 0, THRESHOLD).await.is_err());
     assert!(a.store("t", q, &v, entry("30 days", 0)).await.is_err());
+    // Documents change while Redis is away: the bump cannot land yet.
+    assert!(a.bump_knowledge_version("t").await.is_err());
     // Bounded: a dead Redis costs at most the timeout per call.
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -241,6 +243,19 @@ async fn redis_outage_is_bypassed_and_recovered() {
     );
 
     redis.restart().unwrap();
+    // The pending bump lands before the cache answers again: the version moves.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let version = loop {
+        if let Ok(v) = a.knowledge_version("t").await {
+            break v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version never readable"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(version, 1, "the bump made while Redis was down was lost");
     // It recovers by itself (this Redis kept nothing, so store again).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -95,6 +95,33 @@ async fn cited_answer_then_cache_hit_and_tenants_stay_apart() -> anyhow::Result<
         )
         .await?;
     assert_eq!(third["cache"], "hit", "{third}");
+    assert!(
+        third["similarity"].as_f64().unwrap_or(0.0) > 0.92,
+        "{third}"
+    );
+    assert!(third["cache_age_ms"].is_u64(), "{third}");
+
+    // An operator raises this tenant's threshold: the paraphrase no longer hits.
+    let resp = cluster
+        .http
+        .patch(format!("{}/admin/tenants/acme", cluster.control_plane.url))
+        .bearer_auth(e2e::cluster::ADMIN_TOKEN)
+        .json(&json!({"cache_threshold": 0.9999}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let paraphrase = json!({"query": "How long do I have to ask for a refund?"});
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, strict, _) = cluster.post(&acme, "/v1/query", &paraphrase).await?;
+        if strict["cache"] == "miss" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "threshold override never applied: {strict}"
+        );
+    }
 
     // The other tenant asks the identical question: it must see neither the
     // documents nor the cached answer of the first.

@@ -80,6 +80,8 @@ pub struct Report {
     pub by_category: BTreeMap<String, Counts>,
     /// (category, a, b, similarity) of every trap served as a hit.
     pub wrong_hits: Vec<(String, String, String, f32)>,
+    /// (category, a, b, similarity, why) of every same-answer pair missed.
+    pub missed: Vec<(String, String, String, f32, &'static str)>,
     /// Guard rejections by reason.
     pub rejections: BTreeMap<&'static str, usize>,
     /// (threshold, counts) without and with the guard.
@@ -128,6 +130,7 @@ pub fn evaluate(embedder: &dyn Embedder, pairs: &[Pair], threshold: f32) -> anyh
         overall: Counts::default(),
         by_category: BTreeMap::new(),
         wrong_hits: Vec::new(),
+        missed: Vec::new(),
         rejections: BTreeMap::new(),
         sweep: Vec::new(),
     };
@@ -145,10 +148,19 @@ pub fn evaluate(embedder: &dyn Embedder, pairs: &[Pair], threshold: f32) -> anyh
         if j.is_hit() && !p.same_answer {
             report
                 .wrong_hits
-                .push((category, p.a.clone(), p.b.clone(), j.similarity()));
+                .push((category.clone(), p.a.clone(), p.b.clone(), j.similarity()));
         }
         if let Judgement::Rejected { reason, .. } = j {
             *report.rejections.entry(reason.as_str()).or_default() += 1;
+        }
+        if p.same_answer && !j.is_hit() {
+            let why = match j {
+                Judgement::Rejected { reason, .. } => reason.as_str(),
+                _ => "below threshold",
+            };
+            report
+                .missed
+                .push((category, p.a.clone(), p.b.clone(), j.similarity(), why));
         }
     }
     for step in 0..=10 {
@@ -209,6 +221,10 @@ impl Report {
         let _ = writeln!(s, "\nwrong hits ({}):", self.wrong_hits.len());
         for (c, a, b, sim) in &self.wrong_hits {
             let _ = writeln!(s, "  [{c}] {sim:.3}  {a:?} -> {b:?}");
+        }
+        let _ = writeln!(s, "\nsame-answer pairs missed ({}):", self.missed.len());
+        for (c, a, b, sim, why) in &self.missed {
+            let _ = writeln!(s, "  [{c}] {sim:.3} {why}  {a:?} -> {b:?}");
         }
         let _ = writeln!(s, "\nthreshold sweep (cosine only | with guard):");
         let _ = writeln!(

@@ -42,6 +42,10 @@ pub enum CacheError {
     Timeout(Duration),
     #[error("cache entry {0} is unreadable")]
     Corrupt(String),
+    #[error(
+        "the tenant's documents changed while Redis was away; its cache is bypassed until Redis confirms the change"
+    )]
+    VersionPending,
 }
 
 impl From<redis::RedisError> for CacheError {
@@ -165,6 +169,10 @@ pub struct SemanticCache {
     tier: Arc<VectorTier>,
     /// This cell's id, stamped on the events it publishes.
     origin: String,
+    /// Tenants whose documents changed while the version bump could not
+    /// reach Redis. Their cache is bypassed until a bump succeeds, so an
+    /// answer from before the change is never served as a hit.
+    unbumped: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     metrics: Arc<CellMetrics>,
 }
 
@@ -182,6 +190,7 @@ impl SemanticCache {
             settings,
             tier: Arc::new(VectorTier::new(dims)),
             origin: origin.to_owned(),
+            unbumped: Arc::default(),
             metrics,
         }
     }
@@ -211,8 +220,19 @@ impl SemanticCache {
         }
     }
 
+    fn is_unbumped(&self, tenant: &str) -> bool {
+        self.unbumped.lock().is_ok_and(|s| s.contains(tenant))
+    }
+
     /// The tenant's knowledge version (0 before its first ingestion).
     pub async fn knowledge_version(&self, tenant: &str) -> Result<u64, CacheError> {
+        if self.is_unbumped(tenant) {
+            // Finish the bump that failed before answering from the cache.
+            return match self.bump_knowledge_version(tenant).await {
+                Ok(v) => Ok(v),
+                Err(_) => Err(CacheError::VersionPending),
+            };
+        }
         self.bounded(async {
             let mut conn = self.redis.get().await?;
             let v: Option<u64> = conn.get(self.keys.version(tenant)).await?;
@@ -224,12 +244,20 @@ impl SemanticCache {
     /// Marks every cached answer of `tenant` as out of date; called after its
     /// documents change.
     pub async fn bump_knowledge_version(&self, tenant: &str) -> Result<u64, CacheError> {
-        self.bounded(async {
-            let mut conn = self.redis.get().await?;
-            let v: u64 = conn.incr(self.keys.version(tenant), 1).await?;
-            Ok(v)
-        })
-        .await
+        let bumped = self
+            .bounded(async {
+                let mut conn = self.redis.get().await?;
+                let v: u64 = conn.incr(self.keys.version(tenant), 1).await?;
+                Ok(v)
+            })
+            .await;
+        if let Ok(mut pending) = self.unbumped.lock() {
+            match &bumped {
+                Ok(_) => pending.remove(tenant),
+                Err(_) => pending.insert(tenant.to_owned()),
+            };
+        }
+        bumped
     }
 
     /// Loads `tenant`'s entries from Redis into the vector tier.

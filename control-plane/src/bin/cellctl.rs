@@ -56,6 +56,18 @@ enum TenantsCommand {
     },
     /// Lists tenants.
     List,
+    /// Changes a tenant: its plan, its pin to cells, its cache threshold.
+    Set {
+        id: String,
+        #[arg(long)]
+        plan: Option<String>,
+        /// Cells to pin the tenant to, comma-separated; "none" clears the pin.
+        #[arg(long)]
+        pin: Option<String>,
+        /// Semantic-cache similarity threshold for this tenant; "default" clears it.
+        #[arg(long)]
+        cache_threshold: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +144,56 @@ async fn main() -> anyhow::Result<()> {
                     t.key_hints.join(",")
                 );
             }
+        }
+        Command::Tenants(TenantsCommand::Set {
+            id,
+            plan,
+            pin,
+            cache_threshold,
+        }) => {
+            let mut update = control_plane::admin::UpdateTenant {
+                plan,
+                ..Default::default()
+            };
+            if let Some(pin) = pin {
+                update.pin = Some(if pin == "none" {
+                    None
+                } else {
+                    Some(
+                        pin.split(',')
+                            .map(|c| c.trim().to_owned())
+                            .filter(|c| !c.is_empty())
+                            .collect(),
+                    )
+                });
+            }
+            if let Some(t) = cache_threshold {
+                update.cache_threshold = Some(if t == "default" {
+                    None
+                } else {
+                    Some(
+                        t.parse::<f32>()
+                            .with_context(|| format!("--cache-threshold {t:?} is not a number"))?,
+                    )
+                });
+            }
+            let resp = http
+                .patch(format!("{base}/admin/tenants/{id}"))
+                .header("authorization", &auth)
+                .json(&update)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let t: TenantSummary = read(resp).await?;
+            println!(
+                "tenant {}: plan {}, pin {}, cache threshold {}",
+                t.id,
+                t.plan,
+                t.pin.map(|p| p.join(",")).unwrap_or_else(|| "-".into()),
+                t.cache_threshold
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "default".into())
+            );
         }
         Command::Cells(CellsCommand::List) => {
             #[derive(Deserialize)]

@@ -12,7 +12,18 @@ pub(super) const NUMBER_WORDS: &[(&str, &str)] = &[
     ("thousand", "1000"), ("million", "1000000"), ("billion", "1000000000"), ("first", "1st"),
     ("second", "2nd"), ("third", "3rd"), ("fourth", "4th"), ("fifth", "5th"), ("half", "0.5"),
     ("quarter", "0.25"), ("twice", "2x"), ("double", "2x"), ("triple", "3x"), ("dozen", "12"),
-    ("single", "1"), ("once", "1x"),
+    
+];
+
+/// Abbreviations of days and months, mapped to the full name.
+#[rustfmt::skip]
+pub(super) const DATE_ALIASES: &[(&str, &[&str])] = &[
+    ("monday", &["mon"]), ("tuesday", &["tue", "tues"]), ("wednesday", &["wed"]),
+    ("thursday", &["thu", "thur", "thurs"]), ("friday", &["fri"]), ("saturday", &["sat"]),
+    ("sunday", &["sun"]), ("january", &["jan"]), ("february", &["feb"]), ("march", &["mar"]),
+    ("april", &["apr"]), ("june", &["jun"]), ("july", &["jul"]), ("august", &["aug"]),
+    ("september", &["sep", "sept"]), ("october", &["oct"]), ("november", &["nov"]),
+    ("december", &["dec"]), ("autumn", &["fall"]),
 ];
 
 #[rustfmt::skip]
@@ -45,6 +56,25 @@ pub(super) const NEGATORS: &[&str] = &[
     "fails", "missing", "lack", "lacks", "only",
 ];
 
+/// Scope words that say the same, mapped to one canonical word.
+#[rustfmt::skip]
+pub(super) const SCOPE_ALIASES: &[(&str, &[&str])] = &[
+    ("each", &["each", "every", "per"]),
+    ("max", &["max", "maximum", "most"]),
+    ("min", &["min", "minimum", "least"]),
+    ("more", &["more", "over", "above"]),
+    ("less", &["less", "fewer", "under", "below"]),
+    ("between", &["between", "across", "among"]),
+    ("admin", &["admin", "admins", "administrator", "administrators"]),
+    ("org", &["org", "organization", "organisation"]),
+    ("employee", &["employee", "employees", "staff"]),
+    ("user", &["user", "users"]),
+    ("member", &["member", "members"]),
+    ("customer", &["customer", "customers"]),
+    ("annual", &["annual", "annually", "yearly"]),
+    ("all", &["all", "everyone", "everybody"]),
+];
+
 #[rustfmt::skip]
 pub(super) const SCOPE_WORDS: &[&str] = &[
     "all", "every", "each", "any", "some", "only", "everyone", "everybody", "whole", "entire",
@@ -55,13 +85,12 @@ pub(super) const SCOPE_WORDS: &[&str] = &[
     "monthly", "annual", "annually", "yearly", "daily", "weekly", "new", "existing", "current",
     "former", "old", "internal", "external", "employee", "employees", "contractor", "contractors",
     "staff", "manager", "managers", "customer", "customers", "partner", "partners", "student",
-    "students", "child", "children", "adult", "adults", "senior", "seniors", "junior", "my",
-    "our", "their", "his", "her", "your", "own", "shared", "public", "private", "domestic",
+    "students", "child", "children", "adult", "adults", "senior", "seniors", "junior",     "shared", "public", "private", "domestic",
     "international", "local", "global", "worldwide", "national", "regional", "eu", "us", "uk",
-    "full", "partial", "part", "total", "free", "paid", "trial", "premium", "basic", "standard",
+    "full", "partial", "part", "total", "paid", "trial", "premium", "basic", "standard",
     "group", "groups", "single", "multiple", "both", "either", "other", "others", "else",
     "remote", "onsite", "hybrid", "full-time", "part-time", "temporary", "permanent", "primary",
-    "secondary", "upper", "lower", "higher", "lower", "more", "less", "fewer", "than", "over",
+    "secondary", "upper", "lower", "higher", "lower", "more", "less", "fewer", "over",
     "under", "above", "below", "within", "outside", "inside", "across", "between", "among",
     "everywhere", "anywhere", "somewhere", "account", "accounts", "workspace", "workspaces",
     "project", "projects", "device", "devices", "mobile", "desktop", "web", "online", "offline",
@@ -89,6 +118,7 @@ pub(super) const FILLER: &[&str] = &[
 
 #[rustfmt::skip]
 pub(super) const STOPWORDS: &[&str] = &[
+    "my", "our", "their", "his", "her", "your", "own", "than",
     "a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "to", "of", "in", "on",
     "for", "and", "or", "with", "what", "which", "who", "whom", "whose", "how", "why", "when",
     "where", "do", "does", "did", "doing", "i", "you", "it", "its", "this", "that", "these",
@@ -104,7 +134,9 @@ pub(super) const EQUIVALENT: &[(&str, &str)] = &[
     ("buy", "purchase"), ("cost", "price"), ("charge", "fee"), ("cost", "fee"), ("price", "fee"),
     ("cancel", "terminate"), ("begin", "start"), ("finish", "end"), ("remove", "delete"),
     ("erase", "delete"), ("change", "modify"), ("change", "update"), ("alter", "change"),
-    ("edit", "change"), ("edit", "modify"), ("get", "obtain"), ("get", "receive"),
+    ("edit", "change"), ("enable", "switch"), ("create", "set"), ("restore", "recover"),
+    ("change", "switch"), ("change", "set"), ("another", "different"), ("free", "clear"),
+    ("often", "frequently"), ("colleague", "coworker"), ("edit", "modify"), ("get", "obtain"), ("get", "receive"),
     ("send", "submit"), ("reset", "recover"), ("sign", "log"), ("login", "log"),
     ("signin", "log"), ("signup", "register"), ("enroll", "register"), ("enrol", "register"),
     ("phone", "telephone"), ("email", "e-mail"), ("mail", "email"), ("refund", "reimbursement"),
@@ -139,4 +171,33 @@ pub(super) const EQUIVALENT: &[(&str, &str)] = &[
     ("utilize", "use"), ("employ", "use"), ("reach", "contact"), ("wifi", "wi-fi"),
     ("wireless", "wifi"), ("connect", "join"), ("link", "connect"), ("procedure", "process"),
     ("amount", "much"), ("number", "many"), ("quantity", "many"),
+];
+
+/// Prefixes that negate the word they start: "invalid", "non-billable".
+pub(super) const NEGATIVE_PREFIXES: &[&str] = &["non", "un", "in", "im", "il", "ir", "dis", "de"];
+
+/// Pairs of opposites. Both directions apply.
+#[rustfmt::skip]
+pub(super) const ANTONYMS: &[(&str, &str)] = &[
+    ("open", "closed"), ("open", "close"), ("mandatory", "optional"), ("required", "optional"),
+    ("allow", "deny"), ("allow", "block"), ("allowed", "forbidden"), ("accept", "reject"),
+    ("approve", "reject"), ("approve", "deny"), ("include", "exclude"), ("increase", "decrease"),
+    ("raise", "lower"), ("upgrade", "downgrade"), ("add", "remove"), ("start", "stop"),
+    ("start", "end"), ("begin", "end"), ("pass", "fail"), ("win", "lose"), ("import", "export"),
+    ("upload", "download"), ("send", "receive"), ("buy", "sell"), ("inbound", "outbound"),
+    ("incoming", "outgoing"), ("debit", "credit"), ("light", "dark"), ("enter", "exit"),
+    ("arrival", "departure"), ("arrive", "depart"), ("login", "logout"), ("lock", "unlock"),
+    ("hire", "fire"), ("join", "leave"), ("subscribe", "unsubscribe"), ("encrypt", "decrypt"),
+    ("maximum", "minimum"), ("max", "min"), ("highest", "lowest"), ("largest", "smallest"),
+    ("longest", "shortest"), ("fastest", "slowest"), ("cheapest", "most expensive"),
+    ("success", "failure"), ("successful", "failed"), ("true", "false"), ("yes", "no"),
+    ("permanent", "temporary"), ("synchronous", "asynchronous"), ("sync", "async"),
+    ("read", "write"), ("public", "private"), ("internal", "external"), ("before", "after"),
+    ("early", "late"), ("first", "last"), ("new", "old"), ("refundable", "nonrefundable"),
+    ("taxable", "exempt"), ("eligible", "ineligible"), ("paid", "unpaid"), ("paid", "free"),
+    ("online", "offline"), ("remote", "onsite"), ("hot", "cold"), ("wet", "dry"),
+    ("positive", "negative"), ("over", "under"), ("above", "below"), ("more", "less"),
+    ("most", "least"), ("visible", "hidden"), ("show", "hide"), ("enable", "disable"),
+    ("activate", "deactivate"), ("connect", "disconnect"), ("mount", "unmount"),
+    ("install", "uninstall"), ("freeze", "unfreeze"), ("archive", "unarchive"),
 ];

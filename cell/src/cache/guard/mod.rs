@@ -26,7 +26,8 @@ use std::collections::BTreeSet;
 mod lexicon;
 
 use lexicon::{
-    AMBIGUOUS_DATE, DATE_WORDS, EQUIVALENT, FILLER, NEGATORS, NUMBER_WORDS, SCOPE_WORDS, STOPWORDS,
+    AMBIGUOUS_DATE, ANTONYMS, DATE_ALIASES, DATE_WORDS, EQUIVALENT, FILLER, NEGATIVE_PREFIXES,
+    NEGATORS, NUMBER_WORDS, SCOPE_ALIASES, SCOPE_WORDS, STOPWORDS,
 };
 
 /// Why the guard rejected a candidate (a metric label).
@@ -55,20 +56,38 @@ impl Rejection {
 
 /// A crude English stem: enough that "refunds", "refunded" and "refunding" meet.
 fn stem(word: &str) -> String {
-    let w = word;
+    let mut w = word.to_owned();
     for suffix in [
-        "ations", "ation", "ings", "ing", "edly", "ed", "ies", "es", "s", "ly",
+        "ations", "ation", "ments", "ment", "ings", "ing", "edly", "ed", "ies", "es", "s", "ly",
     ] {
-        if w.len() > suffix.len() + 3
+        if w.len() >= suffix.len() + 3
             && let Some(base) = w.strip_suffix(suffix)
         {
-            return match suffix {
+            w = match suffix {
                 "ies" => format!("{base}y"),
                 _ => base.to_owned(),
             };
+            break;
         }
     }
-    w.to_owned()
+    // "include"/"includ(ed)", "stop"/"stopp(ed)".
+    if w.len() > 4 && w.ends_with('e') {
+        w.pop();
+    }
+    let b = w.as_bytes();
+    if b.len() >= 4 && b[b.len() - 1] == b[b.len() - 2] && !b"aeiouslz".contains(&b[b.len() - 1]) {
+        w.pop();
+    }
+    w
+}
+
+/// The canonical member of a group of words that mean the same here.
+fn canonical<'a>(word: &'a str, groups: &[(&'a str, &[&str])]) -> &'a str {
+    groups
+        .iter()
+        .find(|(_, members)| members.contains(&word))
+        .map(|(c, _)| *c)
+        .unwrap_or(word)
 }
 
 #[derive(Debug, Default, PartialEq)]
@@ -79,6 +98,10 @@ struct Features {
     scope: BTreeSet<String>,
     entities: BTreeSet<String>,
     content: BTreeSet<String>,
+    /// "off", and "out" against "in": "turn notifications off", "check out".
+    particles: BTreeSet<String>,
+    /// Every word in order: the stem for content words, `None` for others.
+    sequence: Vec<Option<String>>,
 }
 
 /// Splits into words, keeping contractions' "n't" visible as a negator.
@@ -142,10 +165,19 @@ fn features(text: &str) -> Features {
             continue;
         }
         let is_capitalised = w.chars().next().is_some_and(char::is_uppercase);
+        if lower == "am" || lower == "pm" {
+            // A time only after a number ("9 am"); else the verb "am".
+            if i > 0 && is_number_token(&raw[i - 1]) {
+                f.dates.insert(lower.clone());
+            }
+            first_alpha_seen = true;
+            continue;
+        }
         if DATE_WORDS.contains(&lower.as_str()) {
             let ambiguous = AMBIGUOUS_DATE.contains(&lower.as_str());
-            if !ambiguous || is_capitalised {
-                f.dates.insert(lower.clone());
+            let first_word = !first_alpha_seen;
+            if !ambiguous || (is_capitalised && !first_word) {
+                f.dates.insert(canonical(&lower, DATE_ALIASES).to_owned());
                 first_alpha_seen = true;
                 continue;
             }
@@ -162,8 +194,13 @@ fn features(text: &str) -> Features {
                 continue;
             }
         }
+        if lower == "off" || lower == "out" || lower == "in" {
+            f.particles.insert(lower.clone());
+            first_alpha_seen = true;
+            continue;
+        }
         if SCOPE_WORDS.contains(&lower.as_str()) {
-            f.scope.insert(stem(&lower));
+            f.scope.insert(canonical(&lower, SCOPE_ALIASES).to_owned());
             first_alpha_seen = true;
             continue;
         }
@@ -173,14 +210,33 @@ fn features(text: &str) -> Features {
         first_alpha_seen = true;
         if entity {
             f.entities.insert(lower.clone());
+            f.sequence.push(None);
             continue;
         }
         if STOPWORDS.contains(&lower.as_str()) || FILLER.contains(&lower.as_str()) {
+            f.sequence.push(None);
             continue;
         }
-        f.content.insert(stem(&lower));
+        let stemmed = stem(&lower);
+        f.content.insert(stemmed.clone());
+        f.sequence.push(Some(stemmed));
     }
     f
+}
+
+/// Whether `with` adds a word right before a content word it shares with
+/// `without`: a modifier that narrows the question ("email password").
+fn adds_modifier(with: &Features, without: &Features) -> bool {
+    with.sequence
+        .windows(2)
+        .any(|pair| match (&pair[0], &pair[1]) {
+            (Some(added), Some(shared)) => {
+                !without.content.contains(added)
+                    && without.content.contains(shared)
+                    && !without.content.iter().any(|w| equivalent(w, added))
+            }
+            _ => false,
+        })
 }
 
 fn equivalent(a: &str, b: &str) -> bool {
@@ -189,6 +245,22 @@ fn equivalent(a: &str, b: &str) -> bool {
         || EQUIVALENT.iter().any(|(x, y)| {
             let (x, y) = (stem(x), stem(y));
             (x == sa && y == sb) || (x == sb && y == sa)
+        })
+}
+
+/// Whether two (stemmed) words are each other's negation or antonym.
+fn opposite(a: &str, b: &str) -> bool {
+    let negated = |x: &str, y: &str| {
+        NEGATIVE_PREFIXES.iter().any(|p| {
+            x.strip_prefix(p)
+                .is_some_and(|rest| rest.trim_start_matches('-') == y)
+        })
+    };
+    negated(a, b)
+        || negated(b, a)
+        || ANTONYMS.iter().any(|(x, y)| {
+            let (x, y) = (stem(x), stem(y));
+            (x == a && y == b) || (x == b && y == a)
         })
 }
 
@@ -235,9 +307,33 @@ pub fn verify(cached: &str, asked: &str) -> Result<(), Rejection> {
         .iter()
         .filter(|w| !a.content.contains(*w) && !a.entities.contains(*w))
         .collect();
+    // A word against its negative form or antonym: "valid"/"invalid",
+    // "billable"/"non-billable", "open"/"closed", "mandatory"/"optional".
+    if only_a.iter().any(|x| only_b.iter().any(|y| opposite(x, y))) {
+        return Err(Rejection::Negation);
+    }
+    // "off" must match; "out" only against "in" (log in / log out), since
+    // "reach out" or "print out" change nothing.
+    let has = |f: &Features, p: &str| f.particles.contains(p);
+    let turned_off = has(&a, "off") != has(&b, "off");
+    let in_out = (has(&a, "out") && !has(&b, "out") && has(&b, "in"))
+        || (has(&b, "out") && !has(&a, "out") && has(&a, "in"));
+    if turned_off || in_out {
+        return Err(Rejection::Negation);
+    }
+    // A substitution (a content word on each side with no equivalent on the
+    // other) usually asks about something else: "per item" / "per order".
+    // Words present on one side only are allowed: paraphrases add words
+    // ("the steps for", "as a CSV file") far more often than traps do, and
+    // the traps that add one are caught above by the specific checks.
     let covered = |word: &String, others: &[&String]| others.iter().any(|o| equivalent(word, o));
-    if only_a.iter().any(|w| !covered(w, &only_b)) || only_b.iter().any(|w| !covered(w, &only_a)) {
+    let uncovered_a = only_a.iter().filter(|w| !covered(w, &only_b)).count();
+    let uncovered_b = only_b.iter().filter(|w| !covered(w, &only_a)).count();
+    if uncovered_a > 0 && uncovered_b > 0 {
         return Err(Rejection::Content);
+    }
+    if adds_modifier(&a, &b) || adds_modifier(&b, &a) {
+        return Err(Rejection::Scope);
     }
     Ok(())
 }
@@ -303,8 +399,25 @@ mod tests {
             (
                 "How do I reset my password?",
                 "How do I reset my email password?",
+                Rejection::Scope,
+            ),
+            (
+                "Is the Pro plan price per item?",
+                "Is the Pro plan price per order?",
                 Rejection::Content,
             ),
+            ("Which ports are open?", "Which ports are closed?", Rejection::Negation),
+            (
+                "Is the key valid after rotation?",
+                "Is the key invalid after rotation?",
+                Rejection::Negation,
+            ),
+            (
+                "How do I turn notifications on?",
+                "How do I turn notifications off?",
+                Rejection::Negation,
+            ),
+            ("How do I log in?", "How do I log out?", Rejection::Negation),
         ] {
             assert_eq!(verify(a, b), Err(why), "{a} / {b}");
         }
