@@ -7,6 +7,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
+use super::ivf::Ivf;
+
+/// Tenants with fewer entries are scanned whole: below this a full scan is
+/// faster than probing lists.
+pub const PARTITION_MIN_ENTRIES: usize = 20_000;
+
 /// One tenant's entries.
 #[derive(Debug, Default)]
 struct TenantIndex {
@@ -15,11 +21,27 @@ struct TenantIndex {
     /// Row-major, `ids.len() × dims`.
     vectors: Vec<f32>,
     positions: HashMap<String, usize>,
+    /// Lists over rows `0..ivf.covered()` once the tenant is large.
+    ivf: Option<Ivf>,
+    /// Counts removals, so a partition built from a snapshot is installed
+    /// only if no row moved meanwhile.
+    removals: u64,
+    building: bool,
 }
 
 impl TenantIndex {
     fn len(&self) -> usize {
         self.ids.len()
+    }
+
+    fn needs_partition(&self) -> bool {
+        let len = self.len();
+        !self.building
+            && len >= PARTITION_MIN_ENTRIES
+            && self
+                .ivf
+                .as_ref()
+                .is_none_or(|ivf| len - ivf.covered().min(len) > (ivf.covered() / 8).max(4096))
     }
 
     fn vector(&self, i: usize, dims: usize) -> &[f32] {
@@ -88,6 +110,8 @@ impl VectorTier {
             self.bytes.fetch_sub(removed, Ordering::Relaxed);
         }
         self.bytes.fetch_add(added, Ordering::Relaxed);
+        drop(tenants);
+        self.maybe_partition(tenant);
     }
 
     /// Adds or replaces one entry of a tenant whose index exists.
@@ -107,6 +131,9 @@ impl VectorTier {
         if let Some(&pos) = index.positions.get(id) {
             index.created[pos] = created;
             index.vectors[pos * self.dims..(pos + 1) * self.dims].copy_from_slice(vector);
+            if let Some(ivf) = index.ivf.as_mut() {
+                ivf.updated(pos, vector);
+            }
             return;
         }
         let pos = index.ids.len();
@@ -116,6 +143,11 @@ impl VectorTier {
         index.vectors.extend_from_slice(vector);
         self.bytes
             .fetch_add(entry_bytes(self.dims, id), Ordering::Relaxed);
+        let grow = index.needs_partition();
+        drop(index);
+        if grow {
+            self.maybe_partition(tenant);
+        }
     }
 
     /// Removes one entry.
@@ -137,6 +169,11 @@ impl VectorTier {
             let moved = index.ids[pos].clone();
             index.positions.insert(moved, pos);
         }
+        let TenantIndex { ivf, vectors, .. } = &mut *index;
+        if let Some(ivf) = ivf.as_mut() {
+            ivf.swap_removed(pos, last, &vectors[pos * dims..(pos + 1) * dims]);
+        }
+        index.removals += 1;
         index.ids.pop();
         index.created.pop();
         index.vectors.truncate(last * dims);
@@ -174,7 +211,19 @@ impl VectorTier {
         };
         let mut best: Option<f32> = None;
         let mut top: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-        for i in 0..index.len() {
+        let rows: Box<dyn Iterator<Item = usize> + '_> = match &index.ivf {
+            None => Box::new(0..index.len()),
+            Some(ivf) => {
+                let probed = ivf.probe(query);
+                Box::new(
+                    probed
+                        .into_iter()
+                        .flat_map(|l| ivf.list(l).iter().map(|&r| r as usize))
+                        .chain(ivf.covered().min(index.len())..index.len()),
+                )
+            }
+        };
+        for i in rows {
             let s = dot(index.vector(i, self.dims), query);
             if best.is_none_or(|b| s > b) {
                 best = Some(s);
@@ -194,6 +243,31 @@ impl VectorTier {
                 .map(|(s, i)| (s, index.ids[i].clone()))
                 .collect(),
         )
+    }
+
+    /// Builds (or rebuilds) the tenant's partition now, on this thread.
+    pub fn partition_now(&self, tenant: &str) {
+        if let Some(index) = self.tenant(tenant) {
+            build_partition(&index, self.dims);
+        }
+    }
+
+    /// Starts a background partition build if the tenant has grown enough.
+    fn maybe_partition(&self, tenant: &str) {
+        let Some(index) = self.tenant(tenant) else {
+            return;
+        };
+        let start = match index.write() {
+            Ok(mut i) if i.needs_partition() => {
+                i.building = true;
+                true
+            }
+            _ => false,
+        };
+        if start {
+            let dims = self.dims;
+            std::thread::spawn(move || build_partition(&index, dims));
+        }
     }
 
     /// The stored vector of an entry.
@@ -230,8 +304,25 @@ impl VectorTier {
     }
 }
 
+/// Partitions a snapshot of the tenant's vectors outside the lock, then
+/// installs the result if no row moved meanwhile (rows appended meanwhile
+/// stay outside the lists and are scanned in full).
+fn build_partition(index: &RwLock<TenantIndex>, dims: usize) {
+    let snapshot = index.read().ok().map(|i| (i.vectors.clone(), i.removals));
+    let Some((vectors, removals)) = snapshot else {
+        return;
+    };
+    let ivf = Ivf::build(&vectors, dims);
+    if let Ok(mut i) = index.write() {
+        if i.removals == removals {
+            i.ivf = Some(ivf);
+        }
+        i.building = false;
+    }
+}
+
 /// Dot product, written so the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8;
     for c in 0..chunks {
@@ -253,6 +344,78 @@ mod tests {
     fn v(x: f32, y: f32) -> Vec<f32> {
         let n = (x * x + y * y).sqrt();
         vec![x / n, y / n]
+    }
+
+    fn random_unit(seed: u64, dims: usize) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut v: Vec<f32> = (0..dims)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let n = v.iter().map(|a| a * a).sum::<f32>().sqrt();
+        v.iter_mut().for_each(|a| *a /= n);
+        v
+    }
+
+    /// A vector at cosine ≈ 0.95 from `v`.
+    fn near(v: &[f32], seed: u64) -> Vec<f32> {
+        let noise = random_unit(seed, v.len());
+        let mut out: Vec<f32> = v.iter().zip(&noise).map(|(a, b)| a + 0.33 * b).collect();
+        let n = out.iter().map(|a| a * a).sum::<f32>().sqrt();
+        out.iter_mut().for_each(|a| *a /= n);
+        out
+    }
+
+    #[test]
+    fn partitioned_search_finds_near_duplicates_and_survives_changes() {
+        let dims = 64;
+        let n = PARTITION_MIN_ENTRIES + 5000;
+        let tier = VectorTier::new(dims);
+        let rows: Vec<(String, u64, Vec<f32>)> = (0..n as u64)
+            .map(|i| (format!("{i}"), i, random_unit(i, dims)))
+            .collect();
+        tier.install("t", rows);
+        tier.partition_now("t");
+        let found = |tier: &VectorTier, i: u64| {
+            let q = near(&random_unit(i, dims), 1_000_000 + i);
+            tier.search("t", &q, 0.5, 1).1.first().map(|h| h.1.clone()) == Some(format!("{i}"))
+        };
+        let hits = (0..500).filter(|&i| found(&tier, i * 37)).count();
+        assert!(hits >= 480, "recall {hits}/500");
+        // Removals move rows; appended rows sit outside the lists.
+        for i in 0..2000u64 {
+            tier.remove("t", &format!("{}", i * 11));
+        }
+        for i in 0..100u64 {
+            tier.upsert(
+                "t",
+                &format!("new{i}"),
+                0,
+                &random_unit(5_000_000 + i, dims),
+            );
+        }
+        let q = near(&random_unit(5_000_042, dims), 9);
+        assert_eq!(tier.search("t", &q, 0.5, 1).1[0].1, "new42");
+        assert!(
+            tier.search("t", &random_unit(11 * 5, dims), 0.99, 1)
+                .1
+                .is_empty(),
+            "a removed row was found"
+        );
+        let survivors = (0..500u64)
+            .map(|i| i * 37)
+            .filter(|i| i % 11 != 0 || i / 11 >= 2000);
+        let (total, hits) = survivors.fold((0, 0), |(t, h), i| {
+            (t + 1, h + usize::from(found(&tier, i)))
+        });
+        assert!(
+            hits * 100 >= total * 95,
+            "recall after changes {hits}/{total}"
+        );
     }
 
     #[test]

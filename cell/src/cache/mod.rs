@@ -15,6 +15,7 @@
 pub mod eval;
 pub mod guard;
 mod index;
+mod ivf;
 pub mod judge;
 mod keys;
 mod redis_conn;

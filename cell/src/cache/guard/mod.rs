@@ -406,7 +406,11 @@ mod tests {
                 "Is the Pro plan price per order?",
                 Rejection::Content,
             ),
-            ("Which ports are open?", "Which ports are closed?", Rejection::Negation),
+            (
+                "Which ports are open?",
+                "Which ports are closed?",
+                Rejection::Negation,
+            ),
             (
                 "Is the key valid after rotation?",
                 "Is the key invalid after rotation?",
