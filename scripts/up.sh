@@ -19,7 +19,8 @@ ADMIN_PORT="${ADMIN_PORT:-18090}"
 ROUTER_PORT="${ROUTER_PORT:-18080}"
 CELL_PORTS="${CELL_PORTS:-18101 18102 18103}"
 
-bin_dir="${CARGO_TARGET_DIR:-$root/target}/debug"
+# CELLNET_PROFILE=release runs optimised binaries (build them with cargo build --release).
+bin_dir="${CARGO_TARGET_DIR:-$root/target}/${CELLNET_PROFILE:-debug}"
 for b in router cell control-plane cellctl provider-sim; do
   [[ -x "$bin_dir/$b" ]] || { echo "up: $bin_dir/$b missing; run 'make build' first" >&2; exit 1; }
 done

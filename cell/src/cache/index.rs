@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::ivf::Ivf;
+use super::ivf::{Ivf, RESCORE};
 
 /// Tenants with fewer entries are scanned whole: below this a full scan is
 /// faster than probing lists.
-pub const PARTITION_MIN_ENTRIES: usize = 20_000;
+pub const PARTITION_MIN_ENTRIES: usize = 8_192;
 
 /// One tenant's entries.
 #[derive(Debug, Default)]
@@ -211,16 +211,26 @@ impl VectorTier {
         };
         let mut best: Option<f32> = None;
         let mut top: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
-        let rows: Box<dyn Iterator<Item = usize> + '_> = match &index.ivf {
-            None => Box::new(0..index.len()),
+        let rows: Vec<usize> = match &index.ivf {
+            None => (0..index.len()).collect(),
             Some(ivf) => {
-                let probed = ivf.probe(query);
-                Box::new(
-                    probed
-                        .into_iter()
-                        .flat_map(|l| ivf.list(l).iter().map(|&r| r as usize))
-                        .chain(ivf.covered().min(index.len())..index.len()),
-                )
+                // Pre-score the probed lists by code, keep the best few,
+                // and add the rows that joined after the build.
+                let code = ivf.code(query);
+                let mut pre: Vec<(i32, u32)> = Vec::with_capacity(RESCORE + 1);
+                for l in ivf.probe(query) {
+                    for (score, r) in ivf.list(l).scores(&code, self.dims) {
+                        if pre.len() < RESCORE || pre.last().is_some_and(|(w, _)| score > *w) {
+                            let at = pre.partition_point(|(t, _)| *t >= score);
+                            pre.insert(at, (score, r));
+                            pre.truncate(RESCORE);
+                        }
+                    }
+                }
+                pre.into_iter()
+                    .map(|(_, r)| r as usize)
+                    .chain(ivf.covered().min(index.len())..index.len())
+                    .collect()
             }
         };
         for i in rows {
@@ -245,9 +255,19 @@ impl VectorTier {
         )
     }
 
-    /// Builds (or rebuilds) the tenant's partition now, on this thread.
+    /// Makes sure the tenant's partition is built: waits for a build under
+    /// way, or builds on this thread. For benches and tests.
     pub fn partition_now(&self, tenant: &str) {
-        if let Some(index) = self.tenant(tenant) {
+        let Some(index) = self.tenant(tenant) else {
+            return;
+        };
+        while index.read().is_ok_and(|i| i.building) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if index
+            .read()
+            .is_ok_and(|i| i.ivf.is_none() && i.len() >= PARTITION_MIN_ENTRIES)
+        {
             build_partition(&index, self.dims);
         }
     }
@@ -373,7 +393,8 @@ mod tests {
     #[test]
     fn partitioned_search_finds_near_duplicates_and_survives_changes() {
         let dims = 64;
-        let n = PARTITION_MIN_ENTRIES + 5000;
+        let n = 30_000;
+        assert!(n > PARTITION_MIN_ENTRIES);
         let tier = VectorTier::new(dims);
         let rows: Vec<(String, u64, Vec<f32>)> = (0..n as u64)
             .map(|i| (format!("{i}"), i, random_unit(i, dims)))

@@ -7,9 +7,12 @@
 //! wants near-duplicates (cosine ≥ ~0.9), which almost always fall in the
 //! query's own nearest lists, so a few probes suffice.
 //!
-//! Rows are indices into the tenant's vector matrix; rows appended after the
-//! build (`covered..`) are not in any list and are scanned in full until the
-//! next build.
+//! Each list keeps its rows' vectors contiguously as 8-bit codes (in i16
+//! lanes: half the bytes of the f32 vectors, read in one sequential sweep);
+//! the best few by code are then re-scored exactly from the f32 matrix. Rows are
+//! indices into the tenant's vector matrix; rows appended after the build
+//! (`covered..`) are not in any list and are scanned in full until the next
+//! build.
 
 /// Rows per list the partition aims for: a probe reads about this many vectors.
 const ROWS_PER_LIST: usize = 1000;
@@ -18,7 +21,9 @@ const MAX_SIDE: usize = 32;
 /// Coarse centroids whose lists are considered.
 const COARSE_PROBES: usize = 3;
 /// Lists scanned per lookup.
-pub const PROBES: usize = 6;
+pub const PROBES: usize = 10;
+/// Rows re-scored exactly after the 8-bit pre-score.
+pub const RESCORE: usize = 32;
 /// Vectors sampled to train centroids.
 const SAMPLE: usize = 32 * 1024;
 /// Lloyd iterations.
@@ -34,11 +39,70 @@ pub struct Ivf {
     fine_per_coarse: usize,
     /// `coarse × fine_per_coarse` centroids, grouped by coarse centroid.
     fine: Vec<f32>,
-    lists: Vec<Vec<u32>>,
+    lists: Vec<List>,
+    /// Codes are `round(x · scale)`, clamped to ±127.
+    scale: f32,
     /// List of each covered row.
     list_of: Vec<u32>,
     /// Rows `0..covered` are in lists.
     covered: usize,
+}
+
+/// One list: its rows and their codes (8-bit values held in i16 lanes, which
+/// SSE2 multiplies and adds pairwise in one instruction), row-major.
+#[derive(Debug, Clone, Default)]
+pub struct List {
+    pub rows: Vec<u32>,
+    codes: Vec<i16>,
+}
+
+impl List {
+    fn push(&mut self, row: u32, code: &[i16]) {
+        self.rows.push(row);
+        self.codes.extend_from_slice(code);
+    }
+
+    fn remove(&mut self, row: u32, dims: usize) {
+        if let Some(j) = self.rows.iter().position(|&r| r == row) {
+            let last = self.rows.len() - 1;
+            self.rows.swap_remove(j);
+            if j != last {
+                let (head, tail) = self.codes.split_at_mut(last * dims);
+                head[j * dims..(j + 1) * dims].copy_from_slice(&tail[..dims]);
+            }
+            self.codes.truncate(last * dims);
+        }
+    }
+
+    /// (approximate score × scale², row) of every row.
+    pub fn scores<'a>(
+        &'a self,
+        query: &'a [i16],
+        dims: usize,
+    ) -> impl Iterator<Item = (i32, u32)> + 'a {
+        self.codes
+            .chunks_exact(dims)
+            .zip(&self.rows)
+            .map(move |(code, &r)| (dot_i8(code, query), r))
+    }
+}
+
+/// Integer dot product of two codes, written so the compiler vectorises it.
+fn dot_i8(a: &[i16], b: &[i16]) -> i32 {
+    // Pairs of i16 products summed into i32 lanes: the shape of SSE2's pmaddwd.
+    let mut acc = [0i32; 8];
+    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        for l in 0..8 {
+            acc[l] += i32::from(ca[2 * l]) * i32::from(cb[2 * l])
+                + i32::from(ca[2 * l + 1]) * i32::from(cb[2 * l + 1]);
+        }
+    }
+    let tail = a.len() / 16 * 16;
+    let mut sum: i32 = acc.iter().sum();
+    for i in tail..a.len() {
+        sum += i32::from(a[i]) * i32::from(b[i]);
+    }
+    sum
 }
 
 fn row(vectors: &[f32], dims: usize, i: usize) -> &[f32] {
@@ -132,12 +196,19 @@ impl Ivf {
             }
             fine.extend_from_slice(&cell);
         }
+        // Unit vectors rarely have a component beyond ±0.5 in this many
+        // dimensions; larger ones saturate, which only blurs the pre-score.
+        let max_abs = vectors
+            .iter()
+            .fold(0f32, |m, x| m.max(x.abs()))
+            .clamp(1e-6, 0.5);
         let mut ivf = Self {
             dims,
             coarse,
             fine_per_coarse: side,
             fine,
-            lists: vec![Vec::new(); k1 * side],
+            lists: vec![List::default(); k1 * side],
+            scale: 127.0 / max_abs,
             list_of: Vec::with_capacity(len),
             covered: 0,
         };
@@ -162,7 +233,8 @@ impl Ivf {
                 .collect();
         }
         for (i, &l) in ivf.list_of.iter().enumerate() {
-            ivf.lists[l as usize].push(i as u32);
+            let code = ivf.code(row(vectors, dims, i));
+            ivf.lists[l as usize].push(i as u32, &code);
         }
         ivf.covered = len;
         ivf
@@ -201,20 +273,27 @@ impl Ivf {
         fine.into_iter().take(PROBES).map(|(_, l)| l).collect()
     }
 
-    pub fn list(&self, l: usize) -> &[u32] {
+    pub fn list(&self, l: usize) -> &List {
         &self.lists[l]
+    }
+
+    /// The 8-bit code of a vector.
+    pub fn code(&self, v: &[f32]) -> Vec<i16> {
+        v.iter()
+            .map(|x| (x * self.scale).round().clamp(-127.0, 127.0) as i16)
+            .collect()
     }
 
     /// Row `pos` was removed and row `last` (with vector `moved`) took its place.
     pub fn swap_removed(&mut self, pos: usize, last: usize, moved: &[f32]) {
         if pos < self.covered {
             let l = self.list_of[pos] as usize;
-            self.lists[l].retain(|&r| r as usize != pos);
+            self.lists[l].remove(pos as u32, self.dims);
         }
         if pos != last {
             if last < self.covered {
                 let l = self.list_of[last] as usize;
-                for r in &mut self.lists[l] {
+                for r in &mut self.lists[l].rows {
                     if *r as usize == last {
                         *r = pos as u32;
                     }
@@ -222,7 +301,8 @@ impl Ivf {
                 self.list_of[pos] = l as u32;
             } else if pos < self.covered {
                 let l = self.list_for(moved);
-                self.lists[l].push(pos as u32);
+                let code = self.code(moved);
+                self.lists[l].push(pos as u32, &code);
                 self.list_of[pos] = l as u32;
             }
         }
@@ -236,9 +316,10 @@ impl Ivf {
     pub fn updated(&mut self, pos: usize, v: &[f32]) {
         if pos < self.covered {
             let old = self.list_of[pos] as usize;
-            self.lists[old].retain(|&r| r as usize != pos);
+            self.lists[old].remove(pos as u32, self.dims);
             let l = self.list_for(v);
-            self.lists[l].push(pos as u32);
+            let code = self.code(v);
+            self.lists[l].push(pos as u32, &code);
             self.list_of[pos] = l as u32;
         }
     }
