@@ -12,7 +12,7 @@ use control_plane::watch::ClusterWatch;
 use crate::api::{AppState, routes};
 use crate::cache::{CacheSettings, RedisConn, SemanticCache};
 use crate::config::{Config, ProviderConfig};
-use crate::embed::{Embedder, MiniLm};
+use crate::embed::{Embedder, MiniLm, QueryEmbedder};
 use crate::ingest::Ingestor;
 use crate::ingest::chunker::ChunkLimits;
 use crate::llm::{AnyProvider, azure::AzureOpenAi};
@@ -85,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let orchestrator = Arc::new(Orchestrator {
         cell_id: config.id.clone(),
-        embedder: embedder.clone(),
+        embedder: QueryEmbedder::new(embedder.clone(), crate::embed::batch::LRU_CAPACITY),
         shard: shard.clone(),
         cache: cache.clone(),
         providers: providers(&config, &http),

@@ -328,8 +328,40 @@ impl SemanticCache {
             && u128::from(age) < self.settings.ttl.as_millis()
     }
 
+    /// The exact tier alone, before any embedding: the tenant's knowledge
+    /// version and, if the same question (normalised) has a fresh answer, that
+    /// answer. One round trip.
+    pub async fn lookup_exact(
+        &self,
+        tenant: &str,
+        query: &str,
+    ) -> Result<(u64, Option<Entry>), CacheError> {
+        if self.is_unbumped(tenant) {
+            self.knowledge_version(tenant).await?;
+        }
+        self.bounded(async {
+            let id = digest(&normalise(query));
+            let mut conn = self.redis.get().await?;
+            let (version, raw): (Option<u64>, Option<Vec<u8>>) = redis::pipe()
+                .get(self.keys.version(tenant))
+                .hget(self.keys.entry(tenant, &id), "entry")
+                .query_async(&mut conn)
+                .await?;
+            let version = version.unwrap_or(0);
+            let entry = match raw {
+                Some(bytes) => Some(
+                    serde_json::from_slice::<Entry>(&bytes)
+                        .map_err(|_| CacheError::Corrupt(id.clone()))?,
+                ),
+                None => None,
+            };
+            Ok((version, entry.filter(|e| self.is_fresh(e, version))))
+        })
+        .await
+    }
+
     /// Finds a fresh answer for `query` (embedded as `embedding`) among
-    /// `tenant`'s entries, with `threshold` for the vector tier.
+    /// `tenant`'s entries: the exact tier, then the vector tier.
     pub async fn lookup(
         &self,
         tenant: &str,
@@ -338,20 +370,38 @@ impl SemanticCache {
         knowledge_version: u64,
         threshold: f32,
     ) -> Result<Lookup, CacheError> {
+        let exact = self
+            .bounded(async {
+                let mut conn = self.redis.get().await?;
+                self.read_entry(&mut conn, tenant, &digest(&normalise(query)))
+                    .await
+            })
+            .await?;
+        if let Some(entry) = exact
+            && self.is_fresh(&entry, knowledge_version)
+        {
+            return Ok(Lookup::Hit {
+                entry,
+                similarity: 1.0,
+                exact: true,
+            });
+        }
+        self.lookup_similar(tenant, query, embedding, knowledge_version, threshold)
+            .await
+    }
+
+    /// The vector tier: the closest entries above `threshold` that the guard
+    /// accepts.
+    pub async fn lookup_similar(
+        &self,
+        tenant: &str,
+        query: &str,
+        embedding: &[f32],
+        knowledge_version: u64,
+        threshold: f32,
+    ) -> Result<Lookup, CacheError> {
         self.bounded(async {
-            let normalised = normalise(query);
             let mut conn = self.redis.get().await?;
-            if let Some(entry) = self
-                .read_entry(&mut conn, tenant, &digest(&normalised))
-                .await?
-                && self.is_fresh(&entry, knowledge_version)
-            {
-                return Ok(Lookup::Hit {
-                    entry,
-                    similarity: 1.0,
-                    exact: true,
-                });
-            }
             if !self.tier.has_tenant(tenant) {
                 self.load_tenant(&mut conn, tenant).await?;
             }

@@ -2,16 +2,18 @@
 //! all-MiniLM-L6-v2 run in-process; remote embedders plug in behind the same
 //! trait.
 
+pub mod batch;
 pub mod minilm;
 
 use std::sync::Arc;
 
+pub use batch::QueryEmbedder;
 pub use minilm::MiniLm;
 
 /// Dimensions of all-MiniLM-L6-v2's sentence embeddings.
 pub const MINILM_DIMENSIONS: usize = 384;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EmbedError {
     #[error("cannot load the embedding model from {path}: {message}")]
     Load { path: String, message: String },

@@ -12,7 +12,7 @@ use tracing::{Instrument, info_span};
 
 use crate::cache::{CachedAnswer, Citation, Entry, Lookup, SemanticCache, Usage};
 use crate::config::RetrievalConfig;
-use crate::embed::{Embedder, embed_off_runtime};
+use crate::embed::QueryEmbedder;
 use crate::error::CellError;
 use crate::llm::{AnyProvider, ProviderError};
 use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels, ReasonLabels};
@@ -68,7 +68,7 @@ pub struct RequestContext {
 
 pub struct Orchestrator {
     pub cell_id: String,
-    pub embedder: Arc<dyn Embedder>,
+    pub embedder: QueryEmbedder,
     pub shard: VectorShard,
     pub cache: SemanticCache,
     pub providers: Vec<AnyProvider>,
@@ -118,34 +118,41 @@ impl Orchestrator {
         }
         self.metrics.observe_stage("preprocess", started);
 
-        // Embed.
-        let started = Instant::now();
-        let embedding = embed_off_runtime(self.embedder.clone(), vec![question.clone()])
-            .instrument(info_span!("embed", tenant = %ctx.tenant, cell = %self.cell_id))
-            .await?
-            .pop()
-            .ok_or_else(|| CellError::BadRequest("query produced no embedding".into()))?;
-        self.metrics.observe_stage("embed", started);
-
-        // Semantic cache.
+        // Exact tier, before any embedding: a repeated question costs one
+        // Redis round trip.
         let started = Instant::now();
         let cache_span = info_span!("semantic_cache", tenant = %ctx.tenant, cell = %self.cell_id, outcome = tracing::field::Empty);
-        let version = async {
-            let version = match self.cache.knowledge_version(&ctx.tenant).await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cache unavailable, bypassing");
-                    return None;
-                }
-            };
-            Some(version)
-        }
-        .instrument(cache_span.clone())
-        .await;
+        let version = match self
+            .cache
+            .lookup_exact(&ctx.tenant, &question)
+            .instrument(cache_span.clone())
+            .await
+        {
+            Ok((_, Some(entry))) => return Ok(self.hit(entry, 1.0, started, &cache_span)),
+            Ok((version, None)) => Some(version),
+            Err(e) => {
+                self.metrics.cache_errors.inc();
+                tracing::warn!(parent: &cache_span, error = %e, "cache unavailable, bypassing");
+                None
+            }
+        };
+        let exact_elapsed = started.elapsed();
+
+        // Embed.
+        let started = Instant::now();
+        let embedding = self
+            .embedder
+            .embed(&question)
+            .instrument(info_span!("embed", tenant = %ctx.tenant, cell = %self.cell_id))
+            .await?;
+        self.metrics.observe_stage("embed", started);
+
+        // Vector tier, with the guard.
+        let started = Instant::now() - exact_elapsed;
         if let Some(version) = version {
             match self
                 .cache
-                .lookup(
+                .lookup_similar(
                     &ctx.tenant,
                     &question,
                     &embedding,
@@ -158,28 +165,7 @@ impl Orchestrator {
                 Ok(Lookup::Hit {
                     entry, similarity, ..
                 }) => {
-                    cache_span.record("outcome", "hit");
-                    self.metrics.cache_similarity.observe(f64::from(similarity));
-                    let age = control_plane::model::now_ms().saturating_sub(entry.created_at_ms);
-                    self.metrics.observe_stage("semantic_cache", started);
-                    self.metrics
-                        .queries
-                        .get_or_create(&CacheLabels { outcome: "hit" })
-                        .inc();
-                    let a = entry.answer;
-                    return Ok(QueryResponse {
-                        answer: a.answer,
-                        citations: a.citations,
-                        cache: "hit".into(),
-                        similarity: Some(similarity),
-                        cache_age_ms: Some(age),
-                        fallback: None,
-                        provider: Some(a.provider),
-                        region: Some(a.region),
-                        model: Some(a.model),
-                        usage: a.usage,
-                        cell: self.cell_id.clone(),
-                    });
+                    return Ok(self.hit(entry, similarity, started, &cache_span));
                 }
                 Ok(Lookup::Miss {
                     best_similarity,
@@ -196,16 +182,14 @@ impl Orchestrator {
                             })
                             .inc();
                     }
-                    cache_span.record("outcome", "miss")
+                    cache_span.record("outcome", "miss");
                 }
                 Err(e) => {
                     self.metrics.cache_errors.inc();
                     tracing::warn!(parent: &cache_span, error = %e, "cache lookup failed, bypassing");
-                    cache_span.record("outcome", "bypass")
+                    cache_span.record("outcome", "bypass");
                 }
-            };
-        } else {
-            self.metrics.cache_errors.inc();
+            }
         }
         self.metrics.observe_stage("semantic_cache", started);
         let outcome = if version.is_some() { "miss" } else { "bypass" };
@@ -310,6 +294,38 @@ impl Orchestrator {
             usage: answer.usage,
             cell: self.cell_id.clone(),
         })
+    }
+
+    /// The answer for a cache hit.
+    fn hit(
+        &self,
+        entry: Entry,
+        similarity: f32,
+        started: Instant,
+        span: &tracing::Span,
+    ) -> QueryResponse {
+        span.record("outcome", "hit");
+        self.metrics.cache_similarity.observe(f64::from(similarity));
+        self.metrics.observe_stage("semantic_cache", started);
+        self.metrics
+            .queries
+            .get_or_create(&CacheLabels { outcome: "hit" })
+            .inc();
+        let age = control_plane::model::now_ms().saturating_sub(entry.created_at_ms);
+        let a = entry.answer;
+        QueryResponse {
+            answer: a.answer,
+            citations: a.citations,
+            cache: "hit".into(),
+            similarity: Some(similarity),
+            cache_age_ms: Some(age),
+            fallback: None,
+            provider: Some(a.provider),
+            region: Some(a.region),
+            model: Some(a.model),
+            usage: a.usage,
+            cell: self.cell_id.clone(),
+        }
     }
 
     /// When every provider failed: the tenant's best older cached answer to
