@@ -113,6 +113,7 @@ listen: 127.0.0.1:$port
 data_dir: $local_dir/data/cell-$i
 $etcd_section
 redis: { url: "redis://127.0.0.1:$REDIS_PORT" }
+embedding: { lru_capacity: ${CELL_EMBEDDING_LRU:-8192} }
 providers:
   - { kind: azure_openai, name: ${order[0]}, region: ${order[0]#azure-}, endpoint: "$sim/${order[0]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
   - { kind: azure_openai, name: ${order[1]}, region: ${order[1]#azure-}, endpoint: "$sim/${order[1]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }

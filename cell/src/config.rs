@@ -80,7 +80,27 @@ struct RawConfig {
     retrieval: RawRetrieval,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    embedding: RawEmbedding,
     providers: Vec<RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEmbedding {
+    /// Recent query embeddings kept in memory; 0 turns the memo off.
+    #[serde(default = "default_lru")]
+    lru_capacity: usize,
+}
+
+impl Default for RawEmbedding {
+    fn default() -> Self {
+        Self { lru_capacity: default_lru() }
+    }
+}
+
+fn default_lru() -> usize {
+    crate::embed::batch::LRU_CAPACITY
 }
 
 fn default_template() -> String {
@@ -287,6 +307,7 @@ pub struct Config {
     pub cache_memory_budget_bytes: usize,
     pub retrieval: RetrievalConfig,
     pub limits: Limits,
+    pub embedding_lru_capacity: usize,
     pub providers: Vec<ProviderConfig>,
 }
 
@@ -487,6 +508,7 @@ impl RawConfig {
                 max_documents: self.limits.max_documents,
                 max_query_chars: self.limits.max_query_chars,
             },
+            embedding_lru_capacity: self.embedding.lru_capacity,
             providers,
         })
     }

@@ -85,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let orchestrator = Arc::new(Orchestrator {
         cell_id: config.id.clone(),
-        embedder: QueryEmbedder::new(embedder.clone(), crate::embed::batch::LRU_CAPACITY),
+        embedder: QueryEmbedder::new(embedder.clone(), config.embedding_lru_capacity),
         shard: shard.clone(),
         cache: cache.clone(),
         providers: providers(&config, &http),

@@ -80,7 +80,9 @@ impl QueryEmbedder {
 
     /// The embedding of `text`.
     pub async fn embed(&self, text: &str) -> Result<Vec<f32>, EmbedError> {
-        if let Some(v) = self.lru.lock().ok().and_then(|mut l| l.get(text)) {
+        if self.capacity > 0
+            && let Some(v) = self.lru.lock().ok().and_then(|mut l| l.get(text))
+        {
             return Ok(v.as_ref().clone());
         }
         let (reply, answer) = oneshot::channel();
@@ -94,7 +96,9 @@ impl QueryEmbedder {
         let v = answer
             .await
             .map_err(|_| EmbedError::Inference("the embedding worker stopped".into()))??;
-        if let Ok(mut l) = self.lru.lock() {
+        if self.capacity > 0
+            && let Ok(mut l) = self.lru.lock()
+        {
             l.put(text.to_owned(), v.clone(), self.capacity);
         }
         Ok(v)
