@@ -95,7 +95,9 @@ struct RawEmbedding {
 
 impl Default for RawEmbedding {
     fn default() -> Self {
-        Self { lru_capacity: default_lru() }
+        Self {
+            lru_capacity: default_lru(),
+        }
     }
 }
 
