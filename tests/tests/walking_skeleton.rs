@@ -440,3 +440,48 @@ async fn first_region_down_moves_to_the_next() -> anyhow::Result<()> {
     assert!(body["answer"].as_str().unwrap_or("").contains("Lyon"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_bypasses_the_cache_and_recovers() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster.create_tenant("wayne").await?;
+    cluster.wait_for_tenant(&key).await?;
+    cluster
+        .post(&key, "/v1/documents", &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}))
+        .await?;
+    let question = json!({"query": "Where do orders ship from?"});
+    cluster.post(&key, "/v1/query", &question).await?;
+    let (_, hit, _) = cluster.post(&key, "/v1/query", &question).await?;
+    assert_eq!(hit["cache"], "hit");
+
+    // Redis dies: answers keep coming, straight from the pipeline.
+    cluster.redis.kill();
+    let started = std::time::Instant::now();
+    let (status, body, _) = cluster.post(&key, "/v1/query", &question).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cache"], "miss");
+    assert!(body["answer"].as_str().unwrap_or("").contains("Lyon"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.cells[0].1.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("cellnet_cache_errors_total"), "bypass not counted");
+    assert!(!metrics.contains("cellnet_cache_errors_total 0\n"), "bypass not counted");
+
+    // Redis returns (empty: it keeps nothing here); the cache fills and hits again.
+    cluster.redis.restart()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, again, _) = cluster.post(&key, "/v1/query", &question).await?;
+        if again["cache"] == "hit" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "cache never came back: {again}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
