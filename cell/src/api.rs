@@ -56,36 +56,82 @@ pub fn routes(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn tenant_context(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let tenant = request
-        .headers()
-        .get(common::headers::TENANT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+async fn tenant_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (tenant, request_id, signature, timestamp) = {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        (
+            header(common::headers::TENANT),
+            header(common::headers::REQUEST_ID).unwrap_or_default(),
+            header(common::signing::SIGNATURE_HEADER),
+            header(common::signing::TIMESTAMP_HEADER).and_then(|t| t.parse::<u64>().ok()),
+        )
+    };
     let Some(tenant) = tenant else {
         return CellError::Unauthenticated("requests reach a cell only through the router".into())
             .into_response();
     };
-    let cache_threshold = match state.cluster.snapshot().tenants.get(&tenant) {
+    let snapshot = state.cluster.snapshot();
+    let Some(key) = snapshot.cell_auth_key.clone() else {
+        return CellError::NotReady("the control plane has not issued the signing key yet".into())
+            .into_response();
+    };
+    // The body is part of what the router signed: read it (bounded) first.
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(_) => {
+            return CellError::PayloadTooLarge {
+                limit: state.max_body_bytes,
+            }
+            .into_response();
+        }
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let signed = common::signing::SignedParts {
+        method: parts.method.as_str(),
+        path_and_query,
+        tenant: &tenant,
+        request_id: &request_id,
+        timestamp: timestamp.unwrap_or(0),
+        body: &body,
+    };
+    if let Err(e) = common::signing::verify(
+        &key,
+        &signed,
+        signature.as_deref(),
+        common::signing::now_secs(),
+    ) {
+        tracing::warn!(%tenant, error = %e, "refused a request without a valid router signature");
+        return CellError::Unauthenticated(format!(
+            "{e}: requests reach a cell only through the router"
+        ))
+        .into_response();
+    }
+    let cache_threshold = match snapshot.tenants.get(&tenant) {
         Some(record) => record.cache_threshold,
         None => {
             return CellError::Unauthenticated(format!("unknown tenant {tenant:?}"))
                 .into_response();
         }
     };
-    let request_id = request
-        .headers()
-        .get(common::headers::REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut request = Request::from_parts(parts, axum::body::Body::from(body));
     request.extensions_mut().insert(RequestContext {
         tenant,
-        request_id,
+        request_id: if request_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            request_id
+        },
         cache_threshold,
     });
     next.run(request).await

@@ -20,6 +20,8 @@ pub enum CellError {
     Unauthenticated(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("the cell is not ready: {0}")]
+    NotReady(String),
     #[error(transparent)]
     Embedding(#[from] EmbedError),
     #[error(transparent)]
@@ -35,6 +37,7 @@ impl CellError {
             CellError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             CellError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             CellError::NotFound(_) => StatusCode::NOT_FOUND,
+            CellError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
             CellError::Embedding(_) | CellError::Vector(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CellError::AllProvidersFailed(_) => StatusCode::BAD_GATEWAY,
         }
@@ -46,6 +49,7 @@ impl CellError {
             CellError::PayloadTooLarge { .. } => "payload_too_large",
             CellError::Unauthenticated(_) => "unauthenticated",
             CellError::NotFound(_) => "not_found",
+            CellError::NotReady(_) => "not_ready",
             CellError::Embedding(_) | CellError::Vector(_) => "internal",
             CellError::AllProvidersFailed(_) => "upstream_unavailable",
         }

@@ -7,3 +7,4 @@ pub mod config;
 pub mod headers;
 pub mod metrics;
 pub mod process;
+pub mod signing;

@@ -359,7 +359,7 @@ async fn list_cells(
                     })
                     .alive = Some(alive);
             }
-            KeyKind::Tenant(_) | KeyKind::Unknown => {}
+            KeyKind::Tenant(_) | KeyKind::CellAuthKey | KeyKind::Unknown => {}
         }
     }
     let cells: Vec<_> = cells.into_values().collect();

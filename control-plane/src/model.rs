@@ -3,7 +3,8 @@
 //! ```text
 //! <prefix>cells/<id>/spec     CellSpec     written when a cell starts or by operators
 //! <prefix>cells/<id>/alive    CellAlive    bound to the cell's lease (TTL ~3 s)
-//! <prefix>tenants/<id>        TenantRecord hashed API keys, plan, pin, knowledge version
+//! <prefix>tenants/<id>        TenantRecord hashed API keys, plan, pin, cache threshold
+//! <prefix>secrets/cell-auth    hex key      the key routers sign tenant context with
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,7 @@ pub enum KeyKind<'a> {
     CellSpec(&'a str),
     CellAlive(&'a str),
     Tenant(&'a str),
+    CellAuthKey,
     /// A key this version does not know; ignored so that newer writers can add keys.
     Unknown,
 }
@@ -58,6 +60,11 @@ impl Keys {
         format!("{}tenants/{tenant}", self.prefix)
     }
 
+    /// The key routers sign the tenant context with and cells check it with.
+    pub fn cell_auth_key(&self) -> String {
+        format!("{}secrets/cell-auth", self.prefix)
+    }
+
     /// Classifies a key read from etcd.
     pub fn parse<'a>(&self, key: &'a str) -> KeyKind<'a> {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
@@ -71,6 +78,9 @@ impl Keys {
                 return KeyKind::CellAlive(id);
             }
             return KeyKind::Unknown;
+        }
+        if rest == "secrets/cell-auth" {
+            return KeyKind::CellAuthKey;
         }
         if let Some(id) = rest.strip_prefix("tenants/")
             && !id.contains('/')
@@ -194,6 +204,7 @@ mod tests {
         );
         assert_eq!(keys.parse(&keys.tenant("acme")), KeyKind::Tenant("acme"));
         assert_eq!(keys.parse("/cn/cells/c1/status"), KeyKind::Unknown);
+        assert_eq!(keys.parse(&keys.cell_auth_key()), KeyKind::CellAuthKey);
         assert_eq!(keys.parse("/other/tenants/acme"), KeyKind::Unknown);
     }
 

@@ -169,9 +169,35 @@ impl Config {
     }
 }
 
+/// Makes the router↔cell signing key if there is none yet. Every control
+/// plane replica may try; the create-if-absent transaction keeps the first.
+pub async fn ensure_cell_auth_key(
+    store: &Store,
+    keys: &Keys,
+) -> Result<(), crate::store::StoreError> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let key = keys.cell_auth_key();
+    let secret: [u8; 32] = rand::random();
+    let value = hex::encode(secret);
+    let created = store
+        .retrying("create cell auth key", |mut c| {
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+            async move { c.txn(txn).await }
+        })
+        .await?
+        .succeeded();
+    if created {
+        tracing::info!("created the router-cell signing key");
+    }
+    Ok(())
+}
+
 /// Runs the control-plane service until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
+    ensure_cell_auth_key(&store, &config.keys).await?;
     let registry = Arc::new(prometheus_client::registry::Registry::default());
     let state = AdminState {
         store,

@@ -50,6 +50,8 @@ pub struct ClusterView {
     pub tenants: HashMap<String, Arc<TenantRecord>>,
     /// API key hash → tenant id.
     key_index: HashMap<String, String>,
+    /// The router↔cell signing key, once the control plane has made it.
+    pub cell_auth_key: Option<Arc<[u8]>>,
 }
 
 impl ClusterView {
@@ -94,6 +96,13 @@ impl ClusterView {
                     }
                     self.tenants.insert(id.to_owned(), Arc::new(record));
                 }
+            }
+            KeyKind::CellAuthKey => {
+                self.cell_auth_key = value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| hex::decode(v.trim()).ok())
+                    .filter(|k| k.len() >= 32)
+                    .map(Arc::from);
             }
             KeyKind::Unknown => {}
         }

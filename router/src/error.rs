@@ -17,6 +17,8 @@ pub enum RouterError {
     BadBody(String),
     #[error("no cell is available to serve this tenant")]
     NoCell,
+    #[error("the router is not ready: {0}")]
+    NotReady(&'static str),
     #[error("no cell answered within the request deadline")]
     DeadlineExceeded,
     #[error("every cell for this tenant failed: {0}")]
@@ -34,6 +36,7 @@ impl IntoResponse for RouterError {
             }
             RouterError::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             RouterError::NoCell => (StatusCode::SERVICE_UNAVAILABLE, "no_cell"),
+            RouterError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             RouterError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             RouterError::AllCellsFailed(_) => (StatusCode::BAD_GATEWAY, "cells_unavailable"),
         };

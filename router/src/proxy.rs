@@ -129,6 +129,11 @@ async fn route(
     if targets.is_empty() {
         return Err(RouterError::NoCell);
     }
+    let Some(signing_key) = view.cell_auth_key.clone() else {
+        return Err(RouterError::NotReady(
+            "the control plane has not issued the cell signing key yet",
+        ));
+    };
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, state.config.max_body_bytes).await?;
     let path_and_query = parts
@@ -136,6 +141,18 @@ async fn route(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    let timestamp = common::signing::now_secs();
+    let signature = common::signing::sign(
+        &signing_key,
+        &common::signing::SignedParts {
+            method: parts.method.as_str(),
+            path_and_query,
+            tenant: &tenant.id,
+            request_id,
+            timestamp,
+            body: &body,
+        },
+    );
     let idempotent = is_idempotent(&parts.method, parts.uri.path());
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let mut failures: Vec<String> = Vec::new();
@@ -152,6 +169,8 @@ async fn route(
             )
             .header(common::headers::REQUEST_ID, request_id)
             .header(common::headers::TENANT, tenant.id.as_str())
+            .header(common::signing::TIMESTAMP_HEADER, timestamp)
+            .header(common::signing::SIGNATURE_HEADER, signature.as_str())
             .body(body.clone());
         for name in FORWARDED {
             if let Some(v) = parts.headers.get(*name) {

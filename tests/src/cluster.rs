@@ -222,6 +222,16 @@ impl Cluster {
         Ok((status, body, headers))
     }
 
+    /// The router-cell signing key, read from etcd as routers read it.
+    pub async fn cell_auth_key(&self) -> anyhow::Result<Vec<u8>> {
+        let keys = control_plane::model::Keys::new("/cellnet/");
+        let mut client =
+            etcd_client::Client::connect([self.etcd.client_url.as_str()], None).await?;
+        let resp = client.get(keys.cell_auth_key(), None).await?;
+        let kv = resp.kvs().first().context("no signing key in etcd")?;
+        Ok(hex::decode(kv.value_str()?.trim())?)
+    }
+
     /// Requests served by a simulator region so far.
     pub async fn provider_requests(&self, region: &str) -> anyhow::Result<u64> {
         let stats: Value = self

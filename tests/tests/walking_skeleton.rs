@@ -293,15 +293,54 @@ async fn bad_input_is_refused_and_writes_nothing() -> anyhow::Result<()> {
             .contains("swordfish")
     );
 
-    // A cell refuses a request that did not come through the router.
+    // A cell refuses a request that did not come through the router: no
+    // tenant, a forged tenant without a signature, a signature made with
+    // another key, and a genuine signature moved to another tenant.
     let cell = &cluster.cells[0].1;
-    let resp = cluster
-        .http
-        .post(format!("{}/v1/query", cell.url))
-        .json(&json!({"query": "x"}))
-        .send()
-        .await?;
+    let url = format!("{}/v1/query", cell.url);
+    let body = serde_json::to_vec(&json!({"query": "What is the launch code?"}))?;
+    let resp = cluster.http.post(&url).body(body.clone()).send().await?;
     assert_eq!(resp.status(), 401);
+    let forged = |tenant: &str, signature: &str, timestamp: u64| {
+        cluster
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-cellnet-tenant", tenant)
+            .header("x-request-id", "r-1")
+            .header(common::signing::TIMESTAMP_HEADER, timestamp)
+            .header(common::signing::SIGNATURE_HEADER, signature)
+            .body(body.clone())
+            .send()
+    };
+    let now = common::signing::now_secs();
+    assert_eq!(forged("initech", "v1=00", now).await?.status(), 401);
+    let parts = |tenant: &'static str| common::signing::SignedParts {
+        method: "POST",
+        path_and_query: "/v1/query",
+        tenant,
+        request_id: "r-1",
+        timestamp: now,
+        body: &body,
+    };
+    let wrong_key = common::signing::sign(&[7u8; 32], &parts("initech"));
+    assert_eq!(forged("initech", &wrong_key, now).await?.status(), 401);
+    // With the real key (read from etcd, as a router would) the cell answers,
+    // so the refusals above are the signature's doing.
+    let key = cluster.cell_auth_key().await?;
+    let genuine = common::signing::sign(&key, &parts("initech"));
+    assert_eq!(forged("initech", &genuine, now).await?.status(), 200);
+    let other = cluster.create_tenant("other").await?;
+    cluster.wait_for_tenant(&other).await?;
+    assert_eq!(forged("other", &genuine, now).await?.status(), 401);
+    let stale = common::signing::sign(
+        &key,
+        &common::signing::SignedParts {
+            timestamp: now - 600,
+            ..parts("initech")
+        },
+    );
+    assert_eq!(forged("initech", &stale, now - 600).await?.status(), 401);
     Ok(())
 }
 
@@ -447,7 +486,11 @@ async fn redis_outage_bypasses_the_cache_and_recovers() -> anyhow::Result<()> {
     let key = cluster.create_tenant("wayne").await?;
     cluster.wait_for_tenant(&key).await?;
     cluster
-        .post(&key, "/v1/documents", &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}))
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
         .await?;
     let question = json!({"query": "Where do orders ship from?"});
     cluster.post(&key, "/v1/query", &question).await?;
@@ -460,8 +503,15 @@ async fn redis_outage_bypasses_the_cache_and_recovers() -> anyhow::Result<()> {
     let (status, body, _) = cluster.post(&key, "/v1/query", &question).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["cache"], "miss");
-    assert!(body["answer"].as_str().unwrap_or("").contains("Lyon"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        body["answer"].as_str().unwrap_or("").contains("Lyon"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     let metrics = cluster
         .http
         .get(format!("{}/metrics", cluster.cells[0].1.url))
@@ -469,8 +519,14 @@ async fn redis_outage_bypasses_the_cache_and_recovers() -> anyhow::Result<()> {
         .await?
         .text()
         .await?;
-    assert!(metrics.contains("cellnet_cache_errors_total"), "bypass not counted");
-    assert!(!metrics.contains("cellnet_cache_errors_total 0\n"), "bypass not counted");
+    assert!(
+        metrics.contains("cellnet_cache_errors_total"),
+        "bypass not counted"
+    );
+    assert!(
+        !metrics.contains("cellnet_cache_errors_total 0\n"),
+        "bypass not counted"
+    );
 
     // Redis returns (empty: it keeps nothing here); the cache fills and hits again.
     cluster.redis.restart()?;
@@ -480,7 +536,10 @@ async fn redis_outage_bypasses_the_cache_and_recovers() -> anyhow::Result<()> {
         if again["cache"] == "hit" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "cache never came back: {again}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cache never came back: {again}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
