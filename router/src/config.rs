@@ -10,7 +10,7 @@ use control_plane::service::RawEtcd;
 use control_plane::store::EtcdSettings;
 use serde::Deserialize;
 
-use crate::placement::DEFAULT_VNODES;
+use crate::placement::{DEFAULT_LOAD_EPSILON, DEFAULT_REPLICAS, DEFAULT_VNODES, PlacementSettings};
 
 /// Connecting to a cell on the same network takes well under this; a cell
 /// that cannot accept in time is treated as down and the next one is tried.
@@ -26,6 +26,12 @@ struct RawConfig {
     etcd: RawEtcd,
     #[serde(default = "default_vnodes")]
     vnodes: u32,
+    /// Cells in each tenant's replica set.
+    #[serde(default = "default_replicas")]
+    replicas: usize,
+    /// A cell may be home to at most ⌈(1 + load_epsilon) · mean⌉ tenants.
+    #[serde(default = "default_epsilon")]
+    load_epsilon: f64,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     connect_timeout: Duration,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
@@ -36,6 +42,14 @@ struct RawConfig {
 
 fn default_vnodes() -> u32 {
     DEFAULT_VNODES
+}
+
+fn default_replicas() -> usize {
+    DEFAULT_REPLICAS
+}
+
+fn default_epsilon() -> f64 {
+    DEFAULT_LOAD_EPSILON
 }
 
 fn default_connect_timeout() -> Duration {
@@ -55,7 +69,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub etcd: EtcdSettings,
     pub keys: Keys,
-    pub vnodes: u32,
+    pub placement: PlacementSettings,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
@@ -76,6 +90,16 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
         let (etcd, keys) = raw.etcd.validate("etcd", &mut e);
+        e.check(
+            (1..=16).contains(&raw.replicas),
+            "replicas",
+            "must be between 1 and 16",
+        );
+        e.check(
+            raw.load_epsilon > 0.0 && raw.load_epsilon <= 10.0,
+            "load_epsilon",
+            "must be in (0, 10]",
+        );
         e.check(
             (1..=4096).contains(&raw.vnodes),
             "vnodes",
@@ -100,7 +124,11 @@ impl Config {
             listen,
             etcd,
             keys,
-            vnodes: raw.vnodes,
+            placement: PlacementSettings {
+                vnodes: raw.vnodes,
+                replicas: raw.replicas,
+                epsilon: raw.load_epsilon,
+            },
             connect_timeout: raw.connect_timeout,
             request_timeout: raw.request_timeout,
             max_body_bytes: raw.max_body_bytes,

@@ -1,105 +1,243 @@
-//! Placement: a consistent-hash ring (the `hashring` crate) with virtual
-//! nodes over the cells that take traffic. A tenant's cells are the distinct
-//! cells met walking the ring from the tenant's hash; the first is its home,
-//! the rest are where it fails over to, in order. A pin in the tenant record
-//! overrides the ring. The ring hashes with fixed keys, so every router
-//! computes the same placement from the same etcd revision.
+//! Placement: which cells serve a tenant, in the order to try them.
+//!
+//! A consistent-hash ring with virtual nodes over the cells that take
+//! traffic, positions hashed with the `hashring` crate's hasher (SipHash with
+//! fixed keys, so every router computes the same ring from the same etcd
+//! revision). Tenants are placed with bounded loads (Mirrokni, Thorup and
+//! Zadimoghaddam): in tenant-id order, each tenant walks the ring from its
+//! hash to the first cell holding fewer than ⌈(1+ε)·mean⌉ tenants. Its
+//! replica set is that home cell plus the next distinct cells along the
+//! ring, preferring regions not yet in the set. A pin in the tenant record
+//! overrides the ring. After the replica set come every other serving cell,
+//! in ring order, as a last resort.
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use control_plane::watch::ClusterView;
-use hashring::HashRing;
+use hashring::DefaultHashBuilder;
 
 /// Virtual nodes per cell: enough to spread tenants evenly over a few cells.
 pub const DEFAULT_VNODES: u32 = 128;
+/// Cells in a tenant's replica set.
+pub const DEFAULT_REPLICAS: usize = 2;
+/// A cell may hold up to (1 + ε) times the mean number of tenants.
+pub const DEFAULT_LOAD_EPSILON: f64 = 0.25;
 
 /// A cell requests can be sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub cell: Arc<str>,
+    pub region: Arc<str>,
     pub endpoint: Arc<str>,
 }
 
-#[derive(Debug, Clone)]
-struct VNode {
-    cell: Arc<str>,
-    replica: u32,
+/// How placement is computed.
+#[derive(Debug, Clone, Copy)]
+pub struct PlacementSettings {
+    pub vnodes: u32,
+    pub replicas: usize,
+    pub epsilon: f64,
 }
 
-impl Hash for VNode {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.cell.hash(state);
-        self.replica.hash(state);
+impl Default for PlacementSettings {
+    fn default() -> Self {
+        Self {
+            vnodes: DEFAULT_VNODES,
+            replicas: DEFAULT_REPLICAS,
+            epsilon: DEFAULT_LOAD_EPSILON,
+        }
     }
 }
 
-/// The ring for one snapshot revision.
+/// A virtual node as hashed onto the ring.
+#[derive(Hash)]
+struct VNode<'a> {
+    cell: &'a str,
+    replica: u32,
+}
+
+fn position<T: Hash>(value: &T) -> u64 {
+    DefaultHashBuilder.hash_one(value)
+}
+
+/// Placement for one snapshot revision.
 #[derive(Debug)]
 pub struct Placement {
     pub revision: i64,
-    ring: HashRing<VNode>,
+    /// Serving cells, by id.
     targets: Vec<Target>,
+    /// (position, index into `targets`), sorted.
+    ring: Vec<(u64, u32)>,
+    /// Tenant → its replica set (indices into `targets`), home first.
+    replica_sets: HashMap<String, Vec<u32>>,
+    /// Tenants whose home each cell is.
+    loads: Vec<usize>,
 }
 
 impl Placement {
-    pub fn build(view: &ClusterView, vnodes: u32) -> Self {
-        let mut ring = HashRing::new();
+    pub fn build(view: &ClusterView, settings: PlacementSettings) -> Self {
         let mut targets = Vec::new();
         for (id, cell) in view.serving_cells() {
             let Some(endpoint) = cell.endpoint() else {
                 continue;
             };
-            let cell: Arc<str> = Arc::from(id);
+            let region = cell.spec.as_ref().map(|s| s.region.as_str()).unwrap_or("");
             targets.push(Target {
-                cell: cell.clone(),
+                cell: Arc::from(id),
+                region: Arc::from(region),
                 endpoint: Arc::from(endpoint.trim_end_matches('/')),
             });
-            ring.batch_add(
-                (0..vnodes)
-                    .map(|replica| VNode {
-                        cell: cell.clone(),
+        }
+        let mut ring: Vec<(u64, u32)> =
+            Vec::with_capacity(targets.len() * settings.vnodes as usize);
+        for (i, t) in targets.iter().enumerate() {
+            for replica in 0..settings.vnodes {
+                ring.push((
+                    position(&VNode {
+                        cell: &t.cell,
                         replica,
-                    })
-                    .collect(),
-            );
+                    }),
+                    i as u32,
+                ));
+            }
         }
-        Self {
+        ring.sort_unstable();
+        let mut placement = Self {
             revision: view.revision,
-            ring,
             targets,
+            ring,
+            replica_sets: HashMap::with_capacity(view.tenants.len()),
+            loads: Vec::new(),
+        };
+        placement.loads = vec![0; placement.targets.len()];
+        if placement.targets.is_empty() {
+            return placement;
         }
+        let mut tenants: Vec<&String> = view.tenants.keys().collect();
+        tenants.sort_unstable();
+        let cells = placement.targets.len();
+        let capacity = ((1.0 + settings.epsilon.max(0.0)) * tenants.len() as f64 / cells as f64)
+            .ceil()
+            .max(1.0) as usize;
+        for tenant in tenants {
+            let set = placement.replica_set(tenant, capacity, settings.replicas.max(1));
+            if let Some(&home) = set.first() {
+                placement.loads[home as usize] += 1;
+            }
+            placement.replica_sets.insert(tenant.clone(), set);
+        }
+        placement
+    }
+
+    fn start(&self, tenant: &str) -> usize {
+        let h = position(&tenant);
+        self.ring.partition_point(|(p, _)| *p < h) % self.ring.len()
+    }
+
+    /// Ring order from the tenant's hash, each cell once.
+    fn walk(&self, tenant: &str) -> Vec<u32> {
+        let mut seen = vec![false; self.targets.len()];
+        let mut order = Vec::with_capacity(self.targets.len());
+        let start = self.start(tenant);
+        for k in 0..self.ring.len() {
+            let cell = self.ring[(start + k) % self.ring.len()].1;
+            if !seen[cell as usize] {
+                seen[cell as usize] = true;
+                order.push(cell);
+                if order.len() == self.targets.len() {
+                    break;
+                }
+            }
+        }
+        order
+    }
+
+    fn replica_set(&self, tenant: &str, capacity: usize, replicas: usize) -> Vec<u32> {
+        let order = self.walk(tenant);
+        let home = order
+            .iter()
+            .copied()
+            .find(|&c| self.loads[c as usize] < capacity)
+            .unwrap_or(order[0]);
+        let mut set = vec![home];
+        let after_home: Vec<u32> = order
+            .iter()
+            .copied()
+            .skip_while(|&c| c != home)
+            .skip(1)
+            .chain(order.iter().copied().take_while(|&c| c != home))
+            .collect();
+        while set.len() < replicas.min(self.targets.len()) {
+            let regions: Vec<&str> = set
+                .iter()
+                .map(|&c| &*self.targets[c as usize].region)
+                .collect();
+            let next = after_home
+                .iter()
+                .copied()
+                .filter(|c| !set.contains(c))
+                .find(|&c| !regions.contains(&&*self.targets[c as usize].region))
+                .or_else(|| after_home.iter().copied().find(|c| !set.contains(c)));
+            match next {
+                Some(c) => set.push(c),
+                None => break,
+            }
+        }
+        set
     }
 
     pub fn cell_count(&self) -> usize {
         self.targets.len()
     }
 
+    /// Home tenants per cell id.
+    pub fn loads(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.targets
+            .iter()
+            .zip(&self.loads)
+            .map(|(t, &n)| (&*t.cell, n))
+    }
+
     fn target(&self, cell: &str) -> Option<&Target> {
         self.targets.iter().find(|t| &*t.cell == cell)
     }
 
-    /// The tenant's cells in failover order: pinned cells first if any serve,
-    /// then the distinct cells along the ring from the tenant's hash.
-    pub fn cells_for(&self, tenant: &str, pin: Option<&[String]>) -> Vec<Target> {
-        let mut out: Vec<Target> = Vec::with_capacity(self.targets.len());
+    /// The tenant's replica set, home first (the pin if it names serving cells).
+    pub fn replicas_of(&self, tenant: &str, pin: Option<&[String]>) -> Vec<Target> {
         if let Some(pin) = pin {
-            out.extend(pin.iter().filter_map(|c| self.target(c)).cloned());
-            if !out.is_empty() {
-                return out;
+            let pinned: Vec<Target> = pin.iter().filter_map(|c| self.target(c)).cloned().collect();
+            if !pinned.is_empty() {
+                return pinned;
             }
         }
-        let Some(walk) = self.ring.get_with_replicas(&tenant, self.ring.len()) else {
+        match self.replica_sets.get(tenant) {
+            Some(set) => set
+                .iter()
+                .map(|&c| self.targets[c as usize].clone())
+                .collect(),
+            // A tenant newer than this snapshot: its ring walk, unbounded.
+            None if !self.targets.is_empty() => self
+                .walk(tenant)
+                .into_iter()
+                .take(DEFAULT_REPLICAS)
+                .map(|c| self.targets[c as usize].clone())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Every serving cell in the order to try it for `tenant`: the replica
+    /// set first, then the rest of the ring.
+    pub fn cells_for(&self, tenant: &str, pin: Option<&[String]>) -> Vec<Target> {
+        let mut out = self.replicas_of(tenant, pin);
+        if self.targets.is_empty() {
             return out;
-        };
-        for vnode in walk {
-            if out.len() == self.targets.len() {
-                break;
-            }
-            if out.iter().any(|t| t.cell == vnode.cell) {
-                continue;
-            }
-            if let Some(t) = self.target(&vnode.cell) {
+        }
+        for c in self.walk(tenant) {
+            let t = &self.targets[c as usize];
+            if !out.iter().any(|o| o.cell == t.cell) {
                 out.push(t.clone());
             }
         }
@@ -108,79 +246,4 @@ impl Placement {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use control_plane::model::{CellAlive, CellSpec, DesiredState};
-    use control_plane::watch::CellView;
-
-    fn view(cells: &[&str]) -> ClusterView {
-        let mut v = ClusterView::default();
-        for c in cells {
-            v.cells.insert(
-                (*c).to_owned(),
-                CellView {
-                    spec: Some(CellSpec {
-                        region: "r".into(),
-                        endpoint: format!("http://{c}"),
-                        template: "t".into(),
-                        desired: DesiredState::Active,
-                    }),
-                    alive: Some(CellAlive {
-                        endpoint: format!("http://{c}"),
-                        started_at_ms: 0,
-                    }),
-                },
-            );
-        }
-        v
-    }
-
-    #[test]
-    fn every_router_places_alike() {
-        let a = Placement::build(&view(&["c1", "c2", "c3"]), 64);
-        let b = Placement::build(&view(&["c3", "c1", "c2"]), 64);
-        for t in 0..200 {
-            let tenant = format!("tenant-{t}");
-            assert_eq!(a.cells_for(&tenant, None), b.cells_for(&tenant, None));
-        }
-    }
-
-    #[test]
-    fn lists_each_cell_once() {
-        let p = Placement::build(&view(&["c1", "c2", "c3"]), 64);
-        let cells = p.cells_for("acme", None);
-        assert_eq!(cells.len(), 3);
-        let mut ids: Vec<_> = cells.iter().map(|t| t.cell.to_string()).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), 3);
-    }
-
-    #[test]
-    fn removing_a_cell_moves_only_its_tenants() {
-        let before = Placement::build(&view(&["c1", "c2", "c3", "c4"]), 128);
-        let after = Placement::build(&view(&["c1", "c2", "c3"]), 128);
-        let mut moved = 0;
-        for t in 0..2000 {
-            let tenant = format!("t{t}");
-            let home_before = before.cells_for(&tenant, None)[0].cell.clone();
-            let home_after = after.cells_for(&tenant, None)[0].cell.clone();
-            if home_before != home_after {
-                assert_eq!(&*home_before, "c4", "{tenant} moved off a surviving cell");
-                moved += 1;
-            }
-        }
-        // About a quarter lived on c4.
-        assert!((300..700).contains(&moved), "moved {moved}");
-    }
-
-    #[test]
-    fn pin_overrides_the_ring() {
-        let p = Placement::build(&view(&["c1", "c2", "c3"]), 64);
-        let pinned = p.cells_for("acme", Some(&["c2".to_owned()]));
-        assert_eq!(pinned.len(), 1);
-        assert_eq!(&*pinned[0].cell, "c2");
-        // A pin to cells that are all down falls back to the ring.
-        assert_eq!(p.cells_for("acme", Some(&["gone".to_owned()])).len(), 3);
-    }
-}
+mod tests;

@@ -36,7 +36,7 @@ impl ProxyState {
         if current.revision == view.revision {
             return current;
         }
-        let fresh = Arc::new(Placement::build(view, self.config.vnodes));
+        let fresh = Arc::new(Placement::build(view, self.config.placement));
         self.placement.store(fresh.clone());
         fresh
     }

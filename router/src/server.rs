@@ -65,7 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .build()?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
-    let initial = Placement::build(&cluster.snapshot(), config.vnodes);
+    let initial = Placement::build(&cluster.snapshot(), config.placement);
     let state = Arc::new(ProxyState {
         config: config.clone(),
         cluster,

@@ -1,0 +1,173 @@
+//! Properties of placement over many random configurations (seeded, so a
+//! failure reproduces): balance, movement on adding or removing a cell,
+//! determinism across routers, replica sets.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use control_plane::model::{CellAlive, CellSpec, DesiredState, TenantRecord};
+use control_plane::watch::{CellView, ClusterView};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+fn cell(region: &str, id: &str) -> CellView {
+    CellView {
+        spec: Some(CellSpec {
+            region: region.into(),
+            endpoint: format!("http://{id}"),
+            template: "t".into(),
+            desired: DesiredState::Active,
+        }),
+        alive: Some(CellAlive {
+            endpoint: format!("http://{id}"),
+            started_at_ms: 0,
+        }),
+    }
+}
+
+fn tenant(id: &str) -> Arc<TenantRecord> {
+    Arc::new(TenantRecord {
+        id: id.into(),
+        api_keys: Vec::new(),
+        plan: "standard".into(),
+        pin: None,
+        cache_threshold: None,
+        created_at_ms: 0,
+    })
+}
+
+fn view(cells: &[String], tenants: usize) -> ClusterView {
+    let mut v = ClusterView::default();
+    for c in cells {
+        // The region follows from the name, so shuffled lists describe the same cells.
+        let odd = c.bytes().last().is_some_and(|b| b % 2 == 1);
+        v.cells
+            .insert(c.clone(), cell(if odd { "us" } else { "eu" }, c));
+    }
+    for t in 0..tenants {
+        let id = format!("tenant-{t}");
+        v.tenants.insert(id.clone(), tenant(&id));
+    }
+    v
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("cell-{i:02}")).collect()
+}
+
+fn homes(p: &Placement, tenants: usize) -> Vec<Arc<str>> {
+    (0..tenants)
+        .map(|t| p.replicas_of(&format!("tenant-{t}"), None)[0].cell.clone())
+        .collect()
+}
+
+#[test]
+fn no_cell_exceeds_the_load_bound() {
+    let tenants = 10_000;
+    for cells in [3, 5, 8, 13, 21, 34, 50] {
+        let p = Placement::build(&view(&names(cells), tenants), PlacementSettings::default());
+        let mean = tenants as f64 / cells as f64;
+        let bound = ((1.0 + DEFAULT_LOAD_EPSILON) * mean).ceil() as usize;
+        let max = p.loads().map(|(_, n)| n).max().unwrap();
+        assert!(max <= bound, "{cells} cells: max {max} > bound {bound}");
+        let total: usize = p.loads().map(|(_, n)| n).sum();
+        assert_eq!(total, tenants);
+        eprintln!("{cells:>2} cells: max/mean {:.3}", max as f64 / mean);
+    }
+}
+
+#[test]
+fn adding_or_removing_a_cell_moves_about_one_nth() {
+    let tenants = 10_000;
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..12 {
+        let n = rng.random_range(3..=50);
+        let mut all = names(n + 1);
+        all.shuffle(&mut rng);
+        let before = Placement::build(&view(&all[..n], tenants), PlacementSettings::default());
+        let after = Placement::build(&view(&all, tenants), PlacementSettings::default());
+        let moved = homes(&before, tenants)
+            .iter()
+            .zip(homes(&after, tenants))
+            .filter(|(a, b)| **a != *b)
+            .count() as f64
+            / tenants as f64;
+        let ideal = 1.0 / (n + 1) as f64;
+        eprintln!(
+            "{n} -> {} cells: moved {moved:.4} (ideal {ideal:.4})",
+            n + 1
+        );
+        // Bounded loads add some cascading moves on top of the ideal.
+        assert!(
+            moved <= 2.5 * ideal + 0.01,
+            "{n} -> {} cells moved {moved}",
+            n + 1
+        );
+        // Removal is the same pair of placements read the other way round.
+    }
+}
+
+#[test]
+fn every_router_places_alike() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let cells = names(9);
+    let a = Placement::build(&view(&cells, 2000), PlacementSettings::default());
+    let mut shuffled = cells.clone();
+    shuffled.shuffle(&mut rng);
+    let b = Placement::build(&view(&shuffled, 2000), PlacementSettings::default());
+    for t in 0..2000 {
+        let tenant = format!("tenant-{t}");
+        assert_eq!(a.cells_for(&tenant, None), b.cells_for(&tenant, None));
+    }
+}
+
+#[test]
+fn replica_sets_are_distinct_and_span_regions() {
+    let p = Placement::build(&view(&names(6), 3000), PlacementSettings::default());
+    for t in 0..3000 {
+        let set = p.replicas_of(&format!("tenant-{t}"), None);
+        assert_eq!(set.len(), DEFAULT_REPLICAS);
+        let ids: HashSet<_> = set.iter().map(|t| t.cell.clone()).collect();
+        assert_eq!(ids.len(), DEFAULT_REPLICAS);
+        let regions: HashSet<_> = set.iter().map(|t| t.region.clone()).collect();
+        assert_eq!(regions.len(), 2, "{set:?}");
+        // Failover continues over every other cell.
+        assert_eq!(p.cells_for(&format!("tenant-{t}"), None).len(), 6);
+    }
+}
+
+#[test]
+fn pin_overrides_the_ring() {
+    let p = Placement::build(&view(&names(3), 10), PlacementSettings::default());
+    let pinned = p.replicas_of("tenant-1", Some(&["cell-02".to_owned()]));
+    assert_eq!(pinned.len(), 1);
+    assert_eq!(&*pinned[0].cell, "cell-02");
+    assert_eq!(
+        &*p.cells_for("tenant-1", Some(&["cell-02".to_owned()]))[0].cell,
+        "cell-02"
+    );
+    // A pin to cells that are all down falls back to the ring.
+    assert_eq!(
+        p.replicas_of("tenant-1", Some(&["gone".to_owned()])).len(),
+        2
+    );
+}
+
+#[test]
+fn random_cluster_shapes_stay_consistent() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for _ in 0..20 {
+        let cells = names(rng.random_range(1..=12));
+        let tenants = rng.random_range(0..500);
+        let p = Placement::build(&view(&cells, tenants), PlacementSettings::default());
+        for t in 0..tenants {
+            let order = p.cells_for(&format!("tenant-{t}"), None);
+            let ids: HashSet<_> = order.iter().map(|t| t.cell.clone()).collect();
+            assert_eq!(ids.len(), cells.len());
+            assert_eq!(order.len(), cells.len());
+        }
+    }
+}
