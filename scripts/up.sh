@@ -125,6 +125,7 @@ done
 cat > "$local_dir/config/router.yaml" <<YAML
 listen: 127.0.0.1:$ROUTER_PORT
 $etcd_section
+redis: { url: "redis://127.0.0.1:$REDIS_PORT" }
 YAML
 echo "starting router on $ROUTER_PORT"
 start router "$bin_dir/router" --config "$local_dir/config/router.yaml"

@@ -55,6 +55,20 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// Cells an operator wants active, alive or not, in id order: the members
+    /// of the ring. A member that is down keeps its place (its tenants'
+    /// writes wait for it as hints) until an operator drains or removes it.
+    pub fn active_cells(&self) -> impl Iterator<Item = (&str, &CellView)> {
+        self.cells
+            .iter()
+            .filter(|(_, c)| {
+                c.spec
+                    .as_ref()
+                    .is_some_and(|s| s.desired == DesiredState::Active)
+            })
+            .map(|(id, c)| (id.as_str(), c))
+    }
+
     /// Cells that take traffic, in id order.
     pub fn serving_cells(&self) -> impl Iterator<Item = (&str, &CellView)> {
         self.cells
@@ -151,6 +165,11 @@ impl ClusterWatch {
             },
             task,
         ))
+    }
+
+    /// Notified with the revision whenever the snapshot changes.
+    pub fn revisions(&self) -> watch::Receiver<i64> {
+        self.revisions.clone()
     }
 
     /// The current snapshot; cheap, never blocks.

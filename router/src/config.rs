@@ -38,6 +38,16 @@ struct RawConfig {
     request_timeout: Duration,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
+    /// Where hints for replicas that are down are kept. Without it, a write
+    /// to a tenant whose replica is down is refused (503).
+    #[serde(default)]
+    redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
 }
 
 fn default_vnodes() -> u32 {
@@ -73,6 +83,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -132,6 +143,7 @@ impl Config {
             connect_timeout: raw.connect_timeout,
             request_timeout: raw.request_timeout,
             max_body_bytes: raw.max_body_bytes,
+            redis_url: raw.redis.map(|r| r.url),
         })
     }
 }

@@ -19,6 +19,8 @@ pub enum RouterError {
     NoCell,
     #[error("the router is not ready: {0}")]
     NotReady(&'static str),
+    #[error("a replica is down and its write could not be recorded for later; retry the request")]
+    HintUnavailable,
     #[error("no cell answered within the request deadline")]
     DeadlineExceeded,
     #[error("every cell for this tenant failed: {0}")]
@@ -37,6 +39,9 @@ impl IntoResponse for RouterError {
             RouterError::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             RouterError::NoCell => (StatusCode::SERVICE_UNAVAILABLE, "no_cell"),
             RouterError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            RouterError::HintUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable")
+            }
             RouterError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             RouterError::AllCellsFailed(_) => (StatusCode::BAD_GATEWAY, "cells_unavailable"),
         };

@@ -8,4 +8,5 @@ pub mod error;
 pub mod metrics;
 pub mod placement;
 pub mod proxy;
+pub mod replication;
 pub mod server;

@@ -22,6 +22,8 @@ pub struct RouterMetrics {
     pub responses: Family<StatusLabels, Counter>,
     pub upstream: Family<CellLabels, Counter>,
     pub failovers: Counter,
+    pub hints_recorded: Counter,
+    pub hints_replayed: Counter,
     pub upstream_seconds: Histogram,
 }
 
@@ -31,6 +33,8 @@ impl RouterMetrics {
             responses: Family::default(),
             upstream: Family::default(),
             failovers: Counter::default(),
+            hints_recorded: Counter::default(),
+            hints_replayed: Counter::default(),
             upstream_seconds: Histogram::new(exponential_buckets(0.0001, 2.5, 14)),
         };
         registry.register(

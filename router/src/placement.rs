@@ -1,7 +1,8 @@
 //! Placement: which cells serve a tenant, in the order to try them.
 //!
-//! A consistent-hash ring with virtual nodes over the cells that take
-//! traffic, positions hashed with the `hashring` crate's hasher (SipHash with
+//! A consistent-hash ring with virtual nodes over the cells operators want
+//! active (alive or not: a cell that is down keeps its place, so its tenants
+//! do not move while it restarts; reads skip it and writes leave it hints), positions hashed with the `hashring` crate's hasher (SipHash with
 //! fixed keys, so every router computes the same ring from the same etcd
 //! revision). Tenants are placed with bounded loads (Mirrokni, Thorup and
 //! Zadimoghaddam): in tenant-id order, each tenant walks the ring from its
@@ -31,6 +32,8 @@ pub struct Target {
     pub cell: Arc<str>,
     pub region: Arc<str>,
     pub endpoint: Arc<str>,
+    /// Whether its liveness key exists.
+    pub alive: bool,
 }
 
 /// How placement is computed.
@@ -79,7 +82,7 @@ pub struct Placement {
 impl Placement {
     pub fn build(view: &ClusterView, settings: PlacementSettings) -> Self {
         let mut targets = Vec::new();
-        for (id, cell) in view.serving_cells() {
+        for (id, cell) in view.active_cells() {
             let Some(endpoint) = cell.endpoint() else {
                 continue;
             };
@@ -88,6 +91,7 @@ impl Placement {
                 cell: Arc::from(id),
                 region: Arc::from(region),
                 endpoint: Arc::from(endpoint.trim_end_matches('/')),
+                alive: cell.alive.is_some(),
             });
         }
         let mut ring: Vec<(u64, u32)> =
@@ -188,8 +192,14 @@ impl Placement {
         set
     }
 
+    /// Cells that are alive now.
     pub fn cell_count(&self) -> usize {
-        self.targets.len()
+        self.targets.iter().filter(|t| t.alive).count()
+    }
+
+    /// The cells that are alive.
+    pub fn live_targets(&self) -> impl Iterator<Item = &Target> {
+        self.targets.iter().filter(|t| t.alive)
     }
 
     /// Home tenants per cell id.
@@ -228,16 +238,20 @@ impl Placement {
         }
     }
 
-    /// Every serving cell in the order to try it for `tenant`: the replica
-    /// set first, then the rest of the ring.
+    /// Every live cell in the order to try it for a read by `tenant`: the
+    /// live members of its replica set first, then the rest of the ring.
     pub fn cells_for(&self, tenant: &str, pin: Option<&[String]>) -> Vec<Target> {
-        let mut out = self.replicas_of(tenant, pin);
+        let mut out: Vec<Target> = self
+            .replicas_of(tenant, pin)
+            .into_iter()
+            .filter(|t| t.alive)
+            .collect();
         if self.targets.is_empty() {
             return out;
         }
         for c in self.walk(tenant) {
             let t = &self.targets[c as usize];
-            if !out.iter().any(|o| o.cell == t.cell) {
+            if t.alive && !out.iter().any(|o| o.cell == t.cell) {
                 out.push(t.clone());
             }
         }

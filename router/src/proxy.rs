@@ -19,7 +19,11 @@ use crate::auth::authenticate;
 use crate::config::Config;
 use crate::error::RouterError;
 use crate::metrics::{CellLabels, RouterMetrics, StatusLabels};
-use crate::placement::Placement;
+use crate::placement::{Placement, Target};
+use crate::replication::{Hint, Hints};
+
+/// How often pending hints are looked at, besides every change of the cluster view.
+const REPLAY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct ProxyState {
     pub config: Config,
@@ -27,6 +31,7 @@ pub struct ProxyState {
     pub placement: ArcSwap<Placement>,
     pub http: reqwest::Client,
     pub metrics: RouterMetrics,
+    pub hints: Hints,
 }
 
 impl ProxyState {
@@ -141,18 +146,19 @@ async fn route(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let timestamp = common::signing::now_secs();
-    let signature = common::signing::sign(
-        &signing_key,
-        &common::signing::SignedParts {
-            method: parts.method.as_str(),
-            path_and_query,
-            tenant: &tenant.id,
-            request_id,
-            timestamp,
-            body: &body,
-        },
-    );
+    let forwarded = forwarded_headers(&parts.headers);
+    if is_replicated_write(&parts.method, parts.uri.path()) {
+        let hint = Hint {
+            tenant: tenant.id.clone(),
+            method: parts.method.as_str().to_owned(),
+            path_and_query: path_and_query.to_owned(),
+            request_id: request_id.to_owned(),
+            body,
+        };
+        let placement = state.placement_for(&view);
+        let members = placement.replicas_of(&tenant.id, tenant.pin.as_deref());
+        return replicate(state, &signing_key, &members, &hint, &forwarded).await;
+    }
     let idempotent = is_idempotent(&parts.method, parts.uri.path());
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let mut failures: Vec<String> = Vec::new();
@@ -161,22 +167,19 @@ async fn route(
         if attempt > 0 {
             state.metrics.failovers.inc();
         }
-        let mut outgoing = state
-            .http
-            .request(
-                parts.method.clone(),
-                format!("{}{}", target.endpoint, path_and_query),
-            )
-            .header(common::headers::REQUEST_ID, request_id)
-            .header(common::headers::TENANT, tenant.id.as_str())
-            .header(common::signing::TIMESTAMP_HEADER, timestamp)
-            .header(common::signing::SIGNATURE_HEADER, signature.as_str())
-            .body(body.clone());
-        for name in FORWARDED {
-            if let Some(v) = parts.headers.get(*name) {
-                outgoing = outgoing.header(*name, v.clone());
-            }
-        }
+        let outgoing = signed_request(
+            state,
+            &signing_key,
+            target,
+            &Hint {
+                tenant: tenant.id.clone(),
+                method: parts.method.as_str().to_owned(),
+                path_and_query: path_and_query.to_owned(),
+                request_id: request_id.to_owned(),
+                body: body.clone(),
+            },
+            &forwarded,
+        );
         let started = Instant::now();
         let result = tokio::time::timeout_at(deadline, outgoing.send()).await;
         let outcome = |o: &'static str| CellLabels {
@@ -236,6 +239,220 @@ async fn route(
         }
     }
     Err(RouterError::AllCellsFailed(failures.join("; ")))
+}
+
+/// Writes that every replica must receive.
+fn is_replicated_write(method: &Method, path: &str) -> bool {
+    (*method == Method::POST && path == "/v1/documents")
+        || (*method == Method::DELETE && path.starts_with("/v1/documents/"))
+}
+
+fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    FORWARDED
+        .iter()
+        .filter_map(|name| {
+            headers
+                .get(*name)
+                .map(|v| (HeaderName::from_static(name), v.clone()))
+        })
+        .collect()
+}
+
+/// A request to `target`, carrying the tenant context and the router's
+/// signature over it (made now, so a replayed hint is signed afresh).
+pub(crate) fn signed_request(
+    state: &ProxyState,
+    key: &[u8],
+    target: &Target,
+    hint: &Hint,
+    headers: &[(HeaderName, HeaderValue)],
+) -> reqwest::RequestBuilder {
+    let timestamp = common::signing::now_secs();
+    let signature = common::signing::sign(
+        key,
+        &common::signing::SignedParts {
+            method: &hint.method,
+            path_and_query: &hint.path_and_query,
+            tenant: &hint.tenant,
+            request_id: &hint.request_id,
+            timestamp,
+            body: &hint.body,
+        },
+    );
+    let method = Method::from_bytes(hint.method.as_bytes()).unwrap_or(Method::POST);
+    let mut request = state
+        .http
+        .request(
+            method,
+            format!("{}{}", target.endpoint, hint.path_and_query),
+        )
+        .header(common::headers::REQUEST_ID, hint.request_id.as_str())
+        .header(common::headers::TENANT, hint.tenant.as_str())
+        .header(common::signing::TIMESTAMP_HEADER, timestamp)
+        .header(common::signing::SIGNATURE_HEADER, signature)
+        .body(hint.body.clone());
+    for (name, value) in headers {
+        request = request.header(name.clone(), value.clone());
+    }
+    request
+}
+
+/// Sends a write to every live member of the replica set at once; members
+/// that are down or fail get a durable hint. Acknowledged once every live
+/// member has it or holds a hint for it.
+async fn replicate(
+    state: &ProxyState,
+    key: &[u8],
+    members: &[Target],
+    hint: &Hint,
+    headers: &[(HeaderName, HeaderValue)],
+) -> Result<Response, RouterError> {
+    let live: Vec<&Target> = members.iter().filter(|t| t.alive).collect();
+    if live.is_empty() {
+        return Err(RouterError::NoCell);
+    }
+    let deadline = tokio::time::Instant::now() + state.config.request_timeout;
+    let sends = live.iter().map(|t| async move {
+        let sent = tokio::time::timeout_at(
+            deadline,
+            signed_request(state, key, t, hint, headers).send(),
+        )
+        .await;
+        match sent {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let resp_headers = resp.headers().clone();
+                match resp.bytes().await {
+                    Ok(b) => Ok((status, resp_headers, b)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".to_owned()),
+        }
+    });
+    let results = futures::future::join_all(sends).await;
+    let mut hinted: Vec<&Target> = members.iter().filter(|t| !t.alive).collect();
+    let mut written: Vec<&Target> = Vec::new();
+    let mut answer = None;
+    for (target, result) in live.iter().zip(results) {
+        match result {
+            Ok((status, h, b)) if status.is_success() => {
+                written.push(target);
+                answer.get_or_insert((status, h, b));
+            }
+            // The request itself is wrong: every member would say so, nothing was written.
+            Ok((status, h, b)) if status.is_client_error() => return Ok(buffered(status, &h, b)),
+            Ok((status, _, _)) => {
+                tracing::warn!(cell = %target.cell, %status, "replica failed the write, leaving a hint");
+                hinted.push(target);
+            }
+            Err(e) => {
+                tracing::warn!(cell = %target.cell, error = %e, "replica unreachable, leaving a hint");
+                hinted.push(target);
+            }
+        }
+    }
+    let Some((status, h, b)) = answer else {
+        return Err(RouterError::AllCellsFailed(
+            "no replica accepted the write".into(),
+        ));
+    };
+    for target in &hinted {
+        if let Err(e) = state.hints.record(&target.cell, hint).await {
+            tracing::error!(cell = %target.cell, error = %e, "cannot record a hint");
+            return Err(RouterError::HintUnavailable);
+        }
+        state.metrics.hints_recorded.inc();
+    }
+    let mut response = buffered(status, &h, b);
+    let list = |ts: &[&Target]| ts.iter().map(|t| &*t.cell).collect::<Vec<_>>().join(",");
+    if let Ok(v) = HeaderValue::from_str(&list(&written)) {
+        response.headers_mut().insert(REPLICAS_HEADER, v);
+    }
+    if !hinted.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&list(&hinted))
+    {
+        response.headers_mut().insert(HINTED_HEADER, v);
+    }
+    Ok(response)
+}
+
+/// Cells that have a write, and cells that hold a hint for it.
+pub const REPLICAS_HEADER: &str = "x-cellnet-replicas";
+pub const HINTED_HEADER: &str = "x-cellnet-hinted";
+
+fn buffered(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() =
+        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (name, value) in headers {
+        if HOP_BY_HOP.contains(&name.as_str()) || name.as_str() == "content-length" {
+            continue;
+        }
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_ref()),
+            HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            response.headers_mut().insert(n, v);
+        }
+    }
+    response
+}
+
+/// Replays pending hints to cells that are alive, oldest first, until the
+/// process stops. Looks again at every change of the cluster view and at
+/// least every second.
+pub async fn replay_hints(state: Arc<ProxyState>) {
+    let mut revisions = state.cluster.revisions();
+    loop {
+        let view = state.cluster.snapshot();
+        if let Some(key) = view.cell_auth_key.clone() {
+            let placement = state.placement_for(&view);
+            for target in placement.live_targets() {
+                replay_to(&state, &key, target).await;
+            }
+        }
+        let _ = tokio::time::timeout(REPLAY_EVERY, revisions.changed()).await;
+    }
+}
+
+async fn replay_to(state: &ProxyState, key: &[u8], target: &Target) {
+    let Ok(pending) = state.hints.oldest(&target.cell).await else {
+        return;
+    };
+    for (id, hint) in pending {
+        let sent = signed_request(
+            state,
+            key,
+            target,
+            &hint,
+            &[(
+                HeaderName::from_static("content-type"),
+                HeaderValue::from_static("application/json"),
+            )],
+        )
+        .send()
+        .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() || resp.status().is_client_error() => {
+                if !resp.status().is_success() {
+                    tracing::warn!(cell = %target.cell, status = %resp.status(), "hint refused, dropping it");
+                }
+                if state.hints.delivered(&target.cell, &id).await.is_err() {
+                    return;
+                }
+                state.metrics.hints_replayed.inc();
+                tracing::info!(cell = %target.cell, tenant = %hint.tenant, "hint replayed");
+            }
+            // Still failing: keep the order, try again next round.
+            _ => return,
+        }
+    }
 }
 
 /// Streams a cell's response back to the client.

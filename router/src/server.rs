@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::metrics::RouterMetrics;
 use crate::placement::Placement;
 use crate::proxy::{ProxyState, forward};
+use crate::replication::Hints;
 
 /// Routes without authentication: health, readiness and metrics. Everything
 /// else is a tenant route and requires an API key.
@@ -66,13 +67,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let initial = Placement::build(&cluster.snapshot(), config.placement);
+    let hints = Hints::new(
+        config.redis_url.as_deref(),
+        std::time::Duration::from_millis(500),
+    )?;
     let state = Arc::new(ProxyState {
         config: config.clone(),
         cluster,
         placement: ArcSwap::from_pointee(initial),
         http,
         metrics,
+        hints,
     });
+    let replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "router listening");
@@ -82,6 +89,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         result = server => result?,
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
+        r = replayer => anyhow::bail!("hint replay stopped: {r:?}"),
     }
     Ok(())
 }

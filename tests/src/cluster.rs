@@ -121,6 +121,7 @@ impl Cluster {
                 "etcd": etcd_section,
                 "request_timeout": "30s",
                 "max_body_bytes": options.router_max_body_bytes,
+                "redis": {"url": redis.url},
             }),
         )?;
         let router = Service::start("router", &router_config, &[], logs)?;
@@ -256,6 +257,34 @@ impl Cluster {
             bail!("setting faults on {region}: {}", resp.text().await?);
         }
         Ok(())
+    }
+
+    /// Starts a killed cell again with its config and data.
+    pub fn restart_cell(&mut self, id: &str) -> anyhow::Result<()> {
+        let config = self.cell_config(id).context("no such cell")?.to_path_buf();
+        let cell = Service::start(
+            "cell",
+            &config,
+            &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
+            self.dir.path(),
+        )?;
+        if let Some(slot) = self.cell_mut(id) {
+            *slot = cell;
+        }
+        Ok(())
+    }
+
+    /// Hints waiting in Redis for `cell`.
+    pub fn pending_hints(&self, cell: &str) -> anyhow::Result<u64> {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.redis.port.to_string(),
+                "XLEN",
+                &format!("cn:hints:{cell}"),
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
     }
 
     pub fn cell_mut(&mut self, id: &str) -> Option<&mut Service> {

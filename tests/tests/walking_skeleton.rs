@@ -544,3 +544,99 @@ async fn redis_outage_bypasses_the_cache_and_recovers() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_every_replica_and_a_dead_one_gets_them_later() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(two_regions()).await?;
+    let key = cluster.create_tenant("initrode").await?;
+    cluster.wait_for_tenant(&key).await?;
+
+    // An acknowledged write is on both members of the replica set.
+    let resp = cluster
+        .http
+        .post(format!("{}/v1/documents", cluster.router.url))
+        .bearer_auth(&key)
+        .json(&json!({"documents": [{"id": "shipping", "text": SHIPPING}]}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    let replicas: Vec<String> = resp
+        .headers()
+        .get("x-cellnet-replicas")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    let question = json!({"query": "Where do orders ship from?"});
+    let (_, first, headers) = cluster.post(&key, "/v1/query", &question).await?;
+    let primary = headers
+        .get("x-cellnet-cell")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(replicas.contains(&primary), "{primary} not in {replicas:?}");
+    assert_eq!(first["citations"][0]["document_id"], "shipping");
+    let secondary = replicas
+        .iter()
+        .find(|c| **c != primary)
+        .cloned()
+        .unwrap_or_default();
+
+    // kill -9 the primary right after: the secondary answers from its own copy.
+    cluster.cell_mut(&primary).expect("primary").kill();
+    let (status, body, headers) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "How long does standard delivery take?"}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        headers.get("x-cellnet-cell").and_then(|v| v.to_str().ok()),
+        Some(secondary.as_str())
+    );
+    assert_eq!(body["citations"][0]["document_id"], "shipping", "{body}");
+
+    // A write while the primary is down: acknowledged by the secondary, a
+    // hint left for the primary.
+    cluster.wait_for_cells(2).await?;
+    let resp = cluster
+        .http
+        .post(format!("{}/v1/documents", cluster.router.url))
+        .bearer_auth(&key)
+        .json(&json!({"documents": [{"id": "returns", "text": "Returns are accepted at the Lyon warehouse for sixty days."}]}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("x-cellnet-hinted")
+            .and_then(|v| v.to_str().ok()),
+        Some(primary.as_str())
+    );
+    assert_eq!(cluster.pending_hints(&primary)?, 1);
+
+    // The primary returns: the hint is replayed and both hold the document.
+    cluster.restart_cell(&primary)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while cluster.pending_hints(&primary)? > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hint never replayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.cell_mut(&secondary).expect("secondary").kill();
+    let returns = json!({"query": "Where are returns accepted?"});
+    let (status, body, headers) = cluster.post(&key, "/v1/query", &returns).await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        headers.get("x-cellnet-cell").and_then(|v| v.to_str().ok()),
+        Some(primary.as_str())
+    );
+    assert_eq!(body["citations"][0]["document_id"], "returns", "{body}");
+    Ok(())
+}

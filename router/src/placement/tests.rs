@@ -157,6 +157,37 @@ fn pin_overrides_the_ring() {
 }
 
 #[test]
+fn a_dead_cell_keeps_its_tenants_but_serves_no_reads() {
+    let cells = names(4);
+    let mut v = view(&cells, 400);
+    let before = Placement::build(&v, PlacementSettings::default());
+    if let Some(c) = v.cells.get_mut("cell-01") {
+        c.alive = None;
+    }
+    let after = Placement::build(&v, PlacementSettings::default());
+    assert_eq!(after.cell_count(), 3);
+    for t in 0..400 {
+        let tenant = format!("tenant-{t}");
+        // Same replica sets (nobody moves while a cell restarts)...
+        let ids = |p: &Placement| {
+            p.replicas_of(&tenant, None)
+                .iter()
+                .map(|t| t.cell.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&before), ids(&after));
+        // ...but reads never go to the dead cell.
+        assert!(
+            after
+                .cells_for(&tenant, None)
+                .iter()
+                .all(|t| &*t.cell != "cell-01")
+        );
+        assert_eq!(after.cells_for(&tenant, None).len(), 3);
+    }
+}
+
+#[test]
 fn random_cluster_shapes_stay_consistent() {
     let mut rng = StdRng::seed_from_u64(3);
     for _ in 0..20 {

@@ -1,0 +1,133 @@
+//! Writes reach every member of a tenant's replica set. The router sends a
+//! write to all live members at once and acknowledges when they all have it;
+//! a member that is down (or fails) gets a durable hint instead: the request
+//! is appended to a Redis stream for that cell and replayed, in order, once
+//! the cell is alive again. Writes are idempotent (documents are replaced
+//! whole), so a replayed or repeated hint changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use tokio::sync::Mutex;
+
+/// Most hints replayed per cell in one round.
+const REPLAY_BATCH: usize = 100;
+
+/// A write that a replica has not yet received.
+#[derive(Debug, Clone)]
+pub struct Hint {
+    pub tenant: String,
+    pub method: String,
+    pub path_and_query: String,
+    pub request_id: String,
+    pub body: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HintError {
+    #[error("no hint store is configured (router config: redis.url)")]
+    NoStore,
+    #[error("hint store: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("hint store did not answer in time")]
+    Timeout,
+}
+
+/// The hint store: one Redis stream per cell.
+#[derive(Clone)]
+pub struct Hints {
+    client: Option<redis::Client>,
+    conn: Arc<Mutex<Option<ConnectionManager>>>,
+    timeout: Duration,
+}
+
+fn stream(cell: &str) -> String {
+    format!("cn:hints:{cell}")
+}
+
+impl Hints {
+    pub fn new(url: Option<&str>, timeout: Duration) -> Result<Self, HintError> {
+        let client = url.map(redis::Client::open).transpose()?;
+        Ok(Self {
+            client,
+            conn: Arc::default(),
+            timeout,
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, HintError> {
+        let client = self.client.as_ref().ok_or(HintError::NoStore)?;
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = tokio::time::timeout(self.timeout, ConnectionManager::new(client.clone()))
+            .await
+            .map_err(|_| HintError::Timeout)??;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Durably records that `cell` must still receive `hint`.
+    pub async fn record(&self, cell: &str, hint: &Hint) -> Result<(), HintError> {
+        let mut conn = self.conn().await?;
+        let fields: [(&str, &[u8]); 5] = [
+            ("t", hint.tenant.as_bytes()),
+            ("m", hint.method.as_bytes()),
+            ("p", hint.path_and_query.as_bytes()),
+            ("r", hint.request_id.as_bytes()),
+            ("b", hint.body.as_ref()),
+        ];
+        let add = conn.xadd::<_, _, _, _, String>(stream(cell), "*", &fields);
+        tokio::time::timeout(self.timeout, add)
+            .await
+            .map_err(|_| HintError::Timeout)??;
+        Ok(())
+    }
+
+    /// Hints waiting for `cell`.
+    pub async fn pending(&self, cell: &str) -> Result<usize, HintError> {
+        let mut conn = self.conn().await?;
+        Ok(conn.xlen(stream(cell)).await?)
+    }
+
+    /// The oldest hints for `cell`, with their stream ids.
+    pub async fn oldest(&self, cell: &str) -> Result<Vec<(String, Hint)>, HintError> {
+        let mut conn = self.conn().await?;
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange_count(stream(cell), "-", "+", REPLAY_BATCH)
+            .await?;
+        let mut out = Vec::new();
+        for entry in reply.ids {
+            let field = |name: &str| -> Vec<u8> {
+                entry
+                    .map
+                    .get(name)
+                    .and_then(|v| redis::from_redis_value::<Vec<u8>>(v.clone()).ok())
+                    .unwrap_or_default()
+            };
+            let text = |name: &str| String::from_utf8_lossy(&field(name)).into_owned();
+            out.push((
+                entry.id.clone(),
+                Hint {
+                    tenant: text("t"),
+                    method: text("m"),
+                    path_and_query: text("p"),
+                    request_id: text("r"),
+                    body: Bytes::from(field("b")),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a delivered hint.
+    pub async fn delivered(&self, cell: &str, id: &str) -> Result<(), HintError> {
+        let mut conn = self.conn().await?;
+        let _: usize = conn.xdel(stream(cell), &[id]).await?;
+        Ok(())
+    }
+}
