@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::embed::EmbedError;
-use crate::llm::ProviderError;
+use crate::llm::resilience::AttemptError;
 use crate::vector::VectorError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum CellError {
     #[error(transparent)]
     Vector(#[from] VectorError),
     #[error("every LLM provider failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    AllProvidersFailed(Vec<ProviderError>),
+    AllProvidersFailed(Vec<AttemptError>),
 }
 
 impl CellError {

@@ -88,6 +88,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         embedder: QueryEmbedder::new(embedder.clone(), config.embedding_lru_capacity),
         shard: shard.clone(),
         cache: cache.clone(),
+        breakers: config
+            .providers
+            .iter()
+            .map(|_| crate::llm::resilience::Breaker::new(Default::default()))
+            .collect(),
+        retry: Default::default(),
         providers: providers(&config, &http),
         retrieval: config.retrieval.clone(),
         max_query_chars: config.limits.max_query_chars,

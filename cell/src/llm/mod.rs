@@ -3,6 +3,7 @@
 //! region on errors that another region may not have.
 
 pub mod azure;
+pub mod resilience;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,13 @@ impl AnyProvider {
     pub fn region(&self) -> &str {
         match self {
             AnyProvider::Azure(p) => p.region(),
+        }
+    }
+
+    /// The per-attempt timeout configured for this provider-region.
+    pub fn timeout(&self) -> std::time::Duration {
+        match self {
+            AnyProvider::Azure(p) => p.timeout,
         }
     }
 

@@ -14,7 +14,8 @@ use crate::cache::{CachedAnswer, Citation, Entry, Lookup, SemanticCache, Usage};
 use crate::config::RetrievalConfig;
 use crate::embed::QueryEmbedder;
 use crate::error::CellError;
-use crate::llm::{AnyProvider, ProviderError};
+use crate::llm::AnyProvider;
+use crate::llm::resilience::{AttemptError, Breaker, RetryPolicy, call_with_failover};
 use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels, ReasonLabels};
 use crate::vector::{Hit, VectorShard};
 
@@ -72,6 +73,9 @@ pub struct Orchestrator {
     pub shard: VectorShard,
     pub cache: SemanticCache,
     pub providers: Vec<AnyProvider>,
+    /// One circuit breaker per provider-region, in the same order.
+    pub breakers: Vec<Breaker>,
+    pub retry: RetryPolicy,
     pub retrieval: RetrievalConfig,
     pub max_query_chars: usize,
     pub metrics: Arc<CellMetrics>,
@@ -337,7 +341,7 @@ impl Orchestrator {
         question: &str,
         embedding: &[f32],
         hits: &[Hit],
-        errors: &[ProviderError],
+        errors: &[AttemptError],
     ) -> QueryResponse {
         tracing::warn!(
             attempts = errors.len(),
@@ -398,8 +402,12 @@ impl Orchestrator {
         ctx: &RequestContext,
         request: &crate::llm::ChatRequest,
     ) -> Result<(AnyProvider, crate::llm::Completion), CellError> {
-        let mut errors: Vec<ProviderError> = Vec::new();
-        for provider in &self.providers {
+        let names: Vec<&str> = self.providers.iter().map(AnyProvider::name).collect();
+        let breakers: Vec<&Breaker> = self.breakers.iter().collect();
+        let timeouts: Vec<std::time::Duration> =
+            self.providers.iter().map(AnyProvider::timeout).collect();
+        let result = call_with_failover(&names, &breakers, &timeouts, self.retry, |i| {
+            let provider = &self.providers[i];
             let span = info_span!(
                 "llm",
                 tenant = %ctx.tenant,
@@ -411,44 +419,40 @@ impl Orchestrator {
                 gen_ai.usage.input_tokens = tracing::field::Empty,
                 gen_ai.usage.output_tokens = tracing::field::Empty,
             );
-            match provider
-                .chat(request, &ctx.request_id)
-                .instrument(span.clone())
-                .await
-            {
-                Ok(completion) => {
-                    span.record("gen_ai.usage.input_tokens", completion.usage.prompt_tokens);
-                    span.record(
-                        "gen_ai.usage.output_tokens",
-                        completion.usage.completion_tokens,
-                    );
-                    self.metrics
-                        .provider_calls
-                        .get_or_create(&ProviderLabels {
-                            provider: provider.name().to_owned(),
-                            outcome: "ok",
-                        })
-                        .inc();
-                    return Ok((provider.clone(), completion));
-                }
-                Err(e) => {
-                    self.metrics
-                        .provider_calls
-                        .get_or_create(&ProviderLabels {
-                            provider: provider.name().to_owned(),
-                            outcome: "error",
-                        })
-                        .inc();
-                    tracing::warn!(parent: &span, error = %e, "provider call failed");
-                    let retryable = e.is_retryable();
-                    errors.push(e);
-                    if !retryable {
-                        break;
+            async move {
+                let outcome = provider
+                    .chat(request, &ctx.request_id)
+                    .instrument(span.clone())
+                    .await;
+                let label = match &outcome {
+                    Ok(completion) => {
+                        span.record("gen_ai.usage.input_tokens", completion.usage.prompt_tokens);
+                        span.record(
+                            "gen_ai.usage.output_tokens",
+                            completion.usage.completion_tokens,
+                        );
+                        "ok"
                     }
-                }
+                    Err(e) => {
+                        tracing::warn!(parent: &span, error = %e, "provider call failed");
+                        "error"
+                    }
+                };
+                self.metrics
+                    .provider_calls
+                    .get_or_create(&ProviderLabels {
+                        provider: provider.name().to_owned(),
+                        outcome: label,
+                    })
+                    .inc();
+                outcome
             }
+        })
+        .await;
+        match result {
+            Ok((i, completion)) => Ok((self.providers[i].clone(), completion)),
+            Err(errors) => Err(CellError::AllProvidersFailed(errors)),
         }
-        Err(CellError::AllProvidersFailed(errors))
     }
 }
 
