@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::config::{ConfigError, ConfigErrors, read_yaml};
@@ -12,25 +11,7 @@ use control_plane::service::RawEtcd;
 use control_plane::store::EtcdSettings;
 use serde::Deserialize;
 
-/// A secret whose Debug and Display print `*****`.
-#[derive(Clone)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(v: impl Into<Arc<str>>) -> Self {
-        Self(v.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("*****")
-    }
-}
+pub use common::config::Secret;
 
 /// Where `scripts/fetch-model.sh` puts all-MiniLM-L6-v2 by default.
 pub fn default_model_dir() -> PathBuf {

@@ -15,41 +15,7 @@ use crate::admin::{AdminState, routes};
 use crate::model::Keys;
 use crate::store::{EtcdSettings, Store};
 
-/// A secret whose Debug and Display never show it.
-#[derive(Clone)]
-pub struct Secret(Arc<str>);
-
-impl Secret {
-    pub fn new(value: impl Into<Arc<str>>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Constant-time comparison, so response timing does not leak the token.
-    pub fn matches(&self, presented: &str) -> bool {
-        let a = self.0.as_bytes();
-        let b = presented.as_bytes();
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("*****")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("*****")
-    }
-}
+pub use common::config::Secret;
 
 /// `etcd:` section shared by every service's config.
 #[derive(Debug, Clone, Deserialize)]
