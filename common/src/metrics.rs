@@ -1,8 +1,6 @@
 //! Prometheus exposition: every service keeps one registry and serves it on
 //! `GET /metrics` with this handler.
 
-use std::sync::Arc;
-
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus_client::registry::Registry;
@@ -25,6 +23,3 @@ pub fn render(registry: &Registry) -> Response {
         }
     }
 }
-
-/// A registry shared by a service's components.
-pub type SharedRegistry = Arc<Registry>;

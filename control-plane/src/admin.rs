@@ -195,18 +195,14 @@ async fn create_tenant(
         cache_threshold: None,
         created_at_ms: now,
     };
-    let key = state.keys.tenant(&body.id);
-    let value = encode(&record);
     let created = state
         .store
-        .retrying("create tenant", |mut c| {
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
-            async move { c.txn(txn).await }
-        })
-        .await?
-        .succeeded();
+        .create_if_absent(
+            "create tenant",
+            &state.keys.tenant(&body.id),
+            &encode(&record),
+        )
+        .await?;
     if !created {
         return Err(AdminError::Conflict(format!(
             "tenant {:?} already exists",

@@ -141,19 +141,14 @@ pub async fn ensure_cell_auth_key(
     store: &Store,
     keys: &Keys,
 ) -> Result<(), crate::store::StoreError> {
-    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
-    let key = keys.cell_auth_key();
     let secret: [u8; 32] = rand::random();
-    let value = hex::encode(secret);
     let created = store
-        .retrying("create cell auth key", |mut c| {
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
-            async move { c.txn(txn).await }
-        })
-        .await?
-        .succeeded();
+        .create_if_absent(
+            "create cell auth key",
+            &keys.cell_auth_key(),
+            hex::encode(secret).as_bytes(),
+        )
+        .await?;
     if created {
         tracing::info!("created the router-cell signing key");
     }

@@ -119,6 +119,27 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes `value` at `key` unless the key exists; returns whether it wrote.
+    pub async fn create_if_absent(
+        &self,
+        what: &str,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, StoreError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let resp = self
+            .retrying(what, |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(key, value, None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
+    }
+}
+
 /// Parses a JSON record read from etcd.
 pub fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {

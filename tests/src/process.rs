@@ -35,15 +35,11 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 /// A child process killed (SIGKILL) on drop.
 pub struct Guard {
     child: Option<Child>,
-    name: String,
 }
 
 impl Guard {
-    fn new(child: Child, name: &str) -> Self {
-        Self {
-            child: Some(child),
-            name: name.to_owned(),
-        }
+    fn new(child: Child) -> Self {
+        Self { child: Some(child) }
     }
 
     /// `kill -9`.
@@ -52,14 +48,6 @@ impl Guard {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
@@ -166,7 +154,7 @@ fn spawn_etcd(
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start etcd (is etcd-server installed?)")?;
-        let guard = Guard::new(child, "etcd");
+        let guard = Guard::new(child);
         let addr = format!("127.0.0.1:{client_port}");
         wait_for("etcd", Duration::from_secs(30), || {
             http_get_ok(&addr, "/health")
@@ -202,7 +190,7 @@ fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> anyhow::Result<Guard> {
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start redis-server (is redis-server installed?)")?;
-    let guard = Guard::new(child, "redis");
+    let guard = Guard::new(child);
     let addr = format!("127.0.0.1:{port}");
     wait_for("redis", Duration::from_secs(20), || ping(&addr))?;
     Ok(guard)
@@ -363,7 +351,7 @@ impl Service {
             .spawn()
             .with_context(|| format!("cannot start {binary_name}"))?;
         let stdout = child.stdout.take().context("no stdout")?;
-        let guard = Guard::new(child, binary_name);
+        let guard = Guard::new(child);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let mut tx = Some(tx);

@@ -85,10 +85,6 @@ impl RedisConn {
         })
     }
 
-    pub fn target(&self) -> &RedisTarget {
-        &self.target
-    }
-
     /// The shared connection; the hot path is one atomic load.
     pub async fn get(&self) -> Result<CacheConn, CacheError> {
         if let Some(c) = self.current.load_full() {

@@ -9,7 +9,7 @@ pub mod faults;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use axum::Json;
 use axum::Router;
@@ -67,14 +67,6 @@ impl Simulator {
             regions,
             api_key: config.api_key,
         })
-    }
-
-    /// Requests served by `region` so far.
-    pub fn requests(&self, region: &str) -> u64 {
-        self.regions
-            .get(region)
-            .map(|r| r.requests.load(Ordering::Relaxed))
-            .unwrap_or(0)
     }
 }
 
