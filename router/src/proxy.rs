@@ -12,7 +12,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use control_plane::watch::{ClusterView, ClusterWatch};
+use control_plane::watch::ClusterWatch;
 use tracing::{Instrument, info_span};
 
 use crate::auth::authenticate;
@@ -35,15 +35,27 @@ pub struct ProxyState {
 }
 
 impl ProxyState {
-    /// The placement for `view`, rebuilt only when the revision moved.
-    pub fn placement_for(&self, view: &ClusterView) -> Arc<Placement> {
-        let current = self.placement.load_full();
-        if current.revision == view.revision {
-            return current;
+    /// The current placement; one atomic load. It is rebuilt off the request
+    /// path by `follow_placement`, once per change of the cluster view.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.load_full()
+    }
+}
+
+/// Rebuilds the placement whenever the cluster view changes, until the
+/// process stops. Requests never build it: a build places every tenant.
+pub async fn follow_placement(state: Arc<ProxyState>) {
+    let mut revisions = state.cluster.revisions();
+    loop {
+        let view = state.cluster.snapshot();
+        if state.placement.load().revision != view.revision {
+            state
+                .placement
+                .store(Arc::new(Placement::build(&view, state.config.placement)));
         }
-        let fresh = Arc::new(Placement::build(view, self.config.placement));
-        self.placement.store(fresh.clone());
-        fresh
+        if revisions.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -129,7 +141,7 @@ async fn route(
     let tenant = authenticate(&view, request.headers())?;
     tracing::Span::current().record("tenant", tenant.id.as_str());
     let targets = state
-        .placement_for(&view)
+        .placement()
         .cells_for(&tenant.id, tenant.pin.as_deref());
     if targets.is_empty() {
         return Err(RouterError::NoCell);
@@ -155,7 +167,7 @@ async fn route(
             request_id: request_id.to_owned(),
             body,
         };
-        let placement = state.placement_for(&view);
+        let placement = state.placement();
         let members = placement.replicas_of(&tenant.id, tenant.pin.as_deref());
         return replicate(state, &signing_key, &members, &hint, &forwarded).await;
     }
@@ -412,8 +424,7 @@ pub async fn replay_hints(state: Arc<ProxyState>) {
     loop {
         let view = state.cluster.snapshot();
         if let Some(key) = view.cell_auth_key.clone() {
-            let placement = state.placement_for(&view);
-            for target in placement.live_targets() {
+            for target in state.placement().live_targets() {
                 replay_to(&state, &key, target).await;
             }
         }

@@ -42,8 +42,7 @@ pub fn app(state: Arc<ProxyState>, registry: Arc<prometheus_client::registry::Re
 
 /// Ready when at least one cell takes traffic.
 async fn readyz(State(state): State<Arc<ProxyState>>) -> impl IntoResponse {
-    let view = state.cluster.snapshot();
-    let cells = state.placement_for(&view).cell_count();
+    let cells = state.placement().cell_count();
     if cells > 0 {
         (StatusCode::OK, format!("ok: {cells} cells\n"))
     } else {
@@ -80,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         hints,
     });
     let replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
+    let placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "router listening");
@@ -90,6 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         result = server => result?,
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
         r = replayer => anyhow::bail!("hint replay stopped: {r:?}"),
+        r = placer => anyhow::bail!("placement stopped: {r:?}"),
     }
     Ok(())
 }
