@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::config::{ConfigError, ConfigErrors, read_yaml};
 use control_plane::model::Keys;
-use control_plane::service::RawEtcd;
 use control_plane::store::EtcdSettings;
+use control_plane::store::RawEtcd;
 use serde::Deserialize;
 
 pub use common::config::Secret;

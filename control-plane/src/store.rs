@@ -6,7 +6,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use common::config::ConfigErrors;
 use etcd_client::{Client, ConnectOptions};
+use serde::Deserialize;
+
+use crate::model::Keys;
 
 /// Connection settings for etcd.
 #[derive(Debug, Clone)]
@@ -53,6 +57,68 @@ fn is_unavailable(e: &etcd_client::Error) -> bool {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         etcd_client::Error::WatchError(_) | etcd_client::Error::LeaseKeepAliveError(_) => true,
         _ => false,
+    }
+}
+
+/// `etcd:` section shared by every service's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn default_prefix() -> String {
+    "/cellnet/".to_owned()
+}
+
+/// Long enough for a loaded etcd on a small machine, short enough to notice.
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl RawEtcd {
+    /// Checks the section, recording problems under `path`.
+    pub fn validate(&self, path: &str, errors: &mut ConfigErrors) -> (EtcdSettings, Keys) {
+        errors.check(
+            !self.endpoints.is_empty(),
+            format!("{path}.endpoints"),
+            "must list at least one etcd endpoint",
+        );
+        for (i, e) in self.endpoints.iter().enumerate() {
+            errors.check(
+                e.starts_with("http://") || e.starts_with("https://"),
+                format!("{path}.endpoints[{i}]"),
+                format!("must be an http:// or https:// URL, got {e:?}"),
+            );
+        }
+        errors.check(
+            self.prefix.starts_with('/'),
+            format!("{path}.prefix"),
+            "must start with '/'",
+        );
+        errors.check(
+            !self.request_timeout.is_zero(),
+            format!("{path}.request_timeout"),
+            "must be greater than zero",
+        );
+        (
+            EtcdSettings {
+                endpoints: self.endpoints.clone(),
+                connect_timeout: self.connect_timeout,
+                request_timeout: self.request_timeout,
+            },
+            Keys::new(&self.prefix),
+        )
     }
 }
 
