@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need and is missing:
-# etcd, Redis, protoc (Debian packages) and the embedding model's files.
+# etcd, Redis, protoc and protobuf's well-known types (Debian packages) and the embedding model's files.
 set -euo pipefail
 
 missing=()
@@ -8,7 +8,10 @@ command -v etcd >/dev/null         || missing+=(etcd-server)
 command -v etcdctl >/dev/null      || missing+=(etcd-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v protoc >/dev/null       || missing+=(protobuf-compiler)
+# etcd-client's protos import protobuf's well-known types, which protoc finds here.
+[[ -f /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
 command -v python3 >/dev/null      || missing+=(python3 python3-pip)
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 
 if (( ${#missing[@]} )); then
   echo "setup: installing ${missing[*]}" >&2
@@ -25,3 +28,12 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required" >&2; exit 1; }
 
 "$(dirname "$0")/fetch-model.sh"
+
+# The official OpenAI SDK, for the test that drives the router with it. Optional:
+# without it (no PyPI access) that one test says it was skipped.
+venv="$HOME/.cache/cellnet/venv"
+if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
+  echo "setup: installing the openai Python SDK into $venv" >&2
+  { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai; } \
+    || echo "setup: could not install the openai SDK; its test will be skipped" >&2
+fi
