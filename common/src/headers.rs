@@ -11,3 +11,8 @@ pub const TENANT: &str = "x-cellnet-tenant";
 /// The cell that served a request, set by the cell on every response so that
 /// clients and tests can see placement and failover.
 pub const SERVED_BY: &str = "x-cellnet-cell";
+
+/// LLM tokens (prompt + completion) an answer cost, set by the cell; the
+/// router counts them against the tenant's daily quota. Zero for answers
+/// that reached no provider (cache hits, fallbacks).
+pub const USAGE_TOKENS: &str = "x-cellnet-usage-tokens";

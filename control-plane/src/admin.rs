@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::model::{
-    ApiKeyRecord, CellAlive, CellSpec, KeyKind, Keys, TenantRecord, generate_api_key, hash_api_key,
-    now_ms, validate_tenant_id,
+    ApiKeyRecord, CellAlive, CellSpec, DEFAULT_PLAN, KeyKind, Keys, PLANS, TenantLimits,
+    TenantRecord, generate_api_key, hash_api_key, now_ms, plan_limits, validate_tenant_id,
 };
 use crate::service::Secret;
 use crate::store::{Store, StoreError, decode, encode};
@@ -111,6 +111,11 @@ pub struct TenantSummary {
     pub pin: Option<Vec<String>>,
     #[serde(default)]
     pub cache_threshold: Option<f32>,
+    /// The limits in force: the tenant's own or its plan's.
+    pub limits: TenantLimits,
+    /// Whether `limits` are the tenant's own rather than its plan's.
+    #[serde(default)]
+    pub custom_limits: bool,
     pub created_at_ms: u64,
 }
 
@@ -132,6 +137,24 @@ pub struct UpdateTenant {
         skip_serializing_if = "Option::is_none"
     )]
     pub cache_threshold: Option<Option<f32>>,
+    /// The tenant's own limits; `null` goes back to the plan's.
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub limits: Option<Option<TenantLimits>>,
+}
+
+fn validate_plan(plan: &str) -> Result<(), AdminError> {
+    if plan_limits(plan).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = PLANS.iter().map(|(n, _)| *n).collect();
+    Err(AdminError::BadRequest(format!(
+        "unknown plan {plan:?}; plans are {}",
+        known.join(", ")
+    )))
 }
 
 /// Tells a field set to `null` (clear it) from a field left out (keep it).
@@ -163,6 +186,8 @@ impl From<&TenantRecord> for TenantSummary {
             key_hints: t.api_keys.iter().map(|k| k.hint.clone()).collect(),
             pin: t.pin.clone(),
             cache_threshold: t.cache_threshold,
+            limits: t.effective_limits(),
+            custom_limits: t.limits.is_some(),
             created_at_ms: t.created_at_ms,
         }
     }
@@ -181,6 +206,8 @@ async fn create_tenant(
 ) -> Result<(StatusCode, Json<CreatedTenant>), AdminError> {
     let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
     validate_tenant_id(&body.id).map_err(AdminError::BadRequest)?;
+    let plan = body.plan.unwrap_or_else(|| DEFAULT_PLAN.to_owned());
+    validate_plan(&plan)?;
     let api_key = generate_api_key();
     let now = now_ms();
     let record = TenantRecord {
@@ -190,9 +217,10 @@ async fn create_tenant(
             hint: api_key.chars().take(8).collect(),
             created_at_ms: now,
         }],
-        plan: body.plan.unwrap_or_else(|| "standard".to_owned()),
+        plan,
         pin: None,
         cache_threshold: None,
+        limits: None,
         created_at_ms: now,
     };
     let created = state
@@ -232,6 +260,12 @@ async fn update_tenant(
             "cache_threshold must be in (0, 1], got {t}"
         )));
     }
+    if let Some(plan) = &update.plan {
+        validate_plan(plan)?;
+    }
+    if let Some(Some(limits)) = &update.limits {
+        limits.validate().map_err(AdminError::BadRequest)?;
+    }
     if let Some(Some(pin)) = &update.pin
         && pin.is_empty()
     {
@@ -262,6 +296,9 @@ async fn update_tenant(
         }
         if let Some(threshold) = update.cache_threshold {
             record.cache_threshold = threshold;
+        }
+        if let Some(limits) = update.limits {
+            record.limits = limits;
         }
         let value = encode(&record);
         let written = state

@@ -3,7 +3,7 @@
 //! ```text
 //! <prefix>cells/<id>/spec     CellSpec     written when a cell starts or by operators
 //! <prefix>cells/<id>/alive    CellAlive    bound to the cell's lease (TTL ~3 s)
-//! <prefix>tenants/<id>        TenantRecord hashed API keys, plan, pin, cache threshold
+//! <prefix>tenants/<id>        TenantRecord hashed API keys, plan and limits, pin, cache threshold
 //! <prefix>secrets/cell-auth    hex key      the key routers sign tenant context with
 //! ```
 
@@ -143,11 +143,91 @@ pub struct TenantRecord {
     /// Overrides the cells' semantic-cache similarity threshold for this tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_threshold: Option<f32>,
+    /// Overrides the limits of the tenant's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TenantLimits>,
     pub created_at_ms: u64,
 }
 
+impl TenantRecord {
+    /// The limits the router enforces: the tenant's own, else its plan's.
+    /// A plan this version does not know gets the default plan's limits.
+    pub fn effective_limits(&self) -> TenantLimits {
+        self.limits
+            .or_else(|| plan_limits(&self.plan))
+            .unwrap_or(DEFAULT_PLAN_LIMITS)
+    }
+}
+
+/// What one tenant may use, enforced by every router together.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantLimits {
+    /// Sustained request rate.
+    pub requests_per_second: f64,
+    /// Requests that may arrive at once above the sustained rate.
+    pub burst: u32,
+    /// LLM tokens (prompt + completion) per UTC day; `None` is unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+}
+
+impl TenantLimits {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.requests_per_second > 0.0 && self.requests_per_second <= 1_000_000.0) {
+            return Err(format!(
+                "requests_per_second must be in (0, 1000000], got {}",
+                self.requests_per_second
+            ));
+        }
+        if self.burst == 0 {
+            return Err("burst must be at least 1".into());
+        }
+        if self.tokens_per_day == Some(0) {
+            return Err("tokens_per_day must be at least 1 (leave it out for no quota)".into());
+        }
+        Ok(())
+    }
+}
+
+pub const DEFAULT_PLAN: &str = "standard";
+const DEFAULT_PLAN_LIMITS: TenantLimits = TenantLimits {
+    requests_per_second: 50.0,
+    burst: 100,
+    tokens_per_day: Some(5_000_000),
+};
+
+/// The plans a tenant can be on, with their limits.
+pub const PLANS: &[(&str, TenantLimits)] = &[
+    (
+        "free",
+        TenantLimits {
+            requests_per_second: 2.0,
+            burst: 10,
+            tokens_per_day: Some(100_000),
+        },
+    ),
+    (DEFAULT_PLAN, DEFAULT_PLAN_LIMITS),
+    (
+        "enterprise",
+        TenantLimits {
+            requests_per_second: 1000.0,
+            burst: 2000,
+            tokens_per_day: None,
+        },
+    ),
+];
+
+/// The limits of a named plan.
+pub fn plan_limits(plan: &str) -> Option<TenantLimits> {
+    PLANS
+        .iter()
+        .find(|(name, _)| *name == plan)
+        .map(|(_, l)| *l)
+}
+
 fn default_plan() -> String {
-    "standard".to_owned()
+    DEFAULT_PLAN.to_owned()
 }
 
 /// Tenant ids appear in keys, URLs and Redis hash tags: keep them plain.

@@ -11,6 +11,7 @@ use control_plane::store::RawEtcd;
 use serde::Deserialize;
 
 use crate::placement::{DEFAULT_LOAD_EPSILON, DEFAULT_REPLICAS, DEFAULT_VNODES, PlacementSettings};
+use crate::upstreams::OutlierSettings;
 
 /// Connecting to a cell on the same network takes well under this; a cell
 /// that cannot accept in time is treated as down and the next one is tried.
@@ -38,10 +39,45 @@ struct RawConfig {
     request_timeout: Duration,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
-    /// Where hints for replicas that are down are kept. Without it, a write
-    /// to a tenant whose replica is down is refused (503).
+    /// Requests this router sends to one cell at once; beyond it the next
+    /// replica is tried, and when all are full the request is shed (503).
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight_per_cell: usize,
+    #[serde(default)]
+    outliers: RawOutliers,
+    /// Where hints for replicas that are down are kept and where rate-limit
+    /// buckets are shared between routers. Without it, a write to a tenant
+    /// whose replica is down is refused (503) and limits are per router.
     #[serde(default)]
     redis: Option<RawRedis>,
+}
+
+/// Passive outlier detection; see `upstreams`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOutliers {
+    consecutive_failures: u32,
+    #[serde(with = "humantime_serde")]
+    base_ejection: Duration,
+    #[serde(with = "humantime_serde")]
+    max_ejection: Duration,
+}
+
+impl Default for RawOutliers {
+    fn default() -> Self {
+        let d = OutlierSettings::default();
+        Self {
+            consecutive_failures: d.consecutive_failures,
+            base_ejection: d.base_ejection,
+            max_ejection: d.max_ejection,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_IN_FLIGHT_PER_CELL: usize = 1024;
+
+fn default_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT_PER_CELL
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +119,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    pub max_in_flight_per_cell: usize,
+    pub outliers: OutlierSettings,
     pub redis_url: Option<String>,
 }
 
@@ -131,6 +169,22 @@ impl Config {
             "max_body_bytes",
             "must be at least 1024",
         );
+        e.check(
+            raw.max_in_flight_per_cell >= 1,
+            "max_in_flight_per_cell",
+            "must be at least 1",
+        );
+        e.check(
+            raw.outliers.consecutive_failures >= 1,
+            "outliers.consecutive_failures",
+            "must be at least 1",
+        );
+        e.check(
+            !raw.outliers.base_ejection.is_zero()
+                && raw.outliers.max_ejection >= raw.outliers.base_ejection,
+            "outliers.max_ejection",
+            "base_ejection must be positive and max_ejection at least base_ejection",
+        );
         e.finish(Config {
             listen,
             etcd,
@@ -143,6 +197,12 @@ impl Config {
             connect_timeout: raw.connect_timeout,
             request_timeout: raw.request_timeout,
             max_body_bytes: raw.max_body_bytes,
+            max_in_flight_per_cell: raw.max_in_flight_per_cell,
+            outliers: OutlierSettings {
+                consecutive_failures: raw.outliers.consecutive_failures,
+                base_ejection: raw.outliers.base_ejection,
+                max_ejection: raw.outliers.max_ejection,
+            },
             redis_url: raw.redis.map(|r| r.url),
         })
     }

@@ -1,7 +1,9 @@
 //! Router errors and their one mapping to HTTP.
 
 use axum::Json;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -25,6 +27,17 @@ pub enum RouterError {
     DeadlineExceeded,
     #[error("every cell for this tenant failed: {0}")]
     AllCellsFailed(String),
+    #[error("rate limit exceeded: retry after {}", seconds(*retry_after))]
+    RateLimited { retry_after: Duration },
+    #[error("daily token quota used up: it resets at 00:00 UTC")]
+    QuotaExceeded { retry_after: Duration },
+    #[error("the tenant's cells are at their concurrency limit; retry shortly")]
+    Overloaded,
+}
+
+/// A Retry-After value: whole seconds, rounded up, at least one.
+fn seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
 }
 
 impl IntoResponse for RouterError {
@@ -44,6 +57,15 @@ impl IntoResponse for RouterError {
             }
             RouterError::DeadlineExceeded => (StatusCode::GATEWAY_TIMEOUT, "deadline_exceeded"),
             RouterError::AllCellsFailed(_) => (StatusCode::BAD_GATEWAY, "cells_unavailable"),
+            RouterError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            RouterError::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
+            RouterError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        };
+        let retry_after = match &self {
+            RouterError::RateLimited { retry_after }
+            | RouterError::QuotaExceeded { retry_after } => Some(seconds(*retry_after)),
+            RouterError::Overloaded | RouterError::NoCell | RouterError::HintUnavailable => Some(1),
+            _ => None,
         };
         let message = match &self {
             RouterError::AllCellsFailed(detail) => {
@@ -52,10 +74,39 @@ impl IntoResponse for RouterError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(json!({"error": {"type": kind, "message": message}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(seconds(Duration::ZERO), 1);
+        assert_eq!(seconds(Duration::from_millis(1)), 1);
+        assert_eq!(seconds(Duration::from_secs(1)), 1);
+        assert_eq!(seconds(Duration::from_millis(1001)), 2);
+    }
+
+    #[test]
+    fn refusals_carry_retry_after() {
+        let r = RouterError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
     }
 }

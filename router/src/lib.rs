@@ -5,8 +5,10 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod placement;
 pub mod proxy;
 pub mod replication;
 pub mod server;
+pub mod upstreams;

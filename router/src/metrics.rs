@@ -14,7 +14,7 @@ pub struct StatusLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CellLabels {
     pub cell: String,
-    /// ok | connect_error | timeout | server_error
+    /// ok | connect_error | timeout | server_error | error | at_limit
     pub outcome: &'static str,
 }
 
@@ -25,6 +25,14 @@ pub struct RouterMetrics {
     pub hints_recorded: Counter,
     pub hints_replayed: Counter,
     pub upstream_seconds: Histogram,
+    pub refusals: Family<RefusalLabels, Counter>,
+    pub ejections: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// rate_limited | quota_exceeded
+    pub reason: &'static str,
 }
 
 impl RouterMetrics {
@@ -36,7 +44,19 @@ impl RouterMetrics {
             hints_recorded: Counter::default(),
             hints_replayed: Counter::default(),
             upstream_seconds: Histogram::new(exponential_buckets(0.0001, 2.5, 14)),
+            refusals: Family::default(),
+            ejections: Counter::default(),
         };
+        registry.register(
+            "cellnet_router_refusals",
+            "Requests refused by a tenant limit, by reason",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "cellnet_router_ejections",
+            "Cells ejected by passive outlier detection",
+            m.ejections.clone(),
+        );
         registry.register(
             "cellnet_router_responses",
             "Responses by HTTP status",
@@ -58,5 +78,15 @@ impl RouterMetrics {
             m.upstream_seconds.clone(),
         );
         m
+    }
+}
+
+impl RouterMetrics {
+    pub fn refused(&self, refusal: &crate::limits::Refusal) {
+        let reason = match refusal {
+            crate::limits::Refusal::RateLimited { .. } => "rate_limited",
+            crate::limits::Refusal::QuotaExceeded { .. } => "quota_exceeded",
+        };
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 }

@@ -12,15 +12,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use control_plane::model::TenantLimits;
 use control_plane::watch::ClusterWatch;
 use tracing::{Instrument, info_span};
 
 use crate::auth::authenticate;
 use crate::config::Config;
 use crate::error::RouterError;
+use crate::limits::{Limiter, Refusal, USAGE_HEADER};
 use crate::metrics::{CellLabels, RouterMetrics, StatusLabels};
 use crate::placement::{Placement, Target};
 use crate::replication::{Hint, Hints};
+use crate::upstreams::{InFlight, Upstreams};
 
 /// How often pending hints are looked at, besides every change of the cluster view.
 const REPLAY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -32,6 +35,8 @@ pub struct ProxyState {
     pub http: reqwest::Client,
     pub metrics: RouterMetrics,
     pub hints: Hints,
+    pub limiter: Arc<Limiter>,
+    pub upstreams: Upstreams,
 }
 
 impl ProxyState {
@@ -78,8 +83,11 @@ fn is_idempotent(method: &Method, path: &str) -> bool {
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
-    ) || (*method == Method::POST && path == "/v1/query")
+    ) || (*method == Method::POST && READ_ONLY_POSTS.contains(&path))
 }
+
+/// POST routes that only read: answering and embedding change no data.
+const READ_ONLY_POSTS: &[&str] = &["/v1/query", "/v1/chat/completions", "/v1/embeddings"];
 
 fn request_id(headers: &HeaderMap) -> String {
     headers
@@ -132,6 +140,19 @@ pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> 
     response
 }
 
+/// Tells the client its daily token quota and what is left of it, in the
+/// headers OpenAI uses for its token limits (here per UTC day).
+fn quota_headers(response: &mut Response, limits: &TenantLimits, used_today: u64) {
+    if let Some(quota) = limits.tokens_per_day {
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit-tokens", HeaderValue::from(quota));
+        headers.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from(quota.saturating_sub(used_today)),
+        );
+    }
+}
+
 async fn route(
     state: &ProxyState,
     request: Request,
@@ -140,9 +161,26 @@ async fn route(
     let view = state.cluster.snapshot();
     let tenant = authenticate(&view, request.headers())?;
     tracing::Span::current().record("tenant", tenant.id.as_str());
-    let targets = state
-        .placement()
-        .cells_for(&tenant.id, tenant.pin.as_deref());
+    let limits = tenant.effective_limits();
+    let used_today = state
+        .limiter
+        .admit(&tenant.id, &limits)
+        .await
+        .map_err(|refusal| {
+            state.metrics.refused(&refusal);
+            match refusal {
+                Refusal::RateLimited { retry_after } => RouterError::RateLimited { retry_after },
+                Refusal::QuotaExceeded { retry_after } => {
+                    RouterError::QuotaExceeded { retry_after }
+                }
+            }
+        })?;
+    let targets = state.upstreams.order(
+        state
+            .placement()
+            .cells_for(&tenant.id, tenant.pin.as_deref()),
+        tokio::time::Instant::now(),
+    );
     if targets.is_empty() {
         return Err(RouterError::NoCell);
     }
@@ -169,16 +207,31 @@ async fn route(
         };
         let placement = state.placement();
         let members = placement.replicas_of(&tenant.id, tenant.pin.as_deref());
-        return replicate(state, &signing_key, &members, &hint, &forwarded).await;
+        let mut response = replicate(state, &signing_key, &members, &hint, &forwarded).await?;
+        quota_headers(&mut response, &limits, used_today);
+        return Ok(response);
     }
     let idempotent = is_idempotent(&parts.method, parts.uri.path());
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let mut failures: Vec<String> = Vec::new();
+    let mut busy = 0;
 
     for (attempt, target) in targets.iter().enumerate() {
         if attempt > 0 {
             state.metrics.failovers.inc();
         }
+        let Some(slot) = state.upstreams.try_acquire(&target.cell) else {
+            state
+                .metrics
+                .upstream
+                .get_or_create(&CellLabels {
+                    cell: target.cell.to_string(),
+                    outcome: "at_limit",
+                })
+                .inc();
+            busy += 1;
+            continue;
+        };
         let outgoing = signed_request(
             state,
             &signing_key,
@@ -198,6 +251,14 @@ async fn route(
             cell: target.cell.to_string(),
             outcome: o,
         };
+        let failed = |state: &ProxyState| {
+            if state
+                .upstreams
+                .record_failure(&target.cell, tokio::time::Instant::now())
+            {
+                state.metrics.ejections.inc();
+            }
+        };
         match result {
             Err(_) => {
                 state
@@ -205,9 +266,11 @@ async fn route(
                     .upstream
                     .get_or_create(&outcome("timeout"))
                     .inc();
+                failed(state);
                 return Err(RouterError::DeadlineExceeded);
             }
             Ok(Err(e)) if e.is_connect() => {
+                failed(state);
                 state
                     .metrics
                     .upstream
@@ -222,6 +285,7 @@ async fn route(
                     .upstream
                     .get_or_create(&outcome("error"))
                     .inc();
+                failed(state);
                 tracing::warn!(cell = %target.cell, error = %e, "cell request failed");
                 failures.push(format!("{}: {e}", target.cell));
                 if !idempotent {
@@ -236,6 +300,7 @@ async fn route(
                     .upstream
                     .get_or_create(&outcome("server_error"))
                     .inc();
+                failed(state);
                 tracing::warn!(cell = %target.cell, status = %resp.status(), "cell failed, trying the next one");
                 failures.push(format!("{}: HTTP {}", target.cell, resp.status()));
             }
@@ -245,10 +310,33 @@ async fn route(
                     .upstream_seconds
                     .observe(started.elapsed().as_secs_f64());
                 state.metrics.upstream.get_or_create(&outcome("ok")).inc();
+                if resp.status().is_server_error() {
+                    failed(state);
+                } else {
+                    state.upstreams.record_success(&target.cell);
+                }
                 tracing::Span::current().record("cell", &*target.cell);
-                return Ok(relay(resp));
+                if let Some(tokens) = resp
+                    .headers()
+                    .get(USAGE_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    // Counted off the response path; the next lease reads the total.
+                    let limiter = state.limiter.clone();
+                    let tenant = tenant.id.clone();
+                    tokio::spawn(async move {
+                        limiter.record_usage(&tenant, &limits, tokens).await;
+                    });
+                }
+                let mut response = relay(resp, slot);
+                quota_headers(&mut response, &limits, used_today);
+                return Ok(response);
             }
         }
+    }
+    if busy == targets.len() {
+        return Err(RouterError::Overloaded);
     }
     Err(RouterError::AllCellsFailed(failures.join("; ")))
 }
@@ -466,8 +554,9 @@ async fn replay_to(state: &ProxyState, key: &[u8], target: &Target) {
     }
 }
 
-/// Streams a cell's response back to the client.
-fn relay(resp: reqwest::Response) -> Response {
+/// Streams a cell's response back to the client, holding the cell's
+/// in-flight slot until the last byte is through.
+fn relay(resp: reqwest::Response, slot: InFlight) -> Response {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::with_capacity(resp.headers().len());
     for (name, value) in resp.headers() {
@@ -481,7 +570,11 @@ fn relay(resp: reqwest::Response) -> Response {
             headers.insert(n, v);
         }
     }
-    let mut response = Response::new(Body::from_stream(resp.bytes_stream()));
+    let body = futures::StreamExt::map(resp.bytes_stream(), move |chunk| {
+        let _held = &slot;
+        chunk
+    });
+    let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response

@@ -13,13 +13,19 @@ use control_plane::store::Store;
 use control_plane::watch::ClusterWatch;
 
 use crate::config::Config;
+use crate::limits::Limiter;
 use crate::metrics::RouterMetrics;
 use crate::placement::Placement;
 use crate::proxy::{ProxyState, forward};
 use crate::replication::Hints;
+use crate::upstreams::Upstreams;
 
 /// Routes without authentication: health, readiness and metrics. Everything
 /// else is a tenant route and requires an API key.
+/// A rate-limit lease that takes longer than this is given up on and the
+/// router limits on its own for a while: Redis must not slow every request.
+const RATE_LIMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub const UNAUTHENTICATED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// The service. Every tenant route goes through `forward`, which
@@ -70,6 +76,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.redis_url.as_deref(),
         std::time::Duration::from_millis(500),
     )?;
+    let limiter = Arc::new(Limiter::new(
+        config.redis_url.as_deref(),
+        RATE_LIMIT_TIMEOUT,
+    )?);
+    if config.redis_url.is_none() {
+        tracing::warn!("no redis configured: tenant rate limits are enforced per router");
+    }
     let state = Arc::new(ProxyState {
         config: config.clone(),
         cluster,
@@ -77,6 +90,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         http,
         metrics,
         hints,
+        limiter,
+        upstreams: Upstreams::new(config.outliers, config.max_in_flight_per_cell),
     });
     let replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
     let placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));

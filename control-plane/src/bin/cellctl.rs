@@ -67,6 +67,18 @@ enum TenantsCommand {
         /// Semantic-cache similarity threshold for this tenant; "default" clears it.
         #[arg(long)]
         cache_threshold: Option<String>,
+        /// The tenant's own sustained request rate (requests/s), replacing its plan's limits.
+        #[arg(long, requires = "burst")]
+        rps: Option<f64>,
+        /// Requests allowed at once above the rate; with --rps.
+        #[arg(long, requires = "rps")]
+        burst: Option<u32>,
+        /// LLM tokens per UTC day; with --rps; leave out for no quota.
+        #[arg(long, requires = "rps")]
+        tokens_per_day: Option<u64>,
+        /// Drop the tenant's own limits and use its plan's again.
+        #[arg(long, conflicts_with = "rps")]
+        plan_limits: bool,
     },
 }
 
@@ -133,15 +145,19 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot reach the control plane at {base}"))?;
             let list: List = read(resp).await?;
-            println!("{:<24} {:<12} {:<24} KEYS", "TENANT", "PLAN", "PIN");
+            println!(
+                "{:<24} {:<12} {:<24} {:<12} LIMITS",
+                "TENANT", "PLAN", "PIN", "KEYS"
+            );
             for t in list.tenants {
                 let pin = t.pin.map(|p| p.join(",")).unwrap_or_else(|| "-".into());
                 println!(
-                    "{:<24} {:<12} {:<24} {}",
+                    "{:<24} {:<12} {:<24} {:<12} {}",
                     t.id,
                     t.plan,
                     pin,
-                    t.key_hints.join(",")
+                    t.key_hints.join(","),
+                    describe_limits(&t.limits)
                 );
             }
         }
@@ -150,6 +166,10 @@ async fn main() -> anyhow::Result<()> {
             plan,
             pin,
             cache_threshold,
+            rps,
+            burst,
+            tokens_per_day,
+            plan_limits,
         }) => {
             let mut update = control_plane::admin::UpdateTenant {
                 plan,
@@ -177,6 +197,15 @@ async fn main() -> anyhow::Result<()> {
                     )
                 });
             }
+            if plan_limits {
+                update.limits = Some(None);
+            } else if let (Some(rps), Some(burst)) = (rps, burst) {
+                update.limits = Some(Some(control_plane::model::TenantLimits {
+                    requests_per_second: rps,
+                    burst,
+                    tokens_per_day,
+                }));
+            }
             let resp = http
                 .patch(format!("{base}/admin/tenants/{id}"))
                 .header("authorization", &auth)
@@ -186,9 +215,11 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot reach the control plane at {base}"))?;
             let t: TenantSummary = read(resp).await?;
             println!(
-                "tenant {}: plan {}, pin {}, cache threshold {}",
+                "tenant {}: plan {}, limits {}{}, pin {}, cache threshold {}",
                 t.id,
                 t.plan,
+                describe_limits(&t.limits),
+                if t.custom_limits { " (own)" } else { "" },
                 t.pin.map(|p| p.join(",")).unwrap_or_else(|| "-".into()),
                 t.cache_threshold
                     .map(|t| t.to_string())
@@ -265,4 +296,15 @@ async fn read<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow
         bail!("{status}: {message}");
     }
     serde_json::from_slice(&body).context("unexpected response from the control plane")
+}
+
+fn describe_limits(l: &control_plane::model::TenantLimits) -> String {
+    format!(
+        "{} req/s burst {}, {} tokens/day",
+        l.requests_per_second,
+        l.burst,
+        l.tokens_per_day
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "unlimited".into())
+    )
 }

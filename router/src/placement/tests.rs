@@ -35,6 +35,7 @@ fn tenant(id: &str) -> Arc<TenantRecord> {
         plan: "standard".into(),
         pin: None,
         cache_threshold: None,
+        limits: None,
         created_at_ms: 0,
     })
 }

@@ -1,0 +1,360 @@
+//! Per-tenant rate limits and daily token quotas, shared by every router.
+//!
+//! The global state is a token bucket per tenant in Redis, refilled at the
+//! tenant's rate and capped at its burst. A router does not ask Redis for
+//! every request: it *leases* a few tokens at a time (about
+//! [`LEASE_WINDOW`] worth of the tenant's rate) and spends them locally, so
+//! the hot path touches Redis about once per lease. Leased tokens come out of
+//! the shared bucket, so all routers together never exceed the tenant's rate;
+//! unused leases lapse after [`LEASE_TTL`]. When Redis refuses a lease the
+//! router remembers until when, and answers 429 locally until then.
+//!
+//! Token quotas: cells report each answer's LLM tokens in
+//! `x-cellnet-usage-tokens`; the router adds them to the tenant's counter for
+//! the UTC day in Redis. Every lease also reads that counter, so each router
+//! knows the tenant's use to within one lease; at or over the quota the
+//! tenant gets 429 until the next UTC midnight.
+//!
+//! Redis unreachable: each router falls back to a bucket of its own at the
+//! tenant's full rate (protective, if per router) and tries Redis again
+//! after [`STORE_RETRY`]. Nothing stops answering because Redis is away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use control_plane::model::TenantLimits;
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+/// How much of a tenant's rate one lease covers.
+pub const LEASE_WINDOW: Duration = Duration::from_millis(50);
+/// Leased tokens not spent by then are dropped.
+pub const LEASE_TTL: Duration = Duration::from_secs(1);
+/// After a Redis failure, how long to use local buckets before trying again.
+pub const STORE_RETRY: Duration = Duration::from_secs(1);
+/// Response header in which a cell reports an answer's LLM tokens.
+pub const USAGE_HEADER: &str = common::headers::USAGE_TOKENS;
+const SECONDS_PER_DAY: u64 = 86_400;
+
+/// Takes up to ARGV[3] tokens from the bucket KEYS[1] (rate ARGV[1]/s, burst
+/// ARGV[2]) on Redis's own clock, and returns {granted, ms until a token is
+/// due, tokens used today (KEYS[2])}.
+const LEASE_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1])
+local ts = tonumber(b[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+local granted = math.min(want, math.floor(tokens))
+tokens = tokens - granted
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+local wait = 0
+if granted == 0 then
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+return {granted, wait, used}
+"#;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    RateLimited { retry_after: Duration },
+    QuotaExceeded { retry_after: Duration },
+}
+
+/// The state one router keeps for one tenant.
+#[derive(Debug)]
+struct TenantBudget {
+    leased: u32,
+    lease_expires: Instant,
+    denied_until: Option<Instant>,
+    /// (UTC day, tokens used that day as last seen).
+    used: (u64, u64),
+    /// Local bucket used while Redis is unreachable: (tokens, last refill).
+    fallback: (f64, Instant),
+}
+
+impl TenantBudget {
+    fn new(now: Instant, limits: &TenantLimits) -> Self {
+        Self {
+            leased: 0,
+            lease_expires: now,
+            denied_until: None,
+            used: (0, 0),
+            fallback: (f64::from(limits.burst), now),
+        }
+    }
+
+    fn take_fallback(&mut self, now: Instant, limits: &TenantLimits) -> Result<(), Refusal> {
+        let (tokens, last) = self.fallback;
+        let refilled = (tokens
+            + now.duration_since(last).as_secs_f64() * limits.requests_per_second)
+            .min(f64::from(limits.burst));
+        if refilled >= 1.0 {
+            self.fallback = (refilled - 1.0, now);
+            Ok(())
+        } else {
+            self.fallback = (refilled, now);
+            Err(Refusal::RateLimited {
+                retry_after: Duration::from_secs_f64((1.0 - refilled) / limits.requests_per_second),
+            })
+        }
+    }
+}
+
+/// What the limiter needs from the shared store.
+#[derive(Clone)]
+struct Store {
+    client: redis::Client,
+    conn: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+    script: redis::Script,
+    timeout: Duration,
+}
+
+impl Store {
+    async fn conn(&self) -> Result<ConnectionManager, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = tokio::time::timeout(self.timeout, ConnectionManager::new(self.client.clone()))
+            .await
+            .map_err(|_| "timed out connecting".to_owned())?
+            .map_err(|e| e.to_string())?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn lease(
+        &self,
+        tenant: &str,
+        day: u64,
+        limits: &TenantLimits,
+        want: u32,
+    ) -> Result<(u32, Duration, u64), String> {
+        let mut conn = self.conn().await?;
+        let mut invocation = self.script.prepare_invoke();
+        invocation
+            .key(bucket_key(tenant))
+            .key(usage_key(tenant, day))
+            .arg(limits.requests_per_second)
+            .arg(limits.burst)
+            .arg(want);
+        let reply: (u32, u64, u64) =
+            tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
+                .await
+                .map_err(|_| "timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+        Ok((reply.0, Duration::from_millis(reply.1), reply.2))
+    }
+
+    async fn add_usage(&self, tenant: &str, day: u64, tokens: u64) -> Result<u64, String> {
+        let mut conn = self.conn().await?;
+        let key = usage_key(tenant, day);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .incr(&key, tokens)
+            .expire(&key, (2 * SECONDS_PER_DAY) as i64)
+            .ignore();
+        let (total,): (u64,) = tokio::time::timeout(self.timeout, pipe.query_async(&mut conn))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok(total)
+    }
+}
+
+// One hash tag per tenant: in a Redis Cluster both keys of a lease share a slot.
+fn bucket_key(tenant: &str) -> String {
+    format!("cn:rl:{{{tenant}}}")
+}
+
+fn usage_key(tenant: &str, day: u64) -> String {
+    format!("cn:usage:{{{tenant}}}:{day}")
+}
+
+/// Today's UTC day number and the time left until it ends.
+fn utc_day() -> (u64, Duration) {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    (
+        secs / SECONDS_PER_DAY,
+        Duration::from_secs(SECONDS_PER_DAY - secs % SECONDS_PER_DAY),
+    )
+}
+
+/// Counts of the limiter's decisions, for metrics.
+#[derive(Debug, Default)]
+pub struct LimiterStats {
+    pub store_round_trips: std::sync::atomic::AtomicU64,
+    pub store_errors: std::sync::atomic::AtomicU64,
+}
+
+pub struct Limiter {
+    store: Option<Store>,
+    budgets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantBudget>>>>,
+    /// Until when Redis is not asked again after a failure.
+    store_down_until: Mutex<Option<Instant>>,
+    pub stats: LimiterStats,
+}
+
+impl Limiter {
+    /// A limiter sharing its buckets through Redis at `url`, or keeping them
+    /// per router without one.
+    pub fn new(url: Option<&str>, timeout: Duration) -> Result<Self, redis::RedisError> {
+        let store = url
+            .map(|u| -> Result<Store, redis::RedisError> {
+                Ok(Store {
+                    client: redis::Client::open(u)?,
+                    conn: Arc::default(),
+                    script: redis::Script::new(LEASE_SCRIPT),
+                    timeout,
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            store,
+            budgets: Mutex::default(),
+            store_down_until: Mutex::default(),
+            stats: LimiterStats::default(),
+        })
+    }
+
+    fn budget(&self, tenant: &str, limits: &TenantLimits) -> Arc<tokio::sync::Mutex<TenantBudget>> {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        budgets
+            .entry(tenant.to_owned())
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(TenantBudget::new(
+                    Instant::now(),
+                    limits,
+                )))
+            })
+            .clone()
+    }
+
+    fn store_usable(&self, now: Instant) -> Option<&Store> {
+        let down = self
+            .store_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match *down {
+            Some(until) if now < until => None,
+            _ => self.store.as_ref(),
+        }
+    }
+
+    fn store_failed(&self, error: &str) {
+        self.stats
+            .store_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%error, "rate-limit store unavailable; limiting per router for now");
+        *self
+            .store_down_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + STORE_RETRY);
+    }
+
+    /// Admits one request of `tenant` and returns the tokens it has used
+    /// today as far as this router knows; or says why not and for how long.
+    pub async fn admit(&self, tenant: &str, limits: &TenantLimits) -> Result<u64, Refusal> {
+        let budget = self.budget(tenant, limits);
+        let mut b = budget.lock().await;
+        let now = Instant::now();
+        let (day, until_midnight) = utc_day();
+        if let Some(quota) = limits.tokens_per_day
+            && b.used.0 == day
+            && b.used.1 >= quota
+        {
+            return Err(Refusal::QuotaExceeded {
+                retry_after: until_midnight,
+            });
+        }
+        if let Some(until) = b.denied_until {
+            if now < until {
+                return Err(Refusal::RateLimited {
+                    retry_after: until - now,
+                });
+            }
+            b.denied_until = None;
+        }
+        let used_today = if b.used.0 == day { b.used.1 } else { 0 };
+        if b.leased > 0 && now < b.lease_expires {
+            b.leased -= 1;
+            return Ok(used_today);
+        }
+        let Some(store) = self.store_usable(now) else {
+            return b.take_fallback(now, limits).map(|()| used_today);
+        };
+        let want = ((limits.requests_per_second * LEASE_WINDOW.as_secs_f64()).ceil() as u32)
+            .clamp(1, limits.burst);
+        self.stats
+            .store_round_trips
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match store.lease(tenant, day, limits, want).await {
+            Ok((granted, wait, used)) => {
+                b.used = (day, used);
+                if let Some(quota) = limits.tokens_per_day
+                    && used >= quota
+                {
+                    return Err(Refusal::QuotaExceeded {
+                        retry_after: until_midnight,
+                    });
+                }
+                if granted == 0 {
+                    let wait = wait.max(Duration::from_millis(1));
+                    b.denied_until = Some(now + wait);
+                    return Err(Refusal::RateLimited { retry_after: wait });
+                }
+                b.leased = granted - 1;
+                b.lease_expires = now + LEASE_TTL;
+                Ok(used)
+            }
+            Err(e) => {
+                self.store_failed(&e);
+                b.take_fallback(now, limits).map(|()| used_today)
+            }
+        }
+    }
+
+    /// Adds an answer's LLM tokens to the tenant's count for today.
+    pub async fn record_usage(&self, tenant: &str, limits: &TenantLimits, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let (day, _) = utc_day();
+        let budget = self.budget(tenant, limits);
+        let total = match self.store_usable(Instant::now()) {
+            Some(store) => match store.add_usage(tenant, day, tokens).await {
+                Ok(total) => Some(total),
+                Err(e) => {
+                    self.store_failed(&e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let mut b = budget.lock().await;
+        b.used = match (b.used, total) {
+            (_, Some(total)) => (day, total),
+            ((d, used), None) if d == day => (day, used + tokens),
+            (_, None) => (day, tokens),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;
