@@ -25,19 +25,32 @@ pub struct AppState {
     pub cluster: ClusterWatch,
     pub registry: Arc<prometheus_client::registry::Registry>,
     pub max_body_bytes: usize,
+    /// Tenant requests served at once; beyond it requests are shed (503).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// The router, layers from outside in: body-size limit (413), then, on tenant
-/// routes, the tenant context (401 without one). Every response names the cell.
+/// routes, load shedding (503) and the tenant context (401 without one).
+/// Every response names the cell.
 pub fn routes(state: AppState) -> Router {
     let tenant_routes = Router::new()
         .route("/v1/documents", post(ingest))
         .route("/v1/documents/{id}", delete(delete_document))
         .route("/v1/query", post(query))
         .route("/v1/cache", delete(purge_cache))
+        .route(
+            "/v1/chat/completions",
+            post(crate::openai::chat_completions),
+        )
+        .route("/v1/embeddings", post(crate::openai::embeddings))
+        .route("/v1/models", get(crate::openai::list_models))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             tenant_context,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shed_load,
         ));
     let cell_id = HeaderValue::from_str(&state.cell_id).unwrap_or(HeaderValue::from_static("cell"));
     Router::new()
@@ -54,6 +67,15 @@ pub fn routes(state: AppState) -> Router {
             }
         }))
         .with_state(state)
+}
+
+/// Refuses at once, rather than queueing, what the cell cannot start now:
+/// the router then tries another replica.
+async fn shed_load(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => CellError::Overloaded.into_response(),
+    }
 }
 
 async fn tenant_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -170,7 +192,13 @@ async fn query(
 ) -> Result<Response, CellError> {
     let Json(req) = body.map_err(|e| body_error(e, state.max_body_bytes))?;
     let answer = state.orchestrator.query(&ctx, req).await?;
-    Ok(Json(answer).into_response())
+    let tokens = answer.tokens_spent();
+    let mut response = Json(answer).into_response();
+    response.headers_mut().insert(
+        common::headers::USAGE_TOKENS,
+        HeaderValue::from(u64::from(tokens)),
+    );
+    Ok(response)
 }
 
 async fn purge_cache(

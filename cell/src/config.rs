@@ -196,6 +196,15 @@ struct RawLimits {
     max_documents: usize,
     #[serde(default = "default_max_query_chars")]
     max_query_chars: usize,
+    #[serde(default = "default_max_concurrent")]
+    max_concurrent_requests: usize,
+}
+
+/// Tenant requests one cell serves at once; the rest are shed (503).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+
+fn default_max_concurrent() -> usize {
+    DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 
 impl Default for RawLimits {
@@ -204,6 +213,7 @@ impl Default for RawLimits {
             max_body_bytes: default_max_body(),
             max_documents: default_max_documents(),
             max_query_chars: default_max_query_chars(),
+            max_concurrent_requests: default_max_concurrent(),
         }
     }
 }
@@ -267,6 +277,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_documents: usize,
     pub max_query_chars: usize,
+    pub max_concurrent_requests: usize,
 }
 
 /// The validated cell configuration.
@@ -398,6 +409,11 @@ impl RawConfig {
             "must be at least 1",
         );
         e.check(
+            self.limits.max_concurrent_requests >= 1,
+            "limits.max_concurrent_requests",
+            "must be at least 1",
+        );
+        e.check(
             self.limits.max_query_chars >= 1,
             "limits.max_query_chars",
             "must be at least 1",
@@ -490,6 +506,7 @@ impl RawConfig {
                 max_body_bytes: self.limits.max_body_bytes,
                 max_documents: self.limits.max_documents,
                 max_query_chars: self.limits.max_query_chars,
+                max_concurrent_requests: self.limits.max_concurrent_requests,
             },
             embedding_lru_capacity: self.embedding.lru_capacity,
             providers,

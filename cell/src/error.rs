@@ -22,6 +22,8 @@ pub enum CellError {
     NotFound(String),
     #[error("the cell is not ready: {0}")]
     NotReady(String),
+    #[error("the cell is at its concurrency limit; retry shortly")]
+    Overloaded,
     #[error(transparent)]
     Embedding(#[from] EmbedError),
     #[error(transparent)]
@@ -37,7 +39,7 @@ impl CellError {
             CellError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             CellError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             CellError::NotFound(_) => StatusCode::NOT_FOUND,
-            CellError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CellError::NotReady(_) | CellError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             CellError::Embedding(_) | CellError::Vector(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CellError::AllProvidersFailed(_) => StatusCode::BAD_GATEWAY,
         }
@@ -50,6 +52,7 @@ impl CellError {
             CellError::Unauthenticated(_) => "unauthenticated",
             CellError::NotFound(_) => "not_found",
             CellError::NotReady(_) => "not_ready",
+            CellError::Overloaded => "overloaded",
             CellError::Embedding(_) | CellError::Vector(_) => "internal",
             CellError::AllProvidersFailed(_) => "upstream_unavailable",
         }
@@ -71,11 +74,18 @@ impl IntoResponse for CellError {
             }
             other => other.to_string(),
         };
-        (
+        let mut response = (
             status,
             Json(json!({"error": {"type": self.kind(), "message": message}})),
         )
-            .into_response()
+            .into_response();
+        if matches!(self, CellError::Overloaded) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ingest;
 pub mod llm;
 pub mod metrics;
+pub mod openai;
 pub mod pipeline;
 pub mod server;
 pub mod vector;

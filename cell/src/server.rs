@@ -115,6 +115,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster,
         registry,
         max_body_bytes: config.limits.max_body_bytes,
+        in_flight: Arc::new(tokio::sync::Semaphore::new(
+            config.limits.max_concurrent_requests,
+        )),
     });
 
     let listener = tokio::net::TcpListener::bind(config.listen).await?;

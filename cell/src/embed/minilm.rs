@@ -14,6 +14,8 @@ use super::{EmbedError, Embedder, MINILM_DIMENSIONS};
 
 /// The model's positional limit as trained for sentence embeddings.
 pub const MAX_TOKENS: usize = 256;
+/// The model's name as the OpenAI-compatible API lists it.
+pub const MODEL_ID: &str = "all-MiniLM-L6-v2";
 
 pub struct MiniLm {
     model: BertModel,

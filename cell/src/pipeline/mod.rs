@@ -58,6 +58,17 @@ pub struct QueryResponse {
     pub cell: String,
 }
 
+impl QueryResponse {
+    /// LLM tokens this answer cost now: none for cache hits and fallbacks.
+    pub fn tokens_spent(&self) -> u32 {
+        if self.cache == "hit" || self.fallback.is_some() {
+            0
+        } else {
+            self.usage.total_tokens
+        }
+    }
+}
+
 /// Who is asking, as established by the router.
 #[derive(Debug, Clone)]
 pub struct RequestContext {

@@ -4,6 +4,10 @@
 //! and each latency is measured from the moment the request was due, so a
 //! stall shows up in the percentiles instead of hiding behind it
 //! (no coordinated omission). Bounded by `--duration`; stops by itself.
+//!
+//! With `--cell-key-hex` and `--tenant` it signs each request as a router
+//! would, so the same load can go straight to a cell: the difference between
+//! the two runs is what the router adds.
 
 use std::time::Duration;
 
@@ -39,6 +43,44 @@ struct Args {
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Sign requests with this router↔cell key (hex), to call a cell directly.
+    #[arg(long, requires = "tenant")]
+    cell_key_hex: Option<String>,
+    /// The tenant signed requests act for.
+    #[arg(long, requires = "cell_key_hex")]
+    tenant: Option<String>,
+}
+
+/// What a signed request needs.
+struct Signer {
+    key: Vec<u8>,
+    tenant: String,
+    method: &'static str,
+    path_and_query: String,
+}
+
+impl Signer {
+    fn headers(&self, body: &[u8], i: u64) -> Vec<(&'static str, String)> {
+        let request_id = format!("loadgen-{i}");
+        let timestamp = common::signing::now_secs();
+        let signature = common::signing::sign(
+            &self.key,
+            &common::signing::SignedParts {
+                method: self.method,
+                path_and_query: &self.path_and_query,
+                tenant: &self.tenant,
+                request_id: &request_id,
+                timestamp,
+                body,
+            },
+        );
+        vec![
+            (common::headers::TENANT, self.tenant.clone()),
+            (common::headers::REQUEST_ID, request_id),
+            (common::signing::TIMESTAMP_HEADER, timestamp.to_string()),
+            (common::signing::SIGNATURE_HEADER, signature),
+        ]
+    }
 }
 
 struct Outcome {
@@ -75,6 +117,22 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let body = args.body.clone().map(bytes::Bytes::from);
+    let signer = match (&args.cell_key_hex, &args.tenant) {
+        (Some(hex_key), Some(tenant)) => {
+            let url = reqwest::Url::parse(&args.url).context("--url is not a URL")?;
+            let path_and_query = match url.query() {
+                Some(q) => format!("{}?{q}", url.path()),
+                None => url.path().to_owned(),
+            };
+            Some(std::sync::Arc::new(Signer {
+                key: hex::decode(hex_key.trim()).context("--cell-key-hex is not hex")?,
+                tenant: tenant.clone(),
+                method: if body.is_some() { "POST" } else { "GET" },
+                path_and_query,
+            }))
+        }
+        _ => None,
+    };
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let total = ((args.warmup + args.duration).as_secs_f64() * f64::from(args.rate)) as u64;
     let warmup_count = (args.warmup.as_secs_f64() * f64::from(args.rate)) as u64;
@@ -87,11 +145,17 @@ async fn main() -> anyhow::Result<()> {
             for i in 0..total {
                 let due = start + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(due).await;
-                let request = match &body {
+                let mut request = match &body {
                     Some(b) => client.post(&url).body(b.clone()),
                     None => client.get(&url),
                 }
                 .headers(headers.clone());
+                if let Some(signer) = &signer {
+                    let bytes = body.as_deref().unwrap_or_default();
+                    for (name, value) in signer.headers(bytes, i) {
+                        request = request.header(name, value);
+                    }
+                }
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let status = match request.send().await {

@@ -124,6 +124,8 @@ pub async fn chat_completions(
             "streaming is not served by this simulator version",
         );
     }
+    region_state.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _in_flight = InFlight(&region_state.in_flight);
     let (verdict, delay) = region_state.faults().draw();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -226,6 +228,15 @@ pub async fn chat_completions(
         .into_response()
 }
 
+/// Counts a request out of `in_flight` however its handler ends.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub async fn stats(State(sim): State<Arc<Simulator>>) -> Json<serde_json::Value> {
     let regions: serde_json::Map<String, serde_json::Value> = sim
         .regions
@@ -233,7 +244,11 @@ pub async fn stats(State(sim): State<Arc<Simulator>>) -> Json<serde_json::Value>
         .map(|(name, r)| {
             (
                 name.clone(),
-                json!({"requests": r.requests.load(Ordering::Relaxed)}),
+                json!({
+                    "requests": r.requests.load(Ordering::Relaxed),
+                    "failed": r.failed.load(Ordering::Relaxed),
+                    "in_flight": r.in_flight.load(Ordering::Relaxed),
+                }),
             )
         })
         .collect();

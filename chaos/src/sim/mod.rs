@@ -31,6 +31,8 @@ pub struct Region {
     pub requests: AtomicU64,
     /// Requests failed by injected faults.
     pub failed: AtomicU64,
+    /// Requests being worked on (waiting out injected latency included).
+    pub in_flight: AtomicU64,
 }
 
 impl Region {
@@ -59,6 +61,7 @@ impl Simulator {
                         config: r,
                         requests: AtomicU64::new(0),
                         failed: AtomicU64::new(0),
+                        in_flight: AtomicU64::new(0),
                     },
                 )
             })
