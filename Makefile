@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: up down test setup build lint fmt
+.PHONY: up down test setup build lint fmt bench-router
 
 up: setup build
 	scripts/up.sh
@@ -29,3 +29,8 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Router overhead under open-loop load; needs `CELLNET_PROFILE=release make up` running.
+bench-router:
+	$(CARGO) build --release --workspace --bins
+	scripts/bench-router.sh

@@ -181,7 +181,14 @@ The system is up. Credentials are in .local/demo.env; logs in .local/logs/.
        -d '{"query": "What does make up start?", "top_k": 5}'
 
 Ask the same question again for a cache hit; \$API_KEY_2 is a second tenant
-that sees none of the first one's documents. Operators:
+that sees none of the first one's documents. OpenAI SDKs work with base URL
+\$ROUTER_URL/v1 and the tenant's key as API key:
+
+  curl -s \$ROUTER_URL/v1/chat/completions -H "Authorization: Bearer \$API_KEY" \\
+       -H 'content-type: application/json' \\
+       -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What does make up start?"}]}'
+
+Operators:
   ADMIN_URL=\$ADMIN_URL ADMIN_TOKEN=\$ADMIN_TOKEN $bin_dir/cellctl cells list
 Stop everything with: make down
 MSG

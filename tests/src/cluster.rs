@@ -17,6 +17,8 @@ pub struct ClusterOptions {
     /// (cell id, region) of each cell.
     pub cells: Vec<(String, String)>,
     pub router_max_body_bytes: usize,
+    /// Extra router settings, merged into its config.
+    pub router_settings: Value,
 }
 
 impl Default for ClusterOptions {
@@ -24,6 +26,7 @@ impl Default for ClusterOptions {
         Self {
             cells: vec![("cell-a".into(), "eu-west".into())],
             router_max_body_bytes: 1024 * 1024,
+            router_settings: json!({}),
         }
     }
 }
@@ -114,16 +117,20 @@ impl Cluster {
         }
 
         let router_config = dir.path().join("router.yaml");
-        write(
-            &router_config,
-            &json!({
-                "listen": "127.0.0.1:0",
-                "etcd": etcd_section,
-                "request_timeout": "30s",
-                "max_body_bytes": options.router_max_body_bytes,
-                "redis": {"url": redis.url},
-            }),
-        )?;
+        let mut router_settings = json!({
+            "listen": "127.0.0.1:0",
+            "etcd": etcd_section,
+            "request_timeout": "30s",
+            "max_body_bytes": options.router_max_body_bytes,
+            "redis": {"url": redis.url},
+        });
+        if let (Some(base), Some(extra)) = (
+            router_settings.as_object_mut(),
+            options.router_settings.as_object(),
+        ) {
+            base.extend(extra.clone());
+        }
+        write(&router_config, &router_settings)?;
         let router = Service::start("router", &router_config, &[], logs)?;
         let cluster = Self {
             etcd,
@@ -164,11 +171,15 @@ impl Cluster {
 
     /// Creates a tenant through the admin API; returns its API key.
     pub async fn create_tenant(&self, id: &str) -> anyhow::Result<String> {
+        self.create_tenant_on_plan(id, "standard").await
+    }
+
+    pub async fn create_tenant_on_plan(&self, id: &str, plan: &str) -> anyhow::Result<String> {
         let resp = self
             .http
             .post(format!("{}/admin/tenants", self.control_plane.url))
             .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"id": id}))
+            .json(&json!({"id": id, "plan": plan}))
             .send()
             .await?;
         let status = resp.status();
@@ -223,6 +234,40 @@ impl Cluster {
         Ok((status, body, headers))
     }
 
+    pub async fn get(
+        &self,
+        key: &str,
+        path: &str,
+    ) -> anyhow::Result<(u16, Value, reqwest::header::HeaderMap)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.router.url))
+            .bearer_auth(key)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Ok((status, body, headers))
+    }
+
+    /// Changes a tenant through the admin API (`PATCH /admin/tenants/{id}`).
+    pub async fn update_tenant(&self, id: &str, update: &Value) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .patch(format!("{}/admin/tenants/{id}", self.control_plane.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(update)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("updating tenant {id}: {status} {body}");
+        }
+        Ok(body)
+    }
+
     /// The router-cell signing key, read from etcd as routers read it.
     pub async fn cell_auth_key(&self) -> anyhow::Result<Vec<u8>> {
         let keys = control_plane::model::Keys::new("/cellnet/");
@@ -243,6 +288,18 @@ impl Cluster {
             .json()
             .await?;
         Ok(stats["regions"][region]["requests"].as_u64().unwrap_or(0))
+    }
+
+    /// Requests a simulator region is working on right now.
+    pub async fn provider_in_flight(&self, region: &str) -> anyhow::Result<u64> {
+        let stats: Value = self
+            .http
+            .get(format!("{}/sim/stats", self.sim.url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(stats["regions"][region]["in_flight"].as_u64().unwrap_or(0))
     }
 
     /// Replaces a simulator region's fault profile.

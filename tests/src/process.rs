@@ -49,6 +49,24 @@ impl Guard {
             let _ = c.wait();
         }
     }
+
+    /// Sends SIGTERM, asking for a graceful shutdown; returns at once.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("the process is gone")?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill -TERM {} failed", child.id());
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit and returns how it did.
+    pub fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("the process is gone")?;
+        Ok(child.wait()?)
+    }
 }
 
 impl Drop for Guard {

@@ -30,6 +30,7 @@ fn tenant(id: &str) -> TenantRecord {
         plan: "standard".to_owned(),
         pin: None,
         cache_threshold: None,
+        limits: None,
         created_at_ms: 0,
     }
 }

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# What the router adds: the same open-loop load (loadgen) through the router
+# and straight to the tenant's cell (requests signed as a router would), at
+# each rate in RATES, reporting p50/p99/p99.9 of both and the router's memory.
+#
+# Needs the system running (`CELLNET_PROFILE=release make up` for numbers
+# worth recording). The request is a question the cell answers from its
+# exact cache tier: one Redis round trip, no model, no provider.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+RATES="${RATES:-1000 5000}"
+DURATION="${DURATION:-20s}"
+bin_dir="${CARGO_TARGET_DIR:-$root/target}/${CELLNET_PROFILE:-release}"
+[[ -f .local/demo.env ]] || { echo "bench-router: start the system first (make up)" >&2; exit 1; }
+# shellcheck disable=SC1091
+source .local/demo.env
+export ADMIN_URL ADMIN_TOKEN
+etcd_port="${ETCD_PORT:-12379}"
+
+tenant="bench-$(date +%s)"
+key="$("$bin_dir/cellctl" tenants create "$tenant" --plan enterprise --quiet)"
+# Limits far above the load, so that the limiter's work is measured, not its refusals.
+"$bin_dir/cellctl" tenants set "$tenant" --rps 1000000 --burst 1000000 >/dev/null
+auth=(-H "Authorization: Bearer $key" -H 'content-type: application/json')
+deadline=$((SECONDS + 15))
+until curl -fsS -o /dev/null -X DELETE "$ROUTER_URL/v1/cache" "${auth[@]}" 2>/dev/null; do
+  (( SECONDS < deadline )) || { echo "bench-router: tenant never became usable" >&2; exit 1; }
+  sleep 0.1
+done
+curl -fsS -o /dev/null "$ROUTER_URL/v1/documents" "${auth[@]}" \
+  -d '{"documents": [{"id": "shipping", "text": "Orders ship from our warehouse in Lyon. Delivery takes three to five days."}]}'
+body='{"query": "Where do orders ship from?"}'
+# The first answer fills the cache; the cell that served it is the one to load directly.
+cell="$(curl -fsS -D - -o /dev/null "$ROUTER_URL/v1/query" "${auth[@]}" -d "$body" | tr -d '\r' | awk -F': ' 'tolower($1)=="x-cellnet-cell"{print $2}')"
+cache="$(curl -fsS "$ROUTER_URL/v1/query" "${auth[@]}" -d "$body" | python3 -c 'import json,sys; print(json.load(sys.stdin)["cache"])')"
+[[ "$cache" == hit ]] || { echo "bench-router: the warm-up question is not a cache hit ($cache)" >&2; exit 1; }
+cell_url="$("$bin_dir/cellctl" cells list | awk -v c="$cell" '$1==c{for(i=1;i<=NF;i++) if ($i ~ /^http:/) print $i}' | head -1)"
+[[ -n "$cell_url" ]] || { echo "bench-router: cannot find the endpoint of $cell" >&2; exit 1; }
+cell_key="$(etcdctl --endpoints "http://127.0.0.1:$etcd_port" get /cellnet/secrets/cell-auth --print-value-only)"
+router_pid="$(pgrep -f "$bin_dir/router" | head -1)"
+
+echo "tenant $tenant on $cell ($cell_url); $(nproc) cores; $DURATION per run"
+for rate in $RATES; do
+  via_router="$("$bin_dir/loadgen" --url "$ROUTER_URL/v1/query" --rate "$rate" --duration "$DURATION" \
+    --body "$body" -H "Authorization: Bearer $key" --json)"
+  rss_kib="$(awk '/VmRSS/{print $2}' "/proc/$router_pid/status")"
+  direct="$("$bin_dir/loadgen" --url "$cell_url/v1/query" --rate "$rate" --duration "$DURATION" \
+    --body "$body" --cell-key-hex "$cell_key" --tenant "$tenant" --json)"
+  python3 - "$rate" "$via_router" "$direct" "$rss_kib" <<'PY'
+import json, sys
+rate, r, d, rss = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
+print(f"rate {rate}/s  router RSS {rss/1024:.1f} MiB")
+for name, x in (("router", r), ("cell direct", d)):
+    print(f"  {name:12} ok {x['ok']:>7} failed {x['failed']}  achieved {x['achieved_rate']:.0f}/s  "
+          f"p50 {x['p50_ms']:.3f}  p99 {x['p99_ms']:.3f}  p99.9 {x['p999_ms']:.3f}  max {x['max_ms']:.3f} ms")
+print(f"  added        p50 {r['p50_ms']-d['p50_ms']:+.3f}  p99 {r['p99_ms']-d['p99_ms']:+.3f}  "
+      f"p99.9 {r['p999_ms']-d['p999_ms']:+.3f} ms")
+PY
+done

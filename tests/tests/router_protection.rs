@@ -1,0 +1,261 @@
+//! The router protects cells and tenants from each other: per-tenant rate
+//! limits and token quotas (429 with Retry-After), per-cell concurrency
+//! limits (503 with Retry-After), and a shutdown that finishes what it took.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
+
+use std::time::Duration;
+
+use e2e::{Cluster, ClusterOptions};
+use serde_json::json;
+
+const SHIPPING: &str = "Shipping. Orders ship from our warehouse in Lyon. \
+Standard delivery takes three to five days inside the European Union.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_rate_gets_429_and_others_do_not() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    // The free plan: 2 requests/s, bursts of 10.
+    let free = cluster.create_tenant_on_plan("freeloader", "free").await?;
+    let paying = cluster.create_tenant("initech").await?;
+    cluster.wait_for_tenant(&free).await?;
+    cluster.wait_for_tenant(&paying).await?;
+
+    let sends = (0..30).map(|_| cluster.get(&free, "/v1/models"));
+    let results = futures_join(sends).await;
+    let ok = results.iter().filter(|(s, _, _)| *s == 200).count();
+    let limited: Vec<_> = results.iter().filter(|(s, _, _)| *s == 429).collect();
+    assert!(
+        (5..=12).contains(&ok),
+        "{ok} of 30 admitted at once on a burst of 10"
+    );
+    assert_eq!(ok + limited.len(), 30);
+    let (_, body, headers) = limited[0];
+    assert_eq!(body["error"]["type"], "rate_limited", "{body}");
+    let retry: u64 = headers["retry-after"].to_str()?.parse()?;
+    assert!((1..=1).contains(&retry), "retry-after {retry}");
+
+    // The paying tenant is unaffected.
+    let (status, _, _) = cluster.get(&paying, "/v1/models").await?;
+    assert_eq!(status, 200);
+
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.router.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("cellnet_router_refusals_total{reason=\"rate_limited\"}"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+async fn futures_join<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut out = Vec::new();
+    let handles: Vec<F> = futures.collect();
+    for r in futures::future::join_all(handles).await {
+        out.push(r.expect("request failed"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_token_quota_is_refused_until_midnight() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster.create_tenant("hooli").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    cluster
+        .update_tenant(
+            "hooli",
+            &json!({"limits": {"requests_per_second": 100.0, "burst": 100, "tokens_per_day": 50}}),
+        )
+        .await?;
+    // The router applies the change through its watch; its quota headers tell when.
+    wait_until(|| async {
+        let (_, _, h) = cluster.get(&key, "/v1/models").await.unwrap();
+        h.get("x-ratelimit-limit-tokens")
+            .is_some_and(|v| v.as_bytes() == b"50")
+    })
+    .await;
+
+    let (status, answer, headers) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "Where do orders ship from?"}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    let spent: u64 = headers["x-cellnet-usage-tokens"].to_str()?.parse()?;
+    assert!(spent > 50, "the answer cost {spent} tokens");
+
+    // The count reaches the router off the response path; then it refuses.
+    wait_until(|| async {
+        let (status, body, _) = cluster.get(&key, "/v1/models").await.unwrap();
+        status == 429 && body["error"]["type"] == "quota_exceeded"
+    })
+    .await;
+    let (status, body, headers) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "How long does delivery take?"}),
+        )
+        .await?;
+    assert_eq!(status, 429, "{body}");
+    let retry: u64 = headers["retry-after"].to_str()?.parse()?;
+    assert!((1..=86_400).contains(&retry));
+
+    // An operator lifts the quota; the tenant is served again.
+    cluster
+        .update_tenant("hooli", &json!({"limits": null}))
+        .await?;
+    wait_until(|| async {
+        let (status, _, _) = cluster.get(&key, "/v1/models").await.unwrap();
+        status == 200
+    })
+    .await;
+    Ok(())
+}
+
+/// Polls a real condition every 50 ms for up to 10 s.
+async fn wait_until<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_at_their_concurrency_limit_shed_with_503() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        cells: vec![
+            ("cell-a".into(), "eu-west".into()),
+            ("cell-b".into(), "us-east".into()),
+        ],
+        router_settings: json!({"max_in_flight_per_cell": 1}),
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let key = cluster.create_tenant("umbrella").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    // Answers take a while, so requests overlap.
+    for region in ["azure-eastus", "azure-westeurope"] {
+        cluster
+            .set_faults(region, &json!({"latency": "1500ms"}))
+            .await?;
+    }
+    let questions = [
+        "Where do orders ship from?",
+        "How long does standard delivery take?",
+        "Which warehouse sends my order?",
+    ];
+    let bodies: Vec<_> = questions.iter().map(|q| json!({"query": q})).collect();
+    let sends = bodies.iter().map(|b| cluster.post(&key, "/v1/query", b));
+    let results = futures_join(sends).await;
+    let mut statuses: Vec<u16> = results.iter().map(|(s, _, _)| *s).collect();
+    statuses.sort_unstable();
+    // One request per cell at a time: two are served, one on each replica; the third is shed.
+    assert_eq!(statuses, [200, 200, 503], "{results:?}");
+    let served: std::collections::BTreeSet<String> = results
+        .iter()
+        .filter(|(s, _, _)| *s == 200)
+        .map(|(_, _, h)| h["x-cellnet-cell"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(served.len(), 2, "both replicas served");
+    let (_, body, headers) = results.iter().find(|(s, _, _)| *s == 503).unwrap();
+    assert_eq!(body["error"]["type"], "overloaded", "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight_and_takes_no_new_ones() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster.create_tenant("massive").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    cluster
+        .set_faults("azure-eastus", &json!({"latency": "2s"}))
+        .await?;
+
+    let url = format!("{}/v1/query", cluster.router.url);
+    let http = reqwest::Client::new();
+    let in_flight = tokio::spawn({
+        let (http, key) = (http.clone(), key.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({"query": "Where do orders ship from?"}))
+                .send()
+                .await
+        }
+    });
+    // The request has reached the provider: it is inside the router now.
+    wait_until(|| async { cluster.provider_in_flight("azure-eastus").await.unwrap() == 1 }).await;
+    cluster.router.guard.terminate()?;
+
+    // The listener closes at once: new connections are refused.
+    let models = format!("{}/v1/models", cluster.router.url);
+    wait_until(|| async {
+        reqwest::Client::new()
+            .get(&models)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .is_err_and(|e| e.is_connect())
+    })
+    .await;
+    // The request taken before the signal is answered in full.
+    let response = in_flight.await??;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await?;
+    assert!(
+        body["answer"].as_str().unwrap_or("").contains("Lyon"),
+        "{body}"
+    );
+    let exit = tokio::task::spawn_blocking(move || cluster.router.guard.wait()).await??;
+    assert!(exit.success(), "router exited with {exit}");
+    Ok(())
+}
