@@ -149,6 +149,8 @@ API_KEY=$API_KEY
 API_KEY_2=$API_KEY_2
 ADMIN_URL=$ADMIN_URL
 ADMIN_TOKEN=$ADMIN_TOKEN
+SIM_URL=http://127.0.0.1:$SIM_PORT
+SIM_PROVIDER_KEY=$PROVIDER_KEY
 ENV
 
 # Ingest the project's own docs for the first tenant (waiting until every

@@ -43,6 +43,10 @@ struct RawConfig {
     /// replica is tried, and when all are full the request is shed (503).
     #[serde(default = "default_max_in_flight")]
     max_in_flight_per_cell: usize,
+    /// Tenant requests this router works on at once; beyond it new ones are
+    /// shed (503) at once instead of queueing until every request is late.
+    #[serde(default = "default_max_in_flight_total")]
+    max_in_flight: usize,
     #[serde(default)]
     outliers: RawOutliers,
     /// Where hints for replicas that are down are kept and where rate-limit
@@ -78,6 +82,12 @@ pub const DEFAULT_MAX_IN_FLIGHT_PER_CELL: usize = 1024;
 
 fn default_max_in_flight() -> usize {
     DEFAULT_MAX_IN_FLIGHT_PER_CELL
+}
+
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+fn default_max_in_flight_total() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +130,7 @@ pub struct Config {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_in_flight_per_cell: usize,
+    pub max_in_flight: usize,
     pub outliers: OutlierSettings,
     pub redis_url: Option<String>,
 }
@@ -170,6 +181,11 @@ impl Config {
             "must be at least 1024",
         );
         e.check(
+            raw.max_in_flight >= 1,
+            "max_in_flight",
+            "must be at least 1",
+        );
+        e.check(
             raw.max_in_flight_per_cell >= 1,
             "max_in_flight_per_cell",
             "must be at least 1",
@@ -198,6 +214,7 @@ impl Config {
             request_timeout: raw.request_timeout,
             max_body_bytes: raw.max_body_bytes,
             max_in_flight_per_cell: raw.max_in_flight_per_cell,
+            max_in_flight: raw.max_in_flight,
             outliers: OutlierSettings {
                 consecutive_failures: raw.outliers.consecutive_failures,
                 base_ejection: raw.outliers.base_ejection,

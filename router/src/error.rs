@@ -33,6 +33,8 @@ pub enum RouterError {
     QuotaExceeded { retry_after: Duration },
     #[error("the tenant's cells are at their concurrency limit; retry shortly")]
     Overloaded,
+    #[error("the router is at its limit of {limit} requests in flight; retry shortly")]
+    RouterBusy { limit: usize },
 }
 
 /// A Retry-After value: whole seconds, rounded up, at least one.
@@ -59,12 +61,17 @@ impl IntoResponse for RouterError {
             RouterError::AllCellsFailed(_) => (StatusCode::BAD_GATEWAY, "cells_unavailable"),
             RouterError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             RouterError::QuotaExceeded { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
-            RouterError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            RouterError::Overloaded | RouterError::RouterBusy { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
         };
         let retry_after = match &self {
             RouterError::RateLimited { retry_after }
             | RouterError::QuotaExceeded { retry_after } => Some(seconds(*retry_after)),
-            RouterError::Overloaded | RouterError::NoCell | RouterError::HintUnavailable => Some(1),
+            RouterError::Overloaded
+            | RouterError::RouterBusy { .. }
+            | RouterError::NoCell
+            | RouterError::HintUnavailable => Some(1),
             _ => None,
         };
         let message = match &self {

@@ -37,6 +37,8 @@ pub struct ProxyState {
     pub hints: Hints,
     pub limiter: Arc<Limiter>,
     pub upstreams: Upstreams,
+    /// Permits for tenant requests in flight in this router.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl ProxyState {
@@ -121,9 +123,15 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
     let id = request_id(request.headers());
     let span = info_span!("route", request_id = %id, tenant = tracing::field::Empty, cell = tracing::field::Empty);
-    let mut response = match route(&state, request, &id).instrument(span).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
+    let mut response = match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => match route(&state, request, &id).instrument(span).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
+        Err(_) => RouterError::RouterBusy {
+            limit: state.config.max_in_flight,
+        }
+        .into_response(),
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
         response
