@@ -204,6 +204,47 @@ async fn cells_at_their_concurrency_limit_shed_with_503() -> anyhow::Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_at_its_own_limit_sheds_instead_of_queueing() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        router_settings: json!({"max_in_flight": 1}),
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let key = cluster.create_tenant("wonka").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    cluster
+        .set_faults("azure-eastus", &json!({"latency": "1500ms"}))
+        .await?;
+    let bodies = [
+        json!({"query": "Where do orders ship from?"}),
+        json!({"query": "How long does standard delivery take?"}),
+    ];
+    let results = futures_join(bodies.iter().map(|b| cluster.post(&key, "/v1/query", b))).await;
+    let mut statuses: Vec<u16> = results.iter().map(|(s, _, _)| *s).collect();
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 503], "{results:?}");
+    let (_, body, headers) = results.iter().find(|(s, _, _)| *s == 503).unwrap();
+    assert_eq!(body["error"]["type"], "overloaded", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("router"),
+        "{body}"
+    );
+    assert_eq!(headers["retry-after"], "1");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight_and_takes_no_new_ones() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterOptions::default()).await?;
     let key = cluster.create_tenant("massive").await?;
