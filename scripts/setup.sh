@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need and is missing:
-# etcd, Redis, protoc and protobuf's well-known types (Debian packages) and the embedding model's files.
+# etcd, Redis, protoc and protobuf's well-known types, openssl (Debian packages) and the embedding model's files.
 set -euo pipefail
 
 missing=()
@@ -11,6 +11,7 @@ command -v protoc >/dev/null       || missing+=(protobuf-compiler)
 # etcd-client's protos import protobuf's well-known types, which protoc finds here.
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
 command -v python3 >/dev/null      || missing+=(python3 python3-pip)
+command -v openssl >/dev/null      || missing+=(openssl)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 
 if (( ${#missing[@]} )); then

@@ -83,12 +83,28 @@ PROVIDER_KEY="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export CELLNET_ADMIN_TOKEN="$ADMIN_TOKEN" SIM_PROVIDER_KEY="$PROVIDER_KEY"
 etcd_section="etcd: { endpoints: [\"http://127.0.0.1:$ETCD_PORT\"], prefix: /cellnet/ }"
 
+# A service-account key for the simulated Vertex AI, as Google would issue it:
+# cells sign token requests with it, the simulator's token endpoint checks them.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$local_dir/config/vertex-sa.pem" 2>/dev/null
+python3 - "$local_dir/config/vertex-sa.pem" "http://127.0.0.1:$SIM_PORT/oauth2/token" > "$local_dir/config/vertex-sa.json" <<'PY'
+import json, sys
+print(json.dumps({
+    "type": "service_account", "project_id": "cellnet-local", "private_key_id": "local",
+    "private_key": open(sys.argv[1]).read(),
+    "client_email": "cellnet@cellnet-local.iam.gserviceaccount.com", "token_uri": sys.argv[2],
+}))
+PY
+rm -f "$local_dir/config/vertex-sa.pem"
+chmod 600 "$local_dir/config/vertex-sa.json"
+
 cat > "$local_dir/config/provider-sim.yaml" <<YAML
 listen: 127.0.0.1:$SIM_PORT
 api_key: "$PROVIDER_KEY"
+service_account_key_files: ["$local_dir/config/vertex-sa.json"]
 regions:
   - { name: azure-eastus, deployments: [gpt-4o, gpt-4o-mini] }
   - { name: azure-westeurope, deployments: [gpt-4o, gpt-4o-mini] }
+  - { name: vertex-us-central1, deployments: [gemini-2.0-flash, gemini-2.0-flash-lite] }
 YAML
 echo "starting provider simulator on $SIM_PORT"
 start provider-sim "$bin_dir/provider-sim" --config "$local_dir/config/provider-sim.yaml"
@@ -117,6 +133,7 @@ embedding: { lru_capacity: ${CELL_EMBEDDING_LRU:-8192} }
 providers:
   - { kind: azure_openai, name: ${order[0]}, region: ${order[0]#azure-}, endpoint: "$sim/${order[0]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
   - { kind: azure_openai, name: ${order[1]}, region: ${order[1]#azure-}, endpoint: "$sim/${order[1]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
+  - { kind: vertex_ai, name: vertex-us-central1, region: us-central1, endpoint: "$sim/vertex-us-central1", project: cellnet-local, location: us-central1, model: gemini-2.0-flash, auth: { service_account_key_file: "$local_dir/config/vertex-sa.json" } }
 YAML
   echo "starting cell-$i ($region) on $port"
   start "cell-$i" "$bin_dir/cell" --config "$local_dir/config/cell-$i.yaml"

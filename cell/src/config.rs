@@ -245,6 +245,52 @@ enum RawProvider {
         #[serde(default = "default_provider_timeout", with = "humantime_serde")]
         timeout: Duration,
     },
+    VertexAi {
+        name: String,
+        region: String,
+        project: String,
+        location: String,
+        model: String,
+        /// Defaults to `https://{location}-aiplatform.googleapis.com`.
+        #[serde(default)]
+        endpoint: Option<String>,
+        auth: RawGoogleAuth,
+        #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+    OpenaiCompatible {
+        name: String,
+        region: String,
+        /// Up to and including the API version, e.g. `https://api.openai.com/v1`.
+        base_url: String,
+        model: String,
+        /// Environment variable holding the bearer key; servers without keys need none.
+        #[serde(default)]
+        api_key_env: Option<String>,
+        #[serde(default = "default_provider_timeout", with = "humantime_serde")]
+        timeout: Duration,
+    },
+}
+
+/// How a Vertex AI provider gets its OAuth token: exactly one of these.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGoogleAuth {
+    #[serde(default)]
+    service_account_key_file: Option<PathBuf>,
+    #[serde(default)]
+    token_command: Option<String>,
+    #[serde(default)]
+    access_token_env: Option<String>,
+}
+
+/// A validated Google credential.
+#[derive(Debug, Clone)]
+pub enum GoogleCredential {
+    /// The key file's JSON, already checked to hold a usable RSA key.
+    ServiceAccountKey(Secret),
+    TokenCommand(String),
+    AccessToken(Secret),
 }
 
 fn default_provider_timeout() -> Duration {
@@ -263,6 +309,74 @@ pub enum ProviderConfig {
         api_key: Secret,
         timeout: Duration,
     },
+    VertexAi {
+        name: String,
+        region: String,
+        endpoint: String,
+        project: String,
+        location: String,
+        model: String,
+        credential: GoogleCredential,
+        timeout: Duration,
+    },
+    OpenaiCompatible {
+        name: String,
+        region: String,
+        base_url: String,
+        model: String,
+        api_key: Option<Secret>,
+        timeout: Duration,
+    },
+}
+
+impl ProviderConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ProviderConfig::AzureOpenai { name, .. }
+            | ProviderConfig::VertexAi { name, .. }
+            | ProviderConfig::OpenaiCompatible { name, .. } => name,
+        }
+    }
+}
+
+fn check_common(
+    e: &mut ConfigErrors,
+    path: &str,
+    name: &str,
+    region: &str,
+    url: (&str, &str),
+    timeout: Duration,
+) {
+    e.check(
+        !name.is_empty(),
+        format!("{path}.name"),
+        "must not be empty",
+    );
+    e.check(
+        !region.is_empty(),
+        format!("{path}.region"),
+        "must not be empty",
+    );
+    e.check(
+        url.1.starts_with("http://") || url.1.starts_with("https://"),
+        format!("{path}.{}", url.0),
+        "must be an http(s) URL",
+    );
+    e.check(
+        !timeout.is_zero(),
+        format!("{path}.timeout"),
+        "must be greater than zero",
+    );
+}
+
+fn secret_from_env(e: &mut ConfigErrors, path: String, var: &str) -> Secret {
+    let value = std::env::var(var).unwrap_or_default();
+    e.check(
+        !value.is_empty(),
+        path,
+        format!("names {var}, which is not set"),
+    );
+    Secret::new(value)
 }
 
 #[derive(Debug, Clone)]
@@ -436,37 +550,21 @@ impl RawConfig {
                     timeout,
                 } => {
                     let path = format!("providers[{i}]");
-                    e.check(
-                        !name.is_empty(),
-                        format!("{path}.name"),
-                        "must not be empty",
-                    );
-                    e.check(
-                        !region.is_empty(),
-                        format!("{path}.region"),
-                        "must not be empty",
-                    );
-                    e.check(
-                        endpoint.starts_with("http://") || endpoint.starts_with("https://"),
-                        format!("{path}.endpoint"),
-                        "must be an http(s) URL",
+                    check_common(
+                        &mut e,
+                        &path,
+                        &name,
+                        &region,
+                        ("endpoint", &endpoint),
+                        timeout,
                     );
                     e.check(
                         !deployment.is_empty(),
                         format!("{path}.deployment"),
                         "must not be empty",
                     );
-                    e.check(
-                        !timeout.is_zero(),
-                        format!("{path}.timeout"),
-                        "must be greater than zero",
-                    );
-                    let key = std::env::var(&api_key_env).unwrap_or_default();
-                    e.check(
-                        !key.is_empty(),
-                        format!("{path}.api_key_env"),
-                        format!("names {api_key_env}, which is not set"),
-                    );
+                    let api_key =
+                        secret_from_env(&mut e, format!("{path}.api_key_env"), &api_key_env);
                     providers.push(ProviderConfig::AzureOpenai {
                         name,
                         region,
@@ -474,11 +572,141 @@ impl RawConfig {
                         deployment,
                         api_version: api_version
                             .unwrap_or_else(|| crate::llm::azure::DEFAULT_API_VERSION.to_owned()),
-                        api_key: Secret::new(key),
+                        api_key,
+                        timeout,
+                    });
+                }
+                RawProvider::VertexAi {
+                    name,
+                    region,
+                    project,
+                    location,
+                    model,
+                    endpoint,
+                    auth,
+                    timeout,
+                } => {
+                    let path = format!("providers[{i}]");
+                    let endpoint =
+                        endpoint.unwrap_or_else(|| crate::llm::vertex::default_endpoint(&location));
+                    check_common(
+                        &mut e,
+                        &path,
+                        &name,
+                        &region,
+                        ("endpoint", &endpoint),
+                        timeout,
+                    );
+                    for (field, value) in [
+                        ("project", &project),
+                        ("location", &location),
+                        ("model", &model),
+                    ] {
+                        e.check(
+                            !value.is_empty()
+                                && value
+                                    .bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)),
+                            format!("{path}.{field}"),
+                            "must be a non-empty name of letters, digits, '-', '_', '.' or '@'",
+                        );
+                    }
+                    let auth_path = format!("{path}.auth");
+                    let credential = match (
+                        auth.service_account_key_file,
+                        auth.token_command,
+                        auth.access_token_env,
+                    ) {
+                        (Some(file), None, None) => {
+                            let json = std::fs::read_to_string(&file).unwrap_or_else(|err| {
+                                e.push(
+                                    format!("{auth_path}.service_account_key_file"),
+                                    format!("cannot read {}: {err}", file.display()),
+                                );
+                                String::new()
+                            });
+                            if !json.is_empty()
+                                && let Err(problem) =
+                                    crate::llm::google_auth::TokenSource::service_account(&json)
+                            {
+                                e.push(
+                                    format!("{auth_path}.service_account_key_file"),
+                                    format!("{}: {problem}", file.display()),
+                                );
+                            }
+                            GoogleCredential::ServiceAccountKey(Secret::new(json))
+                        }
+                        (None, Some(command), None) => {
+                            e.check(
+                                !command.trim().is_empty(),
+                                format!("{auth_path}.token_command"),
+                                "must not be empty",
+                            );
+                            GoogleCredential::TokenCommand(command)
+                        }
+                        (None, None, Some(var)) => GoogleCredential::AccessToken(secret_from_env(
+                            &mut e,
+                            format!("{auth_path}.access_token_env"),
+                            &var,
+                        )),
+                        _ => {
+                            e.push(
+                                &auth_path,
+                                "set exactly one of service_account_key_file, token_command, access_token_env",
+                            );
+                            GoogleCredential::TokenCommand(String::new())
+                        }
+                    };
+                    providers.push(ProviderConfig::VertexAi {
+                        name,
+                        region,
+                        endpoint,
+                        project,
+                        location,
+                        model,
+                        credential,
+                        timeout,
+                    });
+                }
+                RawProvider::OpenaiCompatible {
+                    name,
+                    region,
+                    base_url,
+                    model,
+                    api_key_env,
+                    timeout,
+                } => {
+                    let path = format!("providers[{i}]");
+                    check_common(
+                        &mut e,
+                        &path,
+                        &name,
+                        &region,
+                        ("base_url", &base_url),
+                        timeout,
+                    );
+                    e.check(
+                        !model.is_empty(),
+                        format!("{path}.model"),
+                        "must not be empty",
+                    );
+                    let api_key = api_key_env
+                        .map(|var| secret_from_env(&mut e, format!("{path}.api_key_env"), &var));
+                    providers.push(ProviderConfig::OpenaiCompatible {
+                        name,
+                        region,
+                        base_url,
+                        model,
+                        api_key,
                         timeout,
                     });
                 }
             }
+        }
+        let mut names: Vec<&str> = providers.iter().map(ProviderConfig::name).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            e.push("providers", format!("two providers are named {:?}", w[0]));
         }
         e.finish(Config {
             id: self.id,
@@ -549,5 +777,34 @@ providers: []
         let yaml = "id: a\nregion: r\nlisten: 127.0.0.1:0\ndata_dir: /x\netcd: {endpoints: [http://a:1]}\nredis: {url: redis://a}\nproviders: []\ncahce: {}\n";
         let err = common::config::parse_yaml::<RawConfig>(yaml).unwrap_err();
         assert!(err.contains("cahce"), "{err}");
+    }
+
+    #[test]
+    fn provider_mistakes_name_their_fields() {
+        let yaml = r#"
+id: a
+region: r1
+listen: 127.0.0.1:0
+data_dir: /tmp/x
+etcd: { endpoints: ["http://127.0.0.1:2379"] }
+redis: { url: "redis://127.0.0.1:6379" }
+providers:
+  - { kind: vertex_ai, name: v, region: us-central1, project: "my project", location: us-central1,
+      model: gemini-2.0-flash, auth: { token_command: "gcloud auth print-access-token", access_token_env: X } }
+  - { kind: vertex_ai, name: w, region: us-central1, project: p, location: us-central1,
+      model: gemini-2.0-flash, auth: { service_account_key_file: /nonexistent/key.json } }
+  - { kind: openai_compatible, name: v, region: local, base_url: "localhost:8000/v1", model: llama }
+"#;
+        let raw: RawConfig = common::config::parse_yaml(yaml).unwrap();
+        let err = raw.validate().unwrap_err().to_string();
+        for expected in [
+            "providers[0].project",
+            "providers[0].auth set exactly one of",
+            "providers[1].auth.service_account_key_file cannot read /nonexistent/key.json",
+            "providers[2].base_url must be an http(s) URL",
+            "providers two providers are named \"v\"",
+        ] {
+            assert!(err.contains(expected), "{expected:?} missing from: {err}");
+        }
     }
 }

@@ -11,20 +11,22 @@ use control_plane::watch::ClusterWatch;
 
 use crate::api::{AppState, routes};
 use crate::cache::{CacheSettings, RedisConn, SemanticCache};
-use crate::config::{Config, ProviderConfig};
+use crate::config::{Config, GoogleCredential, ProviderConfig};
 use crate::embed::{Embedder, MiniLm, QueryEmbedder};
 use crate::ingest::Ingestor;
 use crate::ingest::chunker::ChunkLimits;
+use crate::llm::google_auth::{GoogleAuth, TokenSource};
+use crate::llm::openai_compatible::OpenAiCompatible;
+use crate::llm::vertex::VertexAi;
 use crate::llm::{AnyProvider, azure::AzureOpenAi};
 use crate::metrics::CellMetrics;
 use crate::pipeline::Orchestrator;
 use crate::vector::VectorShard;
 
-fn providers(config: &Config, http: &reqwest::Client) -> Vec<AnyProvider> {
-    config
-        .providers
-        .iter()
-        .map(|p| match p {
+fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyProvider>> {
+    let mut out = Vec::new();
+    for p in &config.providers {
+        out.push(match p {
             ProviderConfig::AzureOpenai {
                 name,
                 region,
@@ -43,8 +45,57 @@ fn providers(config: &Config, http: &reqwest::Client) -> Vec<AnyProvider> {
                 timeout: *timeout,
                 http: http.clone(),
             })),
-        })
-        .collect()
+            ProviderConfig::VertexAi {
+                name,
+                region,
+                endpoint,
+                project,
+                location,
+                model,
+                credential,
+                timeout,
+            } => {
+                let source = match credential {
+                    GoogleCredential::ServiceAccountKey(json) => {
+                        TokenSource::service_account(json.expose())
+                            .map_err(|e| anyhow::anyhow!("provider {name}: {e}"))?
+                    }
+                    GoogleCredential::TokenCommand(command) => {
+                        TokenSource::Command(command.clone())
+                    }
+                    GoogleCredential::AccessToken(token) => TokenSource::Static(token.clone()),
+                };
+                AnyProvider::Vertex(Arc::new(VertexAi {
+                    name: name.clone(),
+                    region: region.clone(),
+                    endpoint: endpoint.clone(),
+                    project: project.clone(),
+                    location: location.clone(),
+                    model: model.clone(),
+                    auth: GoogleAuth::new(source),
+                    timeout: *timeout,
+                    http: http.clone(),
+                }))
+            }
+            ProviderConfig::OpenaiCompatible {
+                name,
+                region,
+                base_url,
+                model,
+                api_key,
+                timeout,
+            } => AnyProvider::OpenAiCompatible(Arc::new(OpenAiCompatible {
+                name: name.clone(),
+                region: region.clone(),
+                base_url: base_url.clone(),
+                model: model.clone(),
+                api_key: api_key.clone(),
+                timeout: *timeout,
+                http: http.clone(),
+            })),
+        });
+    }
+    Ok(out)
 }
 
 /// Runs the cell until a shutdown signal or the death of a background task.
@@ -94,7 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map(|_| crate::llm::resilience::Breaker::new(Default::default()))
             .collect(),
         retry: Default::default(),
-        providers: providers(&config, &http),
+        providers: providers(&config, &http)?,
         retrieval: config.retrieval.clone(),
         max_query_chars: config.limits.max_query_chars,
         metrics: metrics.clone(),

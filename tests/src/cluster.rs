@@ -19,6 +19,9 @@ pub struct ClusterOptions {
     pub router_max_body_bytes: usize,
     /// Extra router settings, merged into its config.
     pub router_settings: Value,
+    /// The cells' provider list, replacing the default (Azure East US, then
+    /// Azure West Europe); `{sim}` in a string stands for the simulator's URL.
+    pub providers: Option<Value>,
 }
 
 impl Default for ClusterOptions {
@@ -27,6 +30,7 @@ impl Default for ClusterOptions {
             cells: vec![("cell-a".into(), "eu-west".into())],
             router_max_body_bytes: 1024 * 1024,
             router_settings: json!({}),
+            providers: None,
         }
     }
 }
@@ -65,7 +69,9 @@ impl Cluster {
                 "api_key": PROVIDER_KEY,
                 "regions": [
                     {"name": "azure-eastus", "deployments": ["gpt-4o-mini"]},
-                    {"name": "azure-westeurope", "deployments": ["gpt-4o-mini"]}
+                    {"name": "azure-westeurope", "deployments": ["gpt-4o-mini"]},
+                    {"name": "vertex-us-central1", "deployments": ["gemini-2.0-flash"]},
+                    {"name": "openai-local", "deployments": ["llama-3.1-8b-instruct"]}
                 ]
             }),
         )?;
@@ -83,6 +89,17 @@ impl Cluster {
             logs,
         )?;
 
+        let providers = match &options.providers {
+            Some(p) => serde_json::from_str(&p.to_string().replace("{sim}", &sim.url))?,
+            None => json!([
+                {"kind": "azure_openai", "name": "azure-eastus", "region": "eastus",
+                 "endpoint": format!("{}/azure-eastus", sim.url), "deployment": "gpt-4o-mini",
+                 "api_key_env": "TEST_PROVIDER_KEY", "timeout": "10s"},
+                {"kind": "azure_openai", "name": "azure-westeurope", "region": "westeurope",
+                 "endpoint": format!("{}/azure-westeurope", sim.url), "deployment": "gpt-4o-mini",
+                 "api_key_env": "TEST_PROVIDER_KEY", "timeout": "10s"}
+            ]),
+        };
         let mut cells = Vec::new();
         let mut cell_configs = Vec::new();
         for (id, region) in &options.cells {
@@ -96,14 +113,7 @@ impl Cluster {
                     "data_dir": dir.path().join(id),
                     "etcd": etcd_section,
                     "redis": {"url": redis.url},
-                    "providers": [
-                        {"kind": "azure_openai", "name": "azure-eastus", "region": "eastus",
-                         "endpoint": format!("{}/azure-eastus", sim.url), "deployment": "gpt-4o-mini",
-                         "api_key_env": "TEST_PROVIDER_KEY", "timeout": "10s"},
-                        {"kind": "azure_openai", "name": "azure-westeurope", "region": "westeurope",
-                         "endpoint": format!("{}/azure-westeurope", sim.url), "deployment": "gpt-4o-mini",
-                         "api_key_env": "TEST_PROVIDER_KEY", "timeout": "10s"}
-                    ]
+                    "providers": providers
                 }),
             )?;
             let cell = Service::start(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::wire::{exchange, retry_after, snippet};
 use super::{ChatRequest, Completion, ProviderError};
 use crate::cache::Usage;
 use crate::config::Secret;
@@ -61,18 +62,6 @@ struct ErrorDetail {
     message: String,
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let read = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    };
-    read("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-        .or_else(|| read("retry-after").map(Duration::from_secs_f64))
-}
-
 impl AzureOpenAi {
     pub fn name(&self) -> &str {
         &self.name
@@ -108,83 +97,61 @@ impl AzureOpenAi {
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
         });
-        let send = self
+        let request = self
             .http
             .post(self.url())
             .header("api-key", self.api_key.expose())
             .header(common::headers::REQUEST_ID, request_id)
-            .json(&body)
-            .send();
-        let response = match tokio::time::timeout(self.timeout, send).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    provider: self.name.clone(),
-                    after: self.timeout,
-                });
-            }
-            Ok(Err(e)) if e.is_timeout() => {
-                return Err(ProviderError::Timeout {
-                    provider: self.name.clone(),
-                    after: self.timeout,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(ProviderError::Connect {
-                    provider: self.name.clone(),
-                    message: e.to_string(),
-                });
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = response.status();
-        let wait = retry_after(response.headers());
-        let bytes = tokio::time::timeout(self.timeout, response.bytes())
-            .await
-            .map_err(|_| ProviderError::Timeout {
-                provider: self.name.clone(),
-                after: self.timeout,
-            })?
-            .map_err(|e| ProviderError::Connect {
-                provider: self.name.clone(),
-                message: e.to_string(),
-            })?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|b| b.error.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            .json(&body);
+        let answer = exchange(&self.name, self.timeout, request).await?;
+        if !answer.status.is_success() {
             return Err(ProviderError::Status {
                 provider: self.name.clone(),
-                status: status.as_u16(),
-                message,
-                retry_after: wait,
+                status: answer.status.as_u16(),
+                message: openai_error_message(&answer.body),
+                retry_after: retry_after(&answer.headers),
             });
         }
-        let parsed: ChatResponse =
-            serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode {
-                provider: self.name.clone(),
-                message: e.to_string(),
-            })?;
-        let content = parsed
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message.content)
-            .ok_or_else(|| ProviderError::Decode {
-                provider: self.name.clone(),
-                message: "no choices in the response".to_owned(),
-            })?;
-        let usage = parsed
-            .usage
-            .map(|u| Usage {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens,
-            })
-            .unwrap_or_default();
-        Ok(Completion {
-            content,
-            model: parsed.model.unwrap_or_else(|| self.deployment.clone()),
-            usage,
-        })
+        parse_chat_completion(&self.name, &answer.body, &self.deployment)
     }
+}
+
+/// An OpenAI-format chat completion (Azure OpenAI and OpenAI-compatible
+/// servers answer alike) as a `Completion`.
+pub fn parse_chat_completion(
+    provider: &str,
+    body: &[u8],
+    default_model: &str,
+) -> Result<Completion, ProviderError> {
+    let decode = |message: String| ProviderError::Decode {
+        provider: provider.to_owned(),
+        message,
+    };
+    let parsed: ChatResponse = serde_json::from_slice(body).map_err(|e| decode(e.to_string()))?;
+    let content = parsed
+        .choices
+        .into_iter()
+        .next()
+        .and_then(|c| c.message.content)
+        .ok_or_else(|| decode("no choices in the response".to_owned()))?;
+    let usage = parsed
+        .usage
+        .map(|u| Usage {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.total_tokens,
+        })
+        .unwrap_or_default();
+    Ok(Completion {
+        content,
+        model: parsed.model.unwrap_or_else(|| default_model.to_owned()),
+        usage,
+    })
+}
+
+/// `{"error": {"message": …}}`, the error body of OpenAI and Azure OpenAI.
+pub fn openai_error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| snippet(body))
 }

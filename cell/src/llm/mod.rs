@@ -3,7 +3,11 @@
 //! region on errors that another region may not have.
 
 pub mod azure;
+pub mod google_auth;
+pub mod openai_compatible;
 pub mod resilience;
+pub mod vertex;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,24 +68,33 @@ impl ProviderError {
 #[derive(Clone)]
 pub enum AnyProvider {
     Azure(Arc<azure::AzureOpenAi>),
+    Vertex(Arc<vertex::VertexAi>),
+    OpenAiCompatible(Arc<openai_compatible::OpenAiCompatible>),
 }
 
 impl AnyProvider {
     pub fn name(&self) -> &str {
         match self {
             AnyProvider::Azure(p) => p.name(),
+            AnyProvider::Vertex(p) => &p.name,
+            AnyProvider::OpenAiCompatible(p) => &p.name,
         }
     }
 
+    /// The provider's name in OpenTelemetry GenAI terms (`gen_ai.system`).
     pub fn system(&self) -> &str {
         match self {
             AnyProvider::Azure(_) => "azure_openai",
+            AnyProvider::Vertex(_) => "vertex_ai",
+            AnyProvider::OpenAiCompatible(_) => "openai",
         }
     }
 
     pub fn region(&self) -> &str {
         match self {
             AnyProvider::Azure(p) => p.region(),
+            AnyProvider::Vertex(p) => &p.region,
+            AnyProvider::OpenAiCompatible(p) => &p.region,
         }
     }
 
@@ -89,12 +102,16 @@ impl AnyProvider {
     pub fn timeout(&self) -> std::time::Duration {
         match self {
             AnyProvider::Azure(p) => p.timeout,
+            AnyProvider::Vertex(p) => p.timeout,
+            AnyProvider::OpenAiCompatible(p) => p.timeout,
         }
     }
 
     pub fn model(&self) -> &str {
         match self {
             AnyProvider::Azure(p) => p.deployment(),
+            AnyProvider::Vertex(p) => &p.model,
+            AnyProvider::OpenAiCompatible(p) => &p.model,
         }
     }
 
@@ -105,6 +122,8 @@ impl AnyProvider {
     ) -> Result<Completion, ProviderError> {
         match self {
             AnyProvider::Azure(p) => p.chat(request, request_id).await,
+            AnyProvider::Vertex(p) => p.chat(request, request_id).await,
+            AnyProvider::OpenAiCompatible(p) => p.chat(request, request_id).await,
         }
     }
 }

@@ -23,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let listen: std::net::SocketAddr = config.listen.parse()?;
-    let sim = chaos::sim::Simulator::new(config);
+    let sim = chaos::sim::Simulator::new(config)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "provider simulator listening");

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Simulator;
-use super::extractive::{answer, count_tokens, parse_prompt};
+use super::extractive::{Reply, reply};
 use super::faults::Verdict;
 
 #[derive(Debug, Deserialize)]
@@ -47,24 +47,7 @@ fn azure_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn authorised(sim: &Simulator, headers: &HeaderMap) -> bool {
-    let presented = headers
-        .get("api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-        });
-    match (&sim.api_key, presented) {
-        (_, None) => false,
-        (None, Some(k)) => !k.is_empty(),
-        (Some(expected), Some(k)) => expected == k,
-    }
-}
-
-fn text_of(content: &serde_json::Value) -> String {
+pub fn text_of(content: &serde_json::Value) -> String {
     match content {
         serde_json::Value::String(s) => s.clone(),
         // Array-of-parts form: [{"type": "text", "text": "…"}].
@@ -90,7 +73,7 @@ pub async fn chat_completions(
     if version.api_version.as_deref().is_none_or(str::is_empty) {
         return azure_error(StatusCode::NOT_FOUND, "404", "Resource not found");
     }
-    if !authorised(&sim, &headers) {
+    if !sim.authorised(&headers) {
         return azure_error(
             StatusCode::UNAUTHORIZED,
             "401",
@@ -124,8 +107,7 @@ pub async fn chat_completions(
             "streaming is not served by this simulator version",
         );
     }
-    region_state.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _in_flight = InFlight(&region_state.in_flight);
+    let _in_flight = super::InFlight::enter(&region_state.in_flight);
     let (verdict, delay) = region_state.faults().draw();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -184,16 +166,11 @@ pub async fn chat_completions(
         .find(|m| m.role == "user")
         .map(|m| text_of(&m.content))
         .unwrap_or_default();
-    let (passages, question) = parse_prompt(&user);
-    let mut content = answer(&passages, &question);
-    if let Some(max) = request.max_tokens {
-        let words: Vec<&str> = content.split_whitespace().collect();
-        if words.len() > max as usize {
-            content = words[..max as usize].join(" ");
-        }
-    }
-    let prompt_tokens: u32 = prompt_text.iter().map(|t| count_tokens(t)).sum();
-    let completion_tokens = count_tokens(&content);
+    let Reply {
+        content,
+        prompt_tokens,
+        completion_tokens,
+    } = reply(&prompt_text, &user, request.max_tokens);
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -226,15 +203,6 @@ pub async fn chat_completions(
         })),
     )
         .into_response()
-}
-
-/// Counts a request out of `in_flight` however its handler ends.
-struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 pub async fn stats(State(sim): State<Arc<Simulator>>) -> Json<serde_json::Value> {

@@ -23,6 +23,10 @@ pub struct Config {
     #[serde(default)]
     pub api_key: Option<String>,
     pub regions: Vec<RegionConfig>,
+    /// Service-account key files (as Google issues them) whose signed token
+    /// requests `/oauth2/token` accepts; only their public halves are used.
+    #[serde(default)]
+    pub service_account_key_files: Vec<std::path::PathBuf>,
 }
 
 impl Config {

@@ -146,6 +146,31 @@ pub fn count_tokens(text: &str) -> u32 {
         .sum()
 }
 
+/// A simulated model's reply to a prompt: the extractive answer to the
+/// last user message, cut to `max_tokens` words, with token counts over
+/// every message of the prompt.
+pub struct Reply {
+    pub content: String,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+pub fn reply(prompt_messages: &[String], user: &str, max_tokens: Option<u32>) -> Reply {
+    let (passages, question) = parse_prompt(user);
+    let mut content = answer(&passages, &question);
+    if let Some(max) = max_tokens {
+        let words: Vec<&str> = content.split_whitespace().collect();
+        if words.len() > max as usize {
+            content = words[..max as usize].join(" ");
+        }
+    }
+    Reply {
+        prompt_tokens: prompt_messages.iter().map(|t| count_tokens(t)).sum(),
+        completion_tokens: count_tokens(&content),
+        content,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

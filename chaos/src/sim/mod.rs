@@ -1,11 +1,18 @@
 //! The provider simulator: any number of named regions served at once, each
-//! under its own path prefix (`/<region>/openai/deployments/…`), so a region's
-//! base URL is a drop-in for an Azure OpenAI resource endpoint.
+//! under its own path prefix, so a region's base URL is a drop-in for an
+//! Azure OpenAI resource endpoint (`/<region>/openai/deployments/…`), a
+//! Vertex AI location endpoint (`/<region>/v1/projects/…:generateContent`)
+//! or an OpenAI-compatible server (`/<region>/v1/chat/completions`). Every
+//! region speaks all three; its name is only a name. `/oauth2/token` plays
+//! Google's token endpoint for service-account keys.
 
 pub mod azure;
 pub mod config;
 pub mod extractive;
 pub mod faults;
+pub mod google_oauth;
+pub mod openai;
+pub mod vertex;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -46,10 +53,80 @@ impl Region {
 pub struct Simulator {
     pub regions: HashMap<String, Region>,
     pub api_key: Option<String>,
+    /// Service accounts whose signed token requests `/oauth2/token` accepts.
+    pub service_accounts: Vec<google_oauth::KnownAccount>,
+    /// Access tokens issued by `/oauth2/token`.
+    pub issued_tokens: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Simulator {
-    pub fn new(config: Config) -> Arc<Self> {
+    /// Whether `headers` carry the configured key (`api-key` or bearer) or
+    /// a token this simulator issued.
+    pub fn authorised(&self, headers: &axum::http::HeaderMap) -> bool {
+        let presented = headers
+            .get("api-key")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| {
+                headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            });
+        let Some(presented) = presented.filter(|k| !k.is_empty()) else {
+            return false;
+        };
+        let issued = self
+            .issued_tokens
+            .lock()
+            .is_ok_and(|t| t.contains(presented));
+        match &self.api_key {
+            None => true,
+            Some(expected) => expected == presented || issued,
+        }
+    }
+}
+
+/// Counts a request as in flight until dropped.
+pub struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Applies the region's fault profile to one request: waits out the drawn
+/// latency, never returns on a hang, and counts injected failures.
+pub async fn face_faults(region: &Region) -> faults::Verdict {
+    let (verdict, delay) = region.faults().draw();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    match verdict {
+        faults::Verdict::Hang => std::future::pending().await,
+        faults::Verdict::Serve => {
+            region
+                .requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        _ => {
+            region
+                .failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    verdict
+}
+
+impl Simulator {
+    pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         let regions = config
             .regions
             .into_iter()
@@ -66,10 +143,17 @@ impl Simulator {
                 )
             })
             .collect();
-        Arc::new(Self {
+        let service_accounts = config
+            .service_account_key_files
+            .iter()
+            .map(|path| google_oauth::KnownAccount::from_key_file(path))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Arc::new(Self {
             regions,
             api_key: config.api_key,
-        })
+            service_accounts,
+            issued_tokens: Default::default(),
+        }))
     }
 }
 
@@ -80,6 +164,12 @@ pub fn routes(sim: Arc<Simulator>) -> Router {
             "/{region}/openai/deployments/{deployment}/chat/completions",
             post(azure::chat_completions),
         )
+        .route(
+            "/{region}/v1/projects/{project}/locations/{location}/publishers/google/models/{model_action}",
+            post(vertex::generate_content),
+        )
+        .route("/{region}/v1/chat/completions", post(openai::chat_completions))
+        .route("/oauth2/token", post(google_oauth::token))
         .route("/sim/stats", get(azure::stats))
         .route(
             "/sim/regions/{region}/faults",

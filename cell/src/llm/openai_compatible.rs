@@ -1,0 +1,67 @@
+//! OpenAI-compatible chat completions (OpenAI itself, vLLM, Ollama, the
+//! llama.cpp server): `POST {base_url}/chat/completions` with an optional
+//! bearer key; the same request, answer and error bodies as OpenAI's API.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::azure::{openai_error_message, parse_chat_completion};
+use super::wire::{exchange, retry_after};
+use super::{ChatRequest, Completion, ProviderError};
+use crate::config::Secret;
+
+#[derive(Debug)]
+pub struct OpenAiCompatible {
+    pub name: String,
+    pub region: String,
+    /// Up to and including the version, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<Secret>,
+    pub timeout: Duration,
+    pub http: reqwest::Client,
+}
+
+impl OpenAiCompatible {
+    pub fn url(&self) -> String {
+        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+    }
+
+    pub fn request_body(&self, request: &ChatRequest) -> serde_json::Value {
+        json!({
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": request.user},
+            ],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+        })
+    }
+
+    pub async fn chat(
+        &self,
+        request: &ChatRequest,
+        request_id: &str,
+    ) -> Result<Completion, ProviderError> {
+        let mut outgoing = self
+            .http
+            .post(self.url())
+            .header(common::headers::REQUEST_ID, request_id)
+            .json(&self.request_body(request));
+        if let Some(key) = &self.api_key {
+            outgoing = outgoing.bearer_auth(key.expose());
+        }
+        let answer = exchange(&self.name, self.timeout, outgoing).await?;
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status {
+                provider: self.name.clone(),
+                status: answer.status.as_u16(),
+                message: openai_error_message(&answer.body),
+                retry_after: retry_after(&answer.headers),
+            });
+        }
+        parse_chat_completion(&self.name, &answer.body, &self.model)
+    }
+}

@@ -1,0 +1,71 @@
+//! What every provider client does the same way: send within the attempt's
+//! timeout, read the body, and sort failures into `ProviderError`s.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+
+use super::ProviderError;
+
+/// A provider's raw answer.
+pub struct Exchange {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends `request` and reads the whole answer, both within `timeout`.
+pub async fn exchange(
+    provider: &str,
+    timeout: Duration,
+    request: reqwest::RequestBuilder,
+) -> Result<Exchange, ProviderError> {
+    let timed_out = || ProviderError::Timeout {
+        provider: provider.to_owned(),
+        after: timeout,
+    };
+    let response = match tokio::time::timeout(timeout, request.send()).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
+        Ok(Err(e)) => {
+            return Err(ProviderError::Connect {
+                provider: provider.to_owned(),
+                message: e.to_string(),
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = tokio::time::timeout(timeout, response.bytes())
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|e| ProviderError::Connect {
+            provider: provider.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok(Exchange {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `retry-after-ms` (Azure) or `retry-after` in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let read = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    read("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .or_else(|| read("retry-after").map(Duration::from_secs_f64))
+}
+
+/// The start of an unreadable error body, for the error message.
+pub fn snippet(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).chars().take(200).collect()
+}

@@ -1,0 +1,85 @@
+//! A cell whose providers span three wire formats — Azure OpenAI, Vertex AI
+//! and an OpenAI-compatible server — moves from one to the next as regions
+//! fail, and names the one that answered.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
+
+use e2e::{Cluster, ClusterOptions};
+use serde_json::json;
+
+const SHIPPING: &str = "Shipping. Orders ship from our warehouse in Lyon. \
+Standard delivery takes three to five days inside the European Union.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions {
+        providers: Some(json!([
+            {"kind": "azure_openai", "name": "azure-eastus", "region": "eastus",
+             "endpoint": "{sim}/azure-eastus", "deployment": "gpt-4o-mini",
+             "api_key_env": "TEST_PROVIDER_KEY", "timeout": "5s"},
+            {"kind": "vertex_ai", "name": "vertex-us-central1", "region": "us-central1",
+             "endpoint": "{sim}/vertex-us-central1", "project": "cellnet-test",
+             "location": "us-central1", "model": "gemini-2.0-flash",
+             "auth": {"access_token_env": "TEST_PROVIDER_KEY"}, "timeout": "5s"},
+            {"kind": "openai_compatible", "name": "openai-local", "region": "local",
+             "base_url": "{sim}/openai-local/v1", "model": "llama-3.1-8b-instruct",
+             "api_key_env": "TEST_PROVIDER_KEY", "timeout": "5s"}
+        ])),
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let key = cluster.create_tenant("acme").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+
+    let ask = |q: &'static str| {
+        let cluster = &cluster;
+        let key = key.clone();
+        async move {
+            let (status, body, _) = cluster
+                .post(&key, "/v1/query", &json!({"query": q}))
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    let first = ask("Where do orders ship from?").await;
+    assert_eq!(first["provider"], "azure-eastus", "{first}");
+
+    cluster
+        .set_faults("azure-eastus", &json!({"outage": true}))
+        .await?;
+    let second = ask("How long does standard delivery take?").await;
+    assert_eq!(second["provider"], "vertex-us-central1", "{second}");
+    assert_eq!(second["region"], "us-central1");
+    assert_eq!(second["model"], "gemini-2.0-flash");
+    assert!(
+        second["answer"]
+            .as_str()
+            .unwrap()
+            .contains("three to five days"),
+        "{second}"
+    );
+    assert_eq!(second["citations"][0]["document_id"], "shipping");
+
+    cluster
+        .set_faults("vertex-us-central1", &json!({"throttle_rate": 1.0}))
+        .await?;
+    let third = ask("Which city is the warehouse in?").await;
+    assert_eq!(third["provider"], "openai-local", "{third}");
+    assert_eq!(third["model"], "llama-3.1-8b-instruct");
+    assert!(third["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    Ok(())
+}
