@@ -134,6 +134,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot read the cluster state from etcd")?;
 
+    let provider_stats = Arc::new(crate::llm::health::ProviderStats::default());
+    let reporter = tokio::spawn(crate::llm::health::report(
+        store.clone(),
+        config.keys.clone(),
+        config.id.clone(),
+        provider_stats.clone(),
+    ));
     let orchestrator = Arc::new(Orchestrator {
         cell_id: config.id.clone(),
         embedder: QueryEmbedder::new(embedder.clone(), config.embedding_lru_capacity),
@@ -149,6 +156,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         retrieval: config.retrieval.clone(),
         max_query_chars: config.limits.max_query_chars,
         metrics: metrics.clone(),
+        cluster: Some(cluster.clone()),
+        provider_stats: provider_stats.clone(),
     });
     let ingestor = Arc::new(Ingestor {
         cell_id: config.id.clone(),
@@ -210,6 +219,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
         r = lease_task => anyhow::bail!("lease keeper stopped: {r:?}"),
         r = cache_sync => anyhow::bail!("cache sync stopped: {r:?}"),
+        r = reporter => anyhow::bail!("provider reporter stopped: {r:?}"),
     }
     // Leave the ring at once instead of waiting for the lease to expire.
     let alive = config.keys.cell_alive(&config.id);

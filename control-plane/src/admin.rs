@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::model::{
-    ApiKeyRecord, CellAlive, CellSpec, DEFAULT_PLAN, KeyKind, Keys, PLANS, TenantLimits,
-    TenantRecord, generate_api_key, hash_api_key, now_ms, plan_limits, validate_tenant_id,
+    ApiKeyRecord, CellAlive, CellSpec, DEFAULT_PLAN, KeyKind, Keys, PLANS, ProviderDrain,
+    ProviderHealth, TenantLimits, TenantRecord, generate_api_key, hash_api_key, now_ms,
+    plan_limits, validate_provider_id, validate_tenant_id,
 };
 use crate::service::Secret;
 use crate::store::{Store, StoreError, decode, encode};
@@ -71,6 +72,12 @@ pub fn routes(state: AdminState) -> Router {
         .route("/admin/tenants", post(create_tenant).get(list_tenants))
         .route("/admin/tenants/{id}", axum::routing::patch(update_tenant))
         .route("/admin/cells", get(list_cells))
+        .route("/admin/providers", get(list_providers))
+        .route(
+            "/admin/providers/{id}/drain",
+            post(drain_provider).delete(undrain_provider),
+        )
+        .route("/admin/leader", get(leader))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_operator,
@@ -392,9 +399,123 @@ async fn list_cells(
                     })
                     .alive = Some(alive);
             }
-            KeyKind::Tenant(_) | KeyKind::CellAuthKey | KeyKind::Unknown => {}
+            _ => {}
         }
     }
     let cells: Vec<_> = cells.into_values().collect();
     Ok(Json(json!({ "cells": cells })))
+}
+
+/// A provider-region as operators see it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ProviderSummary {
+    pub id: String,
+    pub health: Option<ProviderHealth>,
+    pub drained: bool,
+    /// Cells that reported on it in their last interval.
+    pub reporting_cells: Vec<String>,
+}
+
+async fn list_providers(
+    State(state): State<AdminState>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let prefix = state.keys.providers();
+    let resp = state
+        .store
+        .retrying("list providers", |mut c| {
+            let prefix = prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+    let mut providers: std::collections::BTreeMap<String, ProviderSummary> = Default::default();
+    for kv in resp.kvs() {
+        let Ok(key) = kv.key_str() else { continue };
+        let kind = state.keys.parse(key);
+        let id = match kind {
+            KeyKind::ProviderHealth(id) | KeyKind::ProviderDrain(id) => id,
+            KeyKind::ProviderReport { provider, .. } => provider,
+            _ => continue,
+        };
+        let summary = providers
+            .entry(id.to_owned())
+            .or_insert_with(|| ProviderSummary {
+                id: id.to_owned(),
+                ..Default::default()
+            });
+        match kind {
+            KeyKind::ProviderHealth(_) => summary.health = Some(decode(key, kv.value())?),
+            KeyKind::ProviderDrain(_) => summary.drained = true,
+            KeyKind::ProviderReport { cell, .. } => summary.reporting_cells.push(cell.to_owned()),
+            _ => {}
+        }
+    }
+    let providers: Vec<_> = providers.into_values().collect();
+    Ok(Json(json!({ "providers": providers })))
+}
+
+async fn drain_provider(
+    State(state): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    validate_provider_id(&id).map_err(AdminError::BadRequest)?;
+    let key = state.keys.provider_drain(&id);
+    let value = encode(&ProviderDrain { at_ms: now_ms() });
+    state
+        .store
+        .retrying("drain provider", |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .await?;
+    tracing::info!(provider = %id, "provider drained by an operator");
+    Ok(Json(json!({"id": id, "drained": true})))
+}
+
+async fn undrain_provider(
+    State(state): State<AdminState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    validate_provider_id(&id).map_err(AdminError::BadRequest)?;
+    let key = state.keys.provider_drain(&id);
+    state
+        .store
+        .retrying("undrain provider", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await?;
+    tracing::info!(provider = %id, "provider back in service");
+    Ok(Json(json!({"id": id, "drained": false})))
+}
+
+/// `GET /admin/leader`: the control-plane replica leading now, if any.
+async fn leader(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, AdminError> {
+    let name = format!("{}/", state.keys.election());
+    let leader = state
+        .store
+        .retrying("read leader", |mut c| {
+            let name = name.clone();
+            async move {
+                c.get(
+                    name,
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_sort(
+                                etcd_client::SortTarget::Create,
+                                etcd_client::SortOrder::Ascend,
+                            )
+                            .with_limit(1),
+                    ),
+                )
+                .await
+            }
+        })
+        .await?;
+    let id = leader
+        .kvs()
+        .first()
+        .and_then(|kv| kv.value_str().ok())
+        .map(str::to_owned);
+    Ok(Json(json!({ "leader": id })))
 }

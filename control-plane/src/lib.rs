@@ -6,6 +6,7 @@
 //! `registration`; `admin` and `service` are the server's internals.
 
 pub mod admin;
+pub mod leader;
 pub mod model;
 pub mod registration;
 pub mod service;

@@ -5,6 +5,10 @@
 //! <prefix>cells/<id>/alive    CellAlive    bound to the cell's lease (TTL ~3 s)
 //! <prefix>tenants/<id>        TenantRecord hashed API keys, plan and limits, pin, cache threshold
 //! <prefix>secrets/cell-auth    hex key      the key routers sign tenant context with
+//! <prefix>providers/<id>/reports/<cell>  ProviderReport  a cell's last second with a provider-region (leased)
+//! <prefix>providers/<id>/health  ProviderHealth  published by the control-plane leader
+//! <prefix>providers/<id>/drain   ProviderDrain   an operator took the provider-region out
+//! <prefix>election/control-plane               etcd election among control-plane replicas
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +27,12 @@ pub enum KeyKind<'a> {
     CellAlive(&'a str),
     Tenant(&'a str),
     CellAuthKey,
+    ProviderHealth(&'a str),
+    ProviderDrain(&'a str),
+    ProviderReport {
+        provider: &'a str,
+        cell: &'a str,
+    },
     /// A key this version does not know; ignored so that newer writers can add keys.
     Unknown,
 }
@@ -65,6 +75,27 @@ impl Keys {
         format!("{}secrets/cell-auth", self.prefix)
     }
 
+    pub fn providers(&self) -> String {
+        format!("{}providers/", self.prefix)
+    }
+
+    pub fn provider_health(&self, provider: &str) -> String {
+        format!("{}providers/{provider}/health", self.prefix)
+    }
+
+    pub fn provider_drain(&self, provider: &str) -> String {
+        format!("{}providers/{provider}/drain", self.prefix)
+    }
+
+    pub fn provider_report(&self, provider: &str, cell: &str) -> String {
+        format!("{}providers/{provider}/reports/{cell}", self.prefix)
+    }
+
+    /// The election control-plane replicas campaign in.
+    pub fn election(&self) -> String {
+        format!("{}election/control-plane", self.prefix)
+    }
+
     /// Classifies a key read from etcd.
     pub fn parse<'a>(&self, key: &'a str) -> KeyKind<'a> {
         let Some(rest) = key.strip_prefix(self.prefix.as_str()) else {
@@ -87,8 +118,77 @@ impl Keys {
         {
             return KeyKind::Tenant(id);
         }
+        if let Some(provider) = rest.strip_prefix("providers/") {
+            if let Some(id) = provider.strip_suffix("/health") {
+                return KeyKind::ProviderHealth(id);
+            }
+            if let Some(id) = provider.strip_suffix("/drain") {
+                return KeyKind::ProviderDrain(id);
+            }
+            if let Some((id, cell)) = provider.split_once("/reports/") {
+                return KeyKind::ProviderReport { provider: id, cell };
+            }
+        }
         KeyKind::Unknown
     }
+}
+
+/// `providers/<id>/reports/<cell>`: what one cell saw of one provider-region
+/// over its last report interval. Bound to a short lease: a cell that stops
+/// reporting stops counting.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProviderReport {
+    pub successes: u64,
+    /// Failed attempts other than throttling: timeouts, connection errors, 5xx.
+    pub failures: u64,
+    /// 429s.
+    pub throttled: u64,
+    /// Mean latency of successful attempts, in milliseconds.
+    pub latency_ms: f64,
+    pub at_ms: u64,
+}
+
+/// A provider-region's health as the control-plane leader judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderState {
+    Healthy,
+    /// Failing or throttling some requests: tried after healthy ones.
+    Degraded,
+    /// Failing most requests: tried only when everything else failed.
+    Down,
+    /// Taken out by an operator: not tried unless nothing else is left.
+    Drained,
+}
+
+/// `providers/<id>/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderHealth {
+    pub state: ProviderState,
+    /// Share of traffic this region should get relative to healthy ones (0–1).
+    pub weight: f64,
+    pub error_rate: f64,
+    pub throttle_rate: f64,
+    /// Attempts the judgement is based on.
+    pub samples: u64,
+    pub latency_ms: f64,
+    /// The control-plane replica that published it.
+    pub leader: String,
+    pub since_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// `providers/<id>/drain`: present while an operator keeps the region out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderDrain {
+    pub at_ms: u64,
+}
+
+/// Provider ids appear in keys: the same rule as tenant ids.
+pub fn validate_provider_id(id: &str) -> Result<(), String> {
+    validate_tenant_id(id).map_err(|_| {
+        format!("provider id {id:?} must be 1-63 characters of a-z, 0-9 and '-', starting with a letter or digit")
+    })
 }
 
 /// What an operator wants a cell to do.
@@ -286,6 +386,25 @@ mod tests {
         assert_eq!(keys.parse("/cn/cells/c1/status"), KeyKind::Unknown);
         assert_eq!(keys.parse(&keys.cell_auth_key()), KeyKind::CellAuthKey);
         assert_eq!(keys.parse("/other/tenants/acme"), KeyKind::Unknown);
+        assert_eq!(
+            keys.parse(&keys.provider_health("azure-eastus")),
+            KeyKind::ProviderHealth("azure-eastus")
+        );
+        assert_eq!(
+            keys.parse(&keys.provider_drain("azure-eastus")),
+            KeyKind::ProviderDrain("azure-eastus")
+        );
+        assert_eq!(
+            keys.parse(&keys.provider_report("azure-eastus", "cell-a")),
+            KeyKind::ProviderReport {
+                provider: "azure-eastus",
+                cell: "cell-a"
+            }
+        );
+        assert_eq!(
+            keys.parse(&format!("{}/1234", keys.election())),
+            KeyKind::Unknown
+        );
     }
 
     #[test]

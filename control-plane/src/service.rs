@@ -97,6 +97,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
     ensure_cell_auth_key(&store, &config.keys).await?;
     let registry = Arc::new(prometheus_client::registry::Registry::default());
+    let leader_store = store.clone();
     let state = AdminState {
         store,
         keys: config.keys.clone(),
@@ -116,10 +117,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    let instance = format!("control-plane-{}-{}", addr, std::process::id());
+    let leader = tokio::spawn(crate::leader::lead(
+        leader_store,
+        config.keys.clone(),
+        instance,
+        crate::leader::JudgeSettings::default(),
+    ));
     tracing::info!(%addr, "control plane listening");
     common::process::announce_ready("control-plane", addr);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(common::process::shutdown_signal())
-        .await?;
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(common::process::shutdown_signal());
+    tokio::select! {
+        result = server => result?,
+        r = leader => anyhow::bail!("leadership task stopped: {r:?}"),
+    }
     Ok(())
 }

@@ -13,7 +13,9 @@ use etcd_client::{EventType, GetOptions, WatchOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::model::{CellAlive, CellSpec, DesiredState, KeyKind, Keys, TenantRecord};
+use crate::model::{
+    CellAlive, CellSpec, DesiredState, KeyKind, Keys, ProviderHealth, ProviderState, TenantRecord,
+};
 use crate::store::{Store, StoreError, decode};
 
 /// What is known of one cell.
@@ -52,6 +54,29 @@ pub struct ClusterView {
     key_index: HashMap<String, String>,
     /// The router↔cell signing key, once the control plane has made it.
     pub cell_auth_key: Option<Arc<[u8]>>,
+    /// Provider-regions with published health or an operator's drain.
+    pub providers: BTreeMap<String, ProviderView>,
+}
+
+/// What the control plane says about one provider-region.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderView {
+    pub health: Option<ProviderHealth>,
+    pub drained: bool,
+}
+
+impl ProviderView {
+    /// The state cells act on: a drain wins over published health.
+    pub fn state(&self) -> ProviderState {
+        if self.drained {
+            ProviderState::Drained
+        } else {
+            self.health
+                .as_ref()
+                .map(|h| h.state)
+                .unwrap_or(ProviderState::Healthy)
+        }
+    }
 }
 
 impl ClusterView {
@@ -118,7 +143,29 @@ impl ClusterView {
                     .filter(|k| k.len() >= 32)
                     .map(Arc::from);
             }
-            KeyKind::Unknown => {}
+            KeyKind::ProviderHealth(id) => {
+                let health = value.and_then(|v| decode_logged::<ProviderHealth>(key, v));
+                let p = self.providers.entry(id.to_owned()).or_default();
+                p.health = health;
+                self.prune_provider(id);
+            }
+            KeyKind::ProviderDrain(id) => {
+                let p = self.providers.entry(id.to_owned()).or_default();
+                p.drained = value.is_some();
+                self.prune_provider(id);
+            }
+            // Reports are for the leader, which reads them itself.
+            KeyKind::ProviderReport { .. } | KeyKind::Unknown => {}
+        }
+    }
+
+    fn prune_provider(&mut self, id: &str) {
+        if self
+            .providers
+            .get(id)
+            .is_some_and(|p| p.health.is_none() && !p.drained)
+        {
+            self.providers.remove(id);
         }
     }
 
@@ -283,7 +330,18 @@ async fn watch_from(
         if resp.canceled() {
             return WatchEnd::Failed(format!("watch canceled: {}", resp.cancel_reason()));
         }
-        if resp.events().is_empty() {
+        // Keys nobody here follows (provider reports, election keys) change
+        // every second; they must not rebuild the view, nor the router's
+        // placement behind it.
+        let relevant = resp.events().iter().any(|e| {
+            e.kv().and_then(|kv| kv.key_str().ok()).is_some_and(|k| {
+                !matches!(
+                    keys.parse(k),
+                    KeyKind::ProviderReport { .. } | KeyKind::Unknown
+                )
+            })
+        });
+        if !relevant {
             continue;
         }
         let mut view = ClusterView::clone(&current.load());

@@ -4,6 +4,7 @@
 
 pub mod azure;
 pub mod google_auth;
+pub mod health;
 pub mod openai_compatible;
 pub mod resilience;
 pub mod vertex;

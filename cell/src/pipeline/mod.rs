@@ -90,6 +90,10 @@ pub struct Orchestrator {
     pub retrieval: RetrievalConfig,
     pub max_query_chars: usize,
     pub metrics: Arc<CellMetrics>,
+    /// The control plane's view, for provider-region health and drains.
+    pub cluster: Option<control_plane::watch::ClusterWatch>,
+    /// What each provider attempt did, reported to the control plane.
+    pub provider_stats: Arc<crate::llm::health::ProviderStats>,
 }
 
 impl Orchestrator {
@@ -413,12 +417,16 @@ impl Orchestrator {
         ctx: &RequestContext,
         request: &crate::llm::ChatRequest,
     ) -> Result<(AnyProvider, crate::llm::Completion), CellError> {
-        let names: Vec<&str> = self.providers.iter().map(AnyProvider::name).collect();
-        let breakers: Vec<&Breaker> = self.breakers.iter().collect();
+        let order = match &self.cluster {
+            Some(cluster) => crate::llm::health::order(&self.providers, &cluster.snapshot()),
+            None => (0..self.providers.len()).collect(),
+        };
+        let names: Vec<&str> = order.iter().map(|&i| self.providers[i].name()).collect();
+        let breakers: Vec<&Breaker> = order.iter().map(|&i| &self.breakers[i]).collect();
         let timeouts: Vec<std::time::Duration> =
-            self.providers.iter().map(AnyProvider::timeout).collect();
-        let result = call_with_failover(&names, &breakers, &timeouts, self.retry, |i| {
-            let provider = &self.providers[i];
+            order.iter().map(|&i| self.providers[i].timeout()).collect();
+        let result = call_with_failover(&names, &breakers, &timeouts, self.retry, |n| {
+            let provider = &self.providers[order[n]];
             let span = info_span!(
                 "llm",
                 tenant = %ctx.tenant,
@@ -431,10 +439,15 @@ impl Orchestrator {
                 gen_ai.usage.output_tokens = tracing::field::Empty,
             );
             async move {
+                let started = Instant::now();
                 let outcome = provider
                     .chat(request, &ctx.request_id)
                     .instrument(span.clone())
                     .await;
+                self.provider_stats.record(
+                    provider.name(),
+                    crate::llm::health::AttemptOutcome::of(&outcome, started.elapsed()),
+                );
                 let label = match &outcome {
                     Ok(completion) => {
                         span.record("gen_ai.usage.input_tokens", completion.usage.prompt_tokens);
@@ -461,7 +474,7 @@ impl Orchestrator {
         })
         .await;
         match result {
-            Ok((i, completion)) => Ok((self.providers[i].clone(), completion)),
+            Ok((n, completion)) => Ok((self.providers[order[n]].clone(), completion)),
             Err(errors) => Err(CellError::AllProvidersFailed(errors)),
         }
     }

@@ -29,6 +29,19 @@ enum Command {
     /// Semantic cache: evaluate the lookup on labeled pairs.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// LLM provider-regions: health as the leader judges it; drain, undrain.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
+}
+
+#[derive(Subcommand)]
+enum ProvidersCommand {
+    /// Lists provider-regions with their published health and drains.
+    List,
+    /// Takes a provider-region out of rotation on every cell.
+    Drain { id: String },
+    /// Puts a drained provider-region back.
+    Undrain { id: String },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +238,70 @@ async fn main() -> anyhow::Result<()> {
                     .map(|t| t.to_string())
                     .unwrap_or_else(|| "default".into())
             );
+        }
+        Command::Providers(ProvidersCommand::List) => {
+            #[derive(Deserialize)]
+            struct List {
+                providers: Vec<control_plane::admin::ProviderSummary>,
+            }
+            let resp = http
+                .get(format!("{base}/admin/providers"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let list: List = read(resp).await?;
+            println!(
+                "{:<24} {:<10} {:>7} {:>8} {:>9} {:>8} {:<8} CELLS",
+                "PROVIDER", "STATE", "WEIGHT", "ERRORS", "THROTTLED", "SAMPLES", "DRAINED"
+            );
+            for p in list.providers {
+                let (state, weight, errors, throttled, samples) = match &p.health {
+                    Some(h) => (
+                        format!("{:?}", h.state).to_lowercase(),
+                        format!("{:.2}", h.weight),
+                        format!("{:.0}%", h.error_rate * 100.0),
+                        format!("{:.0}%", h.throttle_rate * 100.0),
+                        h.samples.to_string(),
+                    ),
+                    None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
+                };
+                println!(
+                    "{:<24} {:<10} {:>7} {:>8} {:>9} {:>8} {:<8} {}",
+                    p.id,
+                    if p.drained {
+                        "drained".to_owned()
+                    } else {
+                        state
+                    },
+                    weight,
+                    errors,
+                    throttled,
+                    samples,
+                    if p.drained { "yes" } else { "no" },
+                    p.reporting_cells.join(",")
+                );
+            }
+        }
+        Command::Providers(ProvidersCommand::Drain { id }) => {
+            let resp = http
+                .post(format!("{base}/admin/providers/{id}/drain"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let _: serde_json::Value = read(resp).await?;
+            println!("provider {id} drained: cells stop sending to it within about a second");
+        }
+        Command::Providers(ProvidersCommand::Undrain { id }) => {
+            let resp = http
+                .delete(format!("{base}/admin/providers/{id}/drain"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let _: serde_json::Value = read(resp).await?;
+            println!("provider {id} back in rotation");
         }
         Command::Cells(CellsCommand::List) => {
             #[derive(Deserialize)]

@@ -1,0 +1,129 @@
+//! The cell's side of provider-region health: it counts what each attempt
+//! did, reports the counts to etcd every second under a short lease, and
+//! orders its providers by what the control-plane leader publishes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use control_plane::model::{Keys, ProviderReport, ProviderState, now_ms};
+use control_plane::store::{Store, encode};
+use control_plane::watch::ClusterView;
+use etcd_client::PutOptions;
+
+use super::{AnyProvider, ProviderError};
+
+/// How often a cell reports.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// A report outlives its cell by at most this long.
+const REPORT_TTL_SECS: i64 = 3;
+
+/// What one attempt did.
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptOutcome {
+    Success(Duration),
+    Throttled,
+    Failed,
+}
+
+impl AttemptOutcome {
+    pub fn of<T>(result: &Result<T, ProviderError>, elapsed: Duration) -> Self {
+        match result {
+            Ok(_) => AttemptOutcome::Success(elapsed),
+            Err(ProviderError::Status { status: 429, .. }) => AttemptOutcome::Throttled,
+            // A request the provider refused as malformed says nothing about its health.
+            Err(e) if !e.is_retryable() => AttemptOutcome::Success(elapsed),
+            Err(_) => AttemptOutcome::Failed,
+        }
+    }
+}
+
+/// Counts since the last report, per provider-region.
+#[derive(Debug, Default)]
+pub struct ProviderStats {
+    counts: Mutex<HashMap<String, ProviderReport>>,
+}
+
+impl ProviderStats {
+    pub fn record(&self, provider: &str, outcome: AttemptOutcome) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let r = counts.entry(provider.to_owned()).or_default();
+        match outcome {
+            AttemptOutcome::Success(elapsed) => {
+                let ms = elapsed.as_secs_f64() * 1000.0;
+                r.latency_ms = (r.latency_ms * r.successes as f64 + ms) / (r.successes + 1) as f64;
+                r.successes += 1;
+            }
+            AttemptOutcome::Throttled => r.throttled += 1,
+            AttemptOutcome::Failed => r.failures += 1,
+        }
+    }
+
+    /// The counts so far, and a fresh start.
+    pub fn take(&self) -> HashMap<String, ProviderReport> {
+        std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Reports every second, until the process stops. Regions with nothing to
+/// report are skipped; etcd being away only loses those seconds.
+pub async fn report(store: Store, keys: Keys, cell: String, stats: std::sync::Arc<ProviderStats>) {
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let counts = stats.take();
+        if counts.is_empty() {
+            continue;
+        }
+        let mut client = store.client();
+        let lease =
+            match tokio::time::timeout(REPORT_EVERY, client.lease_grant(REPORT_TTL_SECS, None))
+                .await
+            {
+                Ok(Ok(l)) => l.id(),
+                _ => continue,
+            };
+        for (provider, mut report) in counts {
+            report.at_ms = now_ms();
+            let put = client.put(
+                keys.provider_report(&provider, &cell),
+                encode(&report),
+                Some(PutOptions::new().with_lease(lease)),
+            );
+            if tokio::time::timeout(REPORT_EVERY, put).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// The order to try providers in: healthy ones (and those nobody judged)
+/// in configured order, then degraded, then down; drained ones only when
+/// nothing else is configured.
+pub fn order(providers: &[AnyProvider], view: &ClusterView) -> Vec<usize> {
+    let state = |p: &AnyProvider| {
+        view.providers
+            .get(p.name())
+            .map(|v| v.state())
+            .unwrap_or(ProviderState::Healthy)
+    };
+    let mut order = Vec::with_capacity(providers.len());
+    for wanted in [
+        ProviderState::Healthy,
+        ProviderState::Degraded,
+        ProviderState::Down,
+    ] {
+        order.extend(
+            providers
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| state(p) == wanted)
+                .map(|(i, _)| i),
+        );
+    }
+    if order.is_empty() {
+        order.extend(0..providers.len());
+    }
+    order
+}
