@@ -134,6 +134,9 @@ providers:
   - { kind: azure_openai, name: ${order[0]}, region: ${order[0]#azure-}, endpoint: "$sim/${order[0]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
   - { kind: azure_openai, name: ${order[1]}, region: ${order[1]#azure-}, endpoint: "$sim/${order[1]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
   - { kind: vertex_ai, name: vertex-us-central1, region: us-central1, endpoint: "$sim/vertex-us-central1", project: cellnet-local, location: us-central1, model: gemini-2.0-flash, auth: { service_account_key_file: "$local_dir/config/vertex-sa.json" } }
+prices:
+  gpt-4o-mini: { input_per_million: 0.15, output_per_million: 0.60 }
+  gemini-2.0-flash: { input_per_million: 0.15, output_per_million: 0.60 }
 YAML
   echo "starting cell-$i ($region) on $port"
   start "cell-$i" "$bin_dir/cell" --config "$local_dir/config/cell-$i.yaml"

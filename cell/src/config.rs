@@ -64,6 +64,27 @@ struct RawConfig {
     #[serde(default)]
     embedding: RawEmbedding,
     providers: Vec<RawProvider>,
+    /// Price per model (the model name a provider reports), in USD per
+    /// million tokens; answers from models without a price report no cost.
+    #[serde(default)]
+    prices: std::collections::HashMap<String, Price>,
+}
+
+/// What a model's tokens cost, in USD per million.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+}
+
+impl Price {
+    /// The cost of `usage` in USD.
+    pub fn cost(&self, usage: &crate::cache::Usage) -> f64 {
+        (f64::from(usage.prompt_tokens) * self.input_per_million
+            + f64::from(usage.completion_tokens) * self.output_per_million)
+            / 1_000_000.0
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -417,6 +438,7 @@ pub struct Config {
     pub limits: Limits,
     pub embedding_lru_capacity: usize,
     pub providers: Vec<ProviderConfig>,
+    pub prices: std::collections::HashMap<String, Price>,
 }
 
 impl Config {
@@ -703,6 +725,16 @@ impl RawConfig {
                 }
             }
         }
+        for (model, price) in &self.prices {
+            e.check(
+                price.input_per_million >= 0.0
+                    && price.output_per_million >= 0.0
+                    && price.input_per_million.is_finite()
+                    && price.output_per_million.is_finite(),
+                format!("prices.{model}"),
+                "prices must be finite and not negative",
+            );
+        }
         let mut names: Vec<&str> = providers.iter().map(ProviderConfig::name).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -738,6 +770,7 @@ impl RawConfig {
             },
             embedding_lru_capacity: self.embedding.lru_capacity,
             providers,
+            prices: self.prices,
         })
     }
 }

@@ -1,5 +1,7 @@
 //! The cell's Prometheus metrics.
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -23,6 +25,19 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantTokenLabels {
+    pub tenant: String,
+    pub model: String,
+    /// prompt | completion
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderLabels {
     pub provider: String,
     pub outcome: &'static str,
@@ -38,6 +53,8 @@ pub struct CellMetrics {
     pub guard_rejections: Family<ReasonLabels, Counter>,
     pub documents_ingested: Counter,
     pub chunks_ingested: Counter,
+    pub tenant_tokens: Family<TenantTokenLabels, Counter>,
+    pub tenant_cost_usd: Family<TenantLabels, Counter<f64, AtomicU64>>,
 }
 
 impl CellMetrics {
@@ -56,7 +73,19 @@ impl CellMetrics {
             guard_rejections: Family::default(),
             documents_ingested: Counter::default(),
             chunks_ingested: Counter::default(),
+            tenant_tokens: Family::default(),
+            tenant_cost_usd: Family::default(),
         };
+        registry.register(
+            "cellnet_tenant_tokens",
+            "LLM tokens spent on fresh answers, per tenant, model and kind",
+            m.tenant_tokens.clone(),
+        );
+        registry.register(
+            "cellnet_tenant_cost_usd",
+            "Cost of fresh answers in USD at the configured prices, per tenant",
+            m.tenant_cost_usd.clone(),
+        );
         registry.register(
             "cellnet_queries",
             "Queries answered, by semantic-cache outcome",

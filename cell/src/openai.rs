@@ -256,6 +256,7 @@ fn extension(answer: &QueryResponse) -> Value {
         "fallback": answer.fallback,
         "provider": answer.provider,
         "region": answer.region,
+        "cost_usd": answer.cost_usd,
         "cell": answer.cell,
     })
 }

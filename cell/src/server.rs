@@ -158,6 +158,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         cluster: Some(cluster.clone()),
         provider_stats: provider_stats.clone(),
+        prices: config.prices.clone(),
     });
     let ingestor = Arc::new(Ingestor {
         cell_id: config.id.clone(),

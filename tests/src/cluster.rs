@@ -113,7 +113,8 @@ impl Cluster {
                     "data_dir": dir.path().join(id),
                     "etcd": etcd_section,
                     "redis": {"url": redis.url},
-                    "providers": providers
+                    "providers": providers,
+                    "prices": {"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}}
                 }),
             )?;
             let cell = Service::start(

@@ -57,6 +57,30 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
     };
     let first = ask("Where do orders ship from?").await;
     assert_eq!(first["provider"], "azure-eastus", "{first}");
+    // Priced model: the answer carries its cost at the configured prices.
+    let usage = &first["usage"];
+    let expected = (usage["prompt_tokens"].as_f64().unwrap() * 0.15
+        + usage["completion_tokens"].as_f64().unwrap() * 0.6)
+        / 1e6;
+    let cost = first["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0 && (cost - expected).abs() < 1e-12, "{first}");
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.cells[0].1.url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("cellnet_tenant_cost_usd_total{tenant=\"acme\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "cellnet_tenant_tokens_total{tenant=\"acme\",model=\"gpt-4o-mini\",kind=\"prompt\"}"
+        ),
+        "{metrics}"
+    );
 
     cluster
         .set_faults("azure-eastus", &json!({"outage": true}))
@@ -73,6 +97,8 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
         "{second}"
     );
     assert_eq!(second["citations"][0]["document_id"], "shipping");
+    // No price configured for this model: no cost claimed.
+    assert!(second.get("cost_usd").is_none(), "{second}");
 
     cluster
         .set_faults("vertex-us-central1", &json!({"throttle_rate": 1.0}))

@@ -55,6 +55,10 @@ pub struct QueryResponse {
     pub region: Option<String>,
     pub model: Option<String>,
     pub usage: Usage,
+    /// What this answer cost now in USD: 0 for answers from the cache or a
+    /// fallback; absent when the model has no configured price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
     pub cell: String,
 }
 
@@ -94,6 +98,8 @@ pub struct Orchestrator {
     pub cluster: Option<control_plane::watch::ClusterWatch>,
     /// What each provider attempt did, reported to the control plane.
     pub provider_stats: Arc<crate::llm::health::ProviderStats>,
+    /// USD per million tokens, by model.
+    pub prices: std::collections::HashMap<String, crate::config::Price>,
 }
 
 impl Orchestrator {
@@ -246,6 +252,7 @@ impl Orchestrator {
                 region: None,
                 model: None,
                 usage: Usage::default(),
+                cost_usd: Some(0.0),
                 cell: self.cell_id.clone(),
             });
         }
@@ -264,6 +271,7 @@ impl Orchestrator {
             Err(other) => return Err(other),
         };
         self.metrics.observe_stage("llm", started);
+        let cost_usd = self.account(ctx, &completion);
 
         // Postprocess: keep only citations of passages the answer used.
         let started = Instant::now();
@@ -311,8 +319,37 @@ impl Orchestrator {
             region: Some(answer.region),
             model: Some(answer.model),
             usage: answer.usage,
+            cost_usd,
             cell: self.cell_id.clone(),
         })
+    }
+
+    /// Counts a fresh answer's tokens and cost against its tenant.
+    fn account(&self, ctx: &RequestContext, completion: &crate::llm::Completion) -> Option<f64> {
+        for (kind, tokens) in [
+            ("prompt", completion.usage.prompt_tokens),
+            ("completion", completion.usage.completion_tokens),
+        ] {
+            self.metrics
+                .tenant_tokens
+                .get_or_create(&crate::metrics::TenantTokenLabels {
+                    tenant: ctx.tenant.clone(),
+                    model: completion.model.clone(),
+                    kind,
+                })
+                .inc_by(u64::from(tokens));
+        }
+        let cost = self
+            .prices
+            .get(&completion.model)
+            .map(|p| p.cost(&completion.usage))?;
+        self.metrics
+            .tenant_cost_usd
+            .get_or_create(&crate::metrics::TenantLabels {
+                tenant: ctx.tenant.clone(),
+            })
+            .inc_by(cost);
+        Some(cost)
     }
 
     /// The answer for a cache hit.
@@ -343,6 +380,7 @@ impl Orchestrator {
             region: Some(a.region),
             model: Some(a.model),
             usage: a.usage,
+            cost_usd: Some(0.0),
             cell: self.cell_id.clone(),
         }
     }
@@ -381,6 +419,7 @@ impl Orchestrator {
                 region: Some(a.region),
                 model: Some(a.model),
                 usage: a.usage,
+                cost_usd: Some(0.0),
                 cell: self.cell_id.clone(),
             };
         }
@@ -406,6 +445,7 @@ impl Orchestrator {
             region: None,
             model: None,
             usage: Usage::default(),
+            cost_usd: Some(0.0),
             cell: self.cell_id.clone(),
         }
     }
