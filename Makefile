@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: up down test setup build lint fmt bench-router
+.PHONY: up down test setup build lint fmt bench-router chaos-region-outage
 
 up: setup build
 	scripts/up.sh
@@ -34,3 +34,8 @@ fmt:
 bench-router:
 	$(CARGO) build --release --workspace --bins
 	scripts/bench-router.sh
+
+# A region outage under steady load; needs `CELLNET_PROFILE=release make up` running.
+chaos-region-outage:
+	$(CARGO) build --release --workspace --bins
+	python3 chaos/scenarios/region_outage.py

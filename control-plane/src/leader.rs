@@ -25,11 +25,10 @@ pub struct JudgeSettings {
     pub every: Duration,
     /// Reports older than this are ignored.
     pub window: Duration,
-    /// Fewer attempts than this in the window change nothing.
+    /// Fewer attempts than this in the window change nothing, except for a
+    /// region that is degraded or down: cells send it only probes (one
+    /// request every few seconds each), and the probes' outcome decides.
     pub min_samples: u64,
-    /// A region judged down stays down this long without new evidence, then
-    /// goes back into rotation so that real traffic can probe it.
-    pub down_hold: Duration,
 }
 
 impl Default for JudgeSettings {
@@ -38,7 +37,6 @@ impl Default for JudgeSettings {
             every: Duration::from_secs(1),
             window: Duration::from_secs(5),
             min_samples: 3,
-            down_hold: Duration::from_secs(10),
         }
     }
 }
@@ -123,7 +121,6 @@ pub fn judge(
     throttled: u64,
     drained: bool,
     previous: Option<&ProviderHealth>,
-    now: u64,
     settings: &JudgeSettings,
 ) -> ProviderState {
     if drained {
@@ -133,15 +130,21 @@ pub fn judge(
         .map(|h| h.state)
         .filter(|s| *s != ProviderState::Drained);
     if attempts < settings.min_samples {
-        return match (previous_state, previous) {
-            (Some(ProviderState::Down), Some(h))
-                if now.saturating_sub(h.since_ms) < settings.down_hold.as_millis() as u64 =>
-            {
+        // A degraded or down region gets only probes while healthy ones
+        // exist: one is enough to keep it out or to bring it back.
+        if matches!(
+            previous_state,
+            Some(ProviderState::Down | ProviderState::Degraded)
+        ) && attempts > 0
+        {
+            return if failures + throttled == attempts {
                 ProviderState::Down
-            }
-            (Some(ProviderState::Down), _) | (None, _) => ProviderState::Healthy,
-            (Some(state), _) => state,
-        };
+            } else {
+                ProviderState::Healthy
+            };
+        }
+        // Without evidence nothing changes; a down region waits for a probe.
+        return previous_state.unwrap_or(ProviderState::Healthy);
     }
     let error_rate = failures as f64 / attempts as f64;
     let throttle_rate = throttled as f64 / attempts as f64;
@@ -224,7 +227,6 @@ pub async fn judge_once(
             e.throttled,
             is_drained,
             previous,
-            now,
             &settings,
         );
         let unchanged = previous.is_some_and(|p| p.state == state && p.leader == instance);
@@ -284,34 +286,43 @@ mod tests {
     #[test]
     fn states_follow_error_and_throttle_rates() {
         let s = JudgeSettings::default();
-        assert_eq!(judge(10, 0, 0, false, None, 0, &s), ProviderState::Healthy);
-        assert_eq!(judge(10, 1, 0, false, None, 0, &s), ProviderState::Degraded);
-        assert_eq!(judge(10, 0, 2, false, None, 0, &s), ProviderState::Degraded);
-        assert_eq!(judge(10, 5, 0, false, None, 0, &s), ProviderState::Down);
-        assert_eq!(judge(10, 5, 0, true, None, 0, &s), ProviderState::Drained);
+        assert_eq!(judge(10, 0, 0, false, None, &s), ProviderState::Healthy);
+        assert_eq!(judge(10, 1, 0, false, None, &s), ProviderState::Degraded);
+        assert_eq!(judge(10, 0, 2, false, None, &s), ProviderState::Degraded);
+        assert_eq!(judge(10, 5, 0, false, None, &s), ProviderState::Down);
+        assert_eq!(judge(10, 5, 0, true, None, &s), ProviderState::Drained);
     }
 
     #[test]
-    fn without_evidence_down_holds_then_returns_to_rotation() {
+    fn a_down_region_waits_for_a_probe() {
         let s = JudgeSettings::default();
         let down = health(ProviderState::Down, 1_000);
+        // No evidence: still down, however long.
+        assert_eq!(judge(0, 0, 0, false, Some(&down), &s), ProviderState::Down);
+        // Probes decide at once.
+        assert_eq!(judge(1, 1, 0, false, Some(&down), &s), ProviderState::Down);
+        assert_eq!(judge(2, 0, 2, false, Some(&down), &s), ProviderState::Down);
         assert_eq!(
-            judge(0, 0, 0, false, Some(&down), 5_000, &s),
-            ProviderState::Down
-        );
-        assert_eq!(
-            judge(0, 0, 0, false, Some(&down), 11_000, &s),
+            judge(1, 0, 0, false, Some(&down), &s),
             ProviderState::Healthy
         );
         let degraded = health(ProviderState::Degraded, 1_000);
         assert_eq!(
-            judge(1, 1, 0, false, Some(&degraded), 60_000, &s),
+            judge(1, 1, 0, false, Some(&degraded), &s),
+            ProviderState::Down
+        );
+        assert_eq!(
+            judge(1, 0, 0, false, Some(&degraded), &s),
+            ProviderState::Healthy
+        );
+        assert_eq!(
+            judge(0, 0, 0, false, Some(&degraded), &s),
             ProviderState::Degraded
         );
         // An undrained region starts over as healthy.
         let drained = health(ProviderState::Drained, 1_000);
         assert_eq!(
-            judge(0, 0, 0, false, Some(&drained), 2_000, &s),
+            judge(0, 0, 0, false, Some(&drained), &s),
             ProviderState::Healthy
         );
     }

@@ -38,10 +38,17 @@ impl AttemptOutcome {
     }
 }
 
-/// Counts since the last report, per provider-region.
+/// A region published as degraded or down gets one real request from this
+/// cell this often, tried first: its answer is the evidence the leader needs
+/// to put the region back (or keep it out).
+pub const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts since the last report, per provider-region, and when each down
+/// region was last probed.
 #[derive(Debug, Default)]
 pub struct ProviderStats {
     counts: Mutex<HashMap<String, ProviderReport>>,
+    probes: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl ProviderStats {
@@ -57,6 +64,29 @@ impl ProviderStats {
             AttemptOutcome::Throttled => r.throttled += 1,
             AttemptOutcome::Failed => r.failures += 1,
         }
+    }
+
+    /// The order for one request: [`order`], except that a degraded or down
+    /// region not probed for [`PROBE_EVERY`] goes first, once.
+    pub fn order_with_probe(&self, providers: &[AnyProvider], view: &ClusterView) -> Vec<usize> {
+        let mut order = order(providers, view);
+        let now = std::time::Instant::now();
+        let mut probes = self.probes.lock().unwrap_or_else(|p| p.into_inner());
+        let down = order.iter().position(|&i| {
+            let name = providers[i].name();
+            matches!(
+                view.providers.get(name).map(|v| v.state()),
+                Some(ProviderState::Down | ProviderState::Degraded)
+            ) && probes
+                .get(name)
+                .is_none_or(|last| now.duration_since(*last) >= PROBE_EVERY)
+        });
+        if let Some(at) = down {
+            let i = order.remove(at);
+            probes.insert(providers[i].name().to_owned(), now);
+            order.insert(0, i);
+        }
+        order
     }
 
     /// The counts so far, and a fresh start.

@@ -458,7 +458,9 @@ impl Orchestrator {
         request: &crate::llm::ChatRequest,
     ) -> Result<(AnyProvider, crate::llm::Completion), CellError> {
         let order = match &self.cluster {
-            Some(cluster) => crate::llm::health::order(&self.providers, &cluster.snapshot()),
+            Some(cluster) => self
+                .provider_stats
+                .order_with_probe(&self.providers, &cluster.snapshot()),
             None => (0..self.providers.len()).collect(),
         };
         let names: Vec<&str> = order.iter().map(|&i| self.providers[i].name()).collect();

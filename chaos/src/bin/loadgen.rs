@@ -31,7 +31,8 @@ struct Args {
     /// Warm-up before measuring (same rate, not recorded).
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// JSON body; requests are POSTs when set, GETs otherwise.
+    /// JSON body; requests are POSTs when set, GETs otherwise. `{i}` in it
+    /// is replaced by the request's number, so that requests can differ.
     #[arg(long)]
     body: Option<String>,
     /// Extra header, `Name: value`; repeatable.
@@ -117,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let body = args.body.clone().map(bytes::Bytes::from);
+    let varies = args.body.as_deref().is_some_and(|b| b.contains("{i}"));
     let signer = match (&args.cell_key_hex, &args.tenant) {
         (Some(hex_key), Some(tenant)) => {
             let url = reqwest::Url::parse(&args.url).context("--url is not a URL")?;
@@ -145,13 +147,22 @@ async fn main() -> anyhow::Result<()> {
             for i in 0..total {
                 let due = start + interval.mul_f64(i as f64);
                 tokio::time::sleep_until(due).await;
-                let mut request = match &body {
+                let this_body = body.as_ref().map(|b| {
+                    if varies {
+                        bytes::Bytes::from(
+                            String::from_utf8_lossy(b).replace("{i}", &i.to_string()),
+                        )
+                    } else {
+                        b.clone()
+                    }
+                });
+                let mut request = match &this_body {
                     Some(b) => client.post(&url).body(b.clone()),
                     None => client.get(&url),
                 }
                 .headers(headers.clone());
                 if let Some(signer) = &signer {
-                    let bytes = body.as_deref().unwrap_or_default();
+                    let bytes = this_body.as_deref().unwrap_or_default();
                     for (name, value) in signer.headers(bytes, i) {
                         request = request.header(name, value);
                     }
