@@ -139,8 +139,8 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
         ))
         .into_response();
     }
-    let cache_threshold = match snapshot.tenants.get(&tenant) {
-        Some(record) => record.cache_threshold,
+    let (cache_threshold, fallbacks) = match snapshot.tenants.get(&tenant) {
+        Some(record) => (record.cache_threshold, record.effective_fallbacks()),
         None => {
             return CellError::Unauthenticated(format!("unknown tenant {tenant:?}"))
                 .into_response();
@@ -155,6 +155,7 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
             request_id
         },
         cache_threshold,
+        fallbacks,
     });
     next.run(request).await
 }

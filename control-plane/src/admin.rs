@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::model::{
-    ApiKeyRecord, CellAlive, CellSpec, DEFAULT_PLAN, KeyKind, Keys, PLANS, ProviderDrain,
-    ProviderHealth, TenantLimits, TenantRecord, generate_api_key, hash_api_key, now_ms,
-    plan_limits, validate_provider_id, validate_tenant_id,
+    ApiKeyRecord, CellAlive, CellSpec, DEFAULT_PLAN, Fallbacks, KeyKind, Keys, PLANS,
+    ProviderDrain, ProviderHealth, TenantLimits, TenantRecord, generate_api_key, hash_api_key,
+    now_ms, plan_limits, validate_provider_id, validate_tenant_id,
 };
 use crate::service::Secret;
 use crate::store::{Store, StoreError, decode, encode};
@@ -123,6 +123,8 @@ pub struct TenantSummary {
     /// Whether `limits` are the tenant's own rather than its plan's.
     #[serde(default)]
     pub custom_limits: bool,
+    /// The fallbacks in force: the tenant's own or its plan's.
+    pub fallbacks: Fallbacks,
     pub created_at_ms: u64,
 }
 
@@ -151,6 +153,13 @@ pub struct UpdateTenant {
         skip_serializing_if = "Option::is_none"
     )]
     pub limits: Option<Option<TenantLimits>>,
+    /// The tenant's own fallbacks; `null` goes back to the plan's.
+    #[serde(
+        default,
+        with = "double_option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub fallbacks: Option<Option<Fallbacks>>,
 }
 
 fn validate_plan(plan: &str) -> Result<(), AdminError> {
@@ -195,6 +204,7 @@ impl From<&TenantRecord> for TenantSummary {
             cache_threshold: t.cache_threshold,
             limits: t.effective_limits(),
             custom_limits: t.limits.is_some(),
+            fallbacks: t.effective_fallbacks(),
             created_at_ms: t.created_at_ms,
         }
     }
@@ -228,6 +238,7 @@ async fn create_tenant(
         pin: None,
         cache_threshold: None,
         limits: None,
+        fallbacks: None,
         created_at_ms: now,
     };
     let created = state
@@ -306,6 +317,9 @@ async fn update_tenant(
         }
         if let Some(limits) = update.limits {
             record.limits = limits;
+        }
+        if let Some(fallbacks) = update.fallbacks {
+            record.fallbacks = fallbacks;
         }
         let value = encode(&record);
         let written = state

@@ -246,10 +246,45 @@ pub struct TenantRecord {
     /// Overrides the limits of the tenant's plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TenantLimits>,
+    /// Overrides the fallbacks of the tenant's plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallbacks: Option<Fallbacks>,
     pub created_at_ms: u64,
 }
 
+/// Which of the fallbacks may answer for a tenant when its first provider
+/// cannot, in the order they are tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fallbacks {
+    /// Another region serving the same model.
+    pub next_region: bool,
+    /// A different (cheaper) model.
+    pub model_cascade: bool,
+    /// The tenant's best older or expired cached answer, flagged `stale`.
+    pub stale_cache: bool,
+    /// An extract of the retrieved passages, or "I don't know", flagged
+    /// `degraded`. Without it, the request fails with 502.
+    pub degrade: bool,
+}
+
+impl Fallbacks {
+    pub const ALL: Fallbacks = Fallbacks {
+        next_region: true,
+        model_cascade: true,
+        stale_cache: true,
+        degrade: true,
+    };
+}
+
 impl TenantRecord {
+    /// The fallbacks in force: the tenant's own, else its plan's.
+    pub fn effective_fallbacks(&self) -> Fallbacks {
+        self.fallbacks
+            .or_else(|| plan_fallbacks(&self.plan))
+            .unwrap_or(Fallbacks::ALL)
+    }
+
     /// The limits the router enforces: the tenant's own, else its plan's.
     /// A plan this version does not know gets the default plan's limits.
     pub fn effective_limits(&self) -> TenantLimits {
@@ -317,6 +352,19 @@ pub const PLANS: &[(&str, TenantLimits)] = &[
         },
     ),
 ];
+
+/// The fallbacks of a named plan: enterprise tenants get their model or an
+/// older answer from it, never a cheaper model.
+pub fn plan_fallbacks(plan: &str) -> Option<Fallbacks> {
+    match plan {
+        "free" | DEFAULT_PLAN => Some(Fallbacks::ALL),
+        "enterprise" => Some(Fallbacks {
+            model_cascade: false,
+            ..Fallbacks::ALL
+        }),
+        _ => None,
+    }
+}
 
 /// The limits of a named plan.
 pub fn plan_limits(plan: &str) -> Option<TenantLimits> {

@@ -31,6 +31,7 @@ fn tenant(id: &str) -> TenantRecord {
         pin: None,
         cache_threshold: None,
         limits: None,
+        fallbacks: None,
         created_at_ms: 0,
     }
 }

@@ -97,6 +97,7 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
         "{second}"
     );
     assert_eq!(second["citations"][0]["document_id"], "shipping");
+    assert_eq!(second["fallback"], "model_cascade", "{second}");
     // No price configured for this model: no cost claimed.
     assert!(second.get("cost_usd").is_none(), "{second}");
 
@@ -105,7 +106,59 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
         .await?;
     let third = ask("Which city is the warehouse in?").await;
     assert_eq!(third["provider"], "openai-local", "{third}");
+    assert_eq!(third["fallback"], "model_cascade", "{third}");
     assert_eq!(third["model"], "llama-3.1-8b-instruct");
     assert!(third["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    // An enterprise tenant's plan allows no cheaper model: with its model's
+    // only region down, the answer degrades instead.
+    let vip = cluster.create_tenant_on_plan("vip", "enterprise").await?;
+    cluster.wait_for_tenant(&vip).await?;
+    let (status, _, _) = cluster
+        .post(
+            &vip,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let (status, body, _) = cluster
+        .post(
+            &vip,
+            "/v1/query",
+            &json!({"query": "Where do orders ship from?"}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["fallback"], "degraded", "{body}");
+    assert!(body["provider"].is_null(), "{body}");
+    // Its operator may allow the cascade after all.
+    cluster
+        .update_tenant(
+            "vip",
+            &json!({"fallbacks": {"next_region": true, "model_cascade": true, "stale_cache": true, "degrade": true}}),
+        )
+        .await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, body, _) = cluster
+            .post(
+                &vip,
+                "/v1/query",
+                &json!({"query": "How long does delivery take?"}),
+            )
+            .await?;
+        if body["fallback"] == "model_cascade" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        cluster
+            .http
+            .delete(format!("{}/v1/cache", cluster.router.url))
+            .bearer_auth(&vip)
+            .send()
+            .await?;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     Ok(())
 }

@@ -476,6 +476,7 @@ async fn first_region_down_moves_to_the_next() -> anyhow::Result<()> {
         .await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provider"], "azure-westeurope", "{body}");
+    assert_eq!(body["fallback"], "next_region", "{body}");
     assert!(body["answer"].as_str().unwrap_or("").contains("Lyon"));
     Ok(())
 }

@@ -47,8 +47,9 @@ pub struct QueryResponse {
     /// Age of the cached answer in milliseconds, on hits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_age_ms: Option<u64>,
-    /// The fallback that produced this answer when no provider could:
-    /// `stale_cache` or `degraded`.
+    /// The fallback that produced this answer: `next_region` or
+    /// `model_cascade` when a provider other than the first answered,
+    /// `stale_cache` or `degraded` when none could.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback: Option<String>,
     pub provider: Option<String>,
@@ -73,6 +74,35 @@ impl QueryResponse {
     }
 }
 
+/// A provider other than the first configured one answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderFallback {
+    NextRegion,
+    ModelCascade,
+}
+
+impl ProviderFallback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderFallback::NextRegion => "next_region",
+            ProviderFallback::ModelCascade => "model_cascade",
+        }
+    }
+}
+
+trait AllowsFallback {
+    fn allows(&self, kind: ProviderFallback) -> bool;
+}
+
+impl AllowsFallback for control_plane::model::Fallbacks {
+    fn allows(&self, kind: ProviderFallback) -> bool {
+        match kind {
+            ProviderFallback::NextRegion => self.next_region,
+            ProviderFallback::ModelCascade => self.model_cascade,
+        }
+    }
+}
+
 /// Who is asking, as established by the router.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -80,6 +110,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// The tenant's own cache threshold, if it overrides the cell's.
     pub cache_threshold: Option<f32>,
+    /// Which fallbacks may answer for this tenant.
+    pub fallbacks: control_plane::model::Fallbacks,
 }
 
 pub struct Orchestrator {
@@ -260,17 +292,19 @@ impl Orchestrator {
         // Prompt → LLM.
         let request = prompt::build(&question, &hits, MAX_ANSWER_TOKENS);
         let started = Instant::now();
-        let (provider, completion) = match self.call_providers(ctx, &request).await {
+        let (index, completion) = match self.call_providers(ctx, &request).await {
             Ok(done) => done,
             Err(CellError::AllProvidersFailed(errors)) => {
                 self.metrics.observe_stage("llm", started);
-                return Ok(self
+                return self
                     .fallback(ctx, &question, &embedding, &hits, &errors)
-                    .await);
+                    .await;
             }
             Err(other) => return Err(other),
         };
         self.metrics.observe_stage("llm", started);
+        let provider = self.providers[index].clone();
+        let fallback = self.fallback_kind(index).map(|k| k.as_str().to_owned());
         let cost_usd = self.account(ctx, &completion);
 
         // Postprocess: keep only citations of passages the answer used.
@@ -314,7 +348,7 @@ impl Orchestrator {
             cache: "miss".into(),
             similarity: None,
             cache_age_ms: None,
-            fallback: None,
+            fallback,
             provider: Some(answer.provider),
             region: Some(answer.region),
             model: Some(answer.model),
@@ -322,6 +356,17 @@ impl Orchestrator {
             cost_usd,
             cell: self.cell_id.clone(),
         })
+    }
+
+    /// Which fallback answering from provider `index` is: none for the first
+    /// configured provider, another region of its model, or another model.
+    fn fallback_kind(&self, index: usize) -> Option<ProviderFallback> {
+        let primary = self.providers.first()?;
+        match index {
+            0 => None,
+            i if self.providers[i].model() == primary.model() => Some(ProviderFallback::NextRegion),
+            _ => Some(ProviderFallback::ModelCascade),
+        }
     }
 
     /// Counts a fresh answer's tokens and cost against its tenant.
@@ -395,18 +440,21 @@ impl Orchestrator {
         embedding: &[f32],
         hits: &[Hit],
         errors: &[AttemptError],
-    ) -> QueryResponse {
+    ) -> Result<QueryResponse, CellError> {
         tracing::warn!(
             attempts = errors.len(),
             "every provider failed, falling back"
         );
-        let stale = self
-            .cache
-            .stale_candidate(&ctx.tenant, question, embedding, self.threshold_for(ctx))
-            .await;
+        let stale = if ctx.fallbacks.stale_cache {
+            self.cache
+                .stale_candidate(&ctx.tenant, question, embedding, self.threshold_for(ctx))
+                .await
+        } else {
+            Ok(None)
+        };
         if let Ok(Some((entry, similarity))) = stale {
             let a = entry.answer;
-            return QueryResponse {
+            return Ok(QueryResponse {
                 answer: a.answer,
                 citations: a.citations,
                 cache: "stale".into(),
@@ -421,7 +469,10 @@ impl Orchestrator {
                 usage: a.usage,
                 cost_usd: Some(0.0),
                 cell: self.cell_id.clone(),
-            };
+            });
+        }
+        if !ctx.fallbacks.degrade {
+            return Err(CellError::AllProvidersFailed(errors.to_vec()));
         }
         let (answer, citations) = match hits.first() {
             Some(top) => (
@@ -434,7 +485,7 @@ impl Orchestrator {
             ),
             None => (NO_ANSWER.to_owned(), Vec::new()),
         };
-        QueryResponse {
+        Ok(QueryResponse {
             answer,
             citations,
             cache: "miss".into(),
@@ -447,7 +498,7 @@ impl Orchestrator {
             usage: Usage::default(),
             cost_usd: Some(0.0),
             cell: self.cell_id.clone(),
-        }
+        })
     }
 
     /// Tries the providers in order, moving on only after errors another
@@ -456,13 +507,17 @@ impl Orchestrator {
         &self,
         ctx: &RequestContext,
         request: &crate::llm::ChatRequest,
-    ) -> Result<(AnyProvider, crate::llm::Completion), CellError> {
-        let order = match &self.cluster {
+    ) -> Result<(usize, crate::llm::Completion), CellError> {
+        let mut order = match &self.cluster {
             Some(cluster) => self
                 .provider_stats
                 .order_with_probe(&self.providers, &cluster.snapshot()),
             None => (0..self.providers.len()).collect(),
         };
+        order.retain(|&i| {
+            self.fallback_kind(i)
+                .is_none_or(|kind| ctx.fallbacks.allows(kind))
+        });
         let names: Vec<&str> = order.iter().map(|&i| self.providers[i].name()).collect();
         let breakers: Vec<&Breaker> = order.iter().map(|&i| &self.breakers[i]).collect();
         let timeouts: Vec<std::time::Duration> =
@@ -516,7 +571,7 @@ impl Orchestrator {
         })
         .await;
         match result {
-            Ok((n, completion)) => Ok((self.providers[order[n]].clone(), completion)),
+            Ok((n, completion)) => Ok((order[n], completion)),
             Err(errors) => Err(CellError::AllProvidersFailed(errors)),
         }
     }

@@ -36,6 +36,7 @@ fn tenant(id: &str) -> Arc<TenantRecord> {
         pin: None,
         cache_threshold: None,
         limits: None,
+        fallbacks: None,
         created_at_ms: 0,
     })
 }
