@@ -29,7 +29,7 @@ use crate::api::AppState;
 use crate::cache::Usage;
 use crate::embed::embed_off_runtime;
 use crate::embed::minilm::MODEL_ID as EMBEDDING_MODEL;
-use crate::pipeline::{QueryRequest, QueryResponse, RequestContext};
+use crate::pipeline::{LiveAnswer, QueryRequest, QueryResponse, RequestContext, Streamed};
 
 /// Most inputs in one embeddings request (OpenAI's own limit).
 const MAX_EMBEDDING_INPUTS: usize = 2048;
@@ -288,43 +288,176 @@ pub async fn chat_completions(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    let answer = match state
-        .orchestrator
-        .query(&ctx, QueryRequest { query, top_k: None })
-        .await
-    {
+    let id = format!("chatcmpl-{}", ctx.request_id);
+    let created = now_secs();
+    let request = QueryRequest { query, top_k: None };
+    if req.stream.unwrap_or(false) {
+        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
+        return match state.orchestrator.query_stream(&ctx, request).await {
+            Err(e) => e.into_response(),
+            Ok(Streamed::Whole(answer)) => {
+                let model = answer.model.clone().unwrap_or_else(|| req.model.clone());
+                let tokens = answer.tokens_spent();
+                let mut response = stream_answer(id, created, model, answer, include_usage);
+                response.headers_mut().insert(
+                    common::headers::USAGE_TOKENS,
+                    HeaderValue::from(u64::from(tokens)),
+                );
+                response
+            }
+            Ok(Streamed::Live(live)) => {
+                let model = state.orchestrator.providers[live.index].model().to_owned();
+                stream_live(state, ctx, id, created, model, live, include_usage)
+            }
+        };
+    }
+    let answer = match state.orchestrator.query(&ctx, request).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let id = format!("chatcmpl-{}", ctx.request_id);
-    let created = now_secs();
     let model = answer.model.clone().unwrap_or_else(|| req.model.clone());
     let tokens = answer.tokens_spent();
-    let mut response = if req.stream.unwrap_or(false) {
-        let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-        stream_answer(id, created, model, answer, include_usage)
-    } else {
-        Json(json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": Value::Null,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.answer, "refusal": Value::Null},
-                "logprobs": Value::Null,
-                "finish_reason": "stop",
-            }],
-            "usage": OpenAiUsage::from(&answer.usage),
-            "cellnet": extension(&answer),
-        }))
-        .into_response()
-    };
+    let mut response = Json(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": Value::Null,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer.answer, "refusal": Value::Null},
+            "logprobs": Value::Null,
+            "finish_reason": "stop",
+        }],
+        "usage": OpenAiUsage::from(&answer.usage),
+        "cellnet": extension(&answer),
+    }))
+    .into_response();
     response.headers_mut().insert(
         common::headers::USAGE_TOKENS,
         HeaderValue::from(u64::from(tokens)),
     );
+    response
+}
+
+/// Relays a provider's stream as it arrives. The answer's end is
+/// postprocessed like a whole one (citations, cache store) and sent in the
+/// last chunk. If the provider fails after its first text, the stream ends
+/// with an explicit error event and no `[DONE]`: never a silently
+/// truncated answer. (Its tokens are counted by the cell's metrics; the
+/// router's quota sees only whole answers.)
+fn stream_live(
+    state: AppState,
+    ctx: RequestContext,
+    id: String,
+    created: u64,
+    model: String,
+    live: LiveAnswer,
+    include_usage: bool,
+) -> Response {
+    use crate::llm::stream::StreamEvent;
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": Value::Null,
+            "choices": [{"index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}],
+        })
+    };
+    let idle = state.orchestrator.providers[live.index].timeout();
+    tokio::spawn(async move {
+        let LiveAnswer {
+            ask,
+            index,
+            first,
+            mut rest,
+        } = live;
+        let send = |v: Value| {
+            let tx = tx.clone();
+            async move { tx.send(format!("data: {v}\n\n")).await.is_ok() }
+        };
+        if !send(chunk(json!({"role": "assistant", "content": ""}), None)).await {
+            return;
+        }
+        let mut text = first.clone();
+        if !send(chunk(json!({"content": first}), None)).await {
+            return;
+        }
+        loop {
+            let event = match tokio::time::timeout(idle, rest.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => Err(crate::llm::ProviderError::Connect {
+                    provider: state.orchestrator.providers[index].name().to_owned(),
+                    message: "the stream ended early".into(),
+                }),
+                Err(_) => Err(crate::llm::ProviderError::Timeout {
+                    provider: state.orchestrator.providers[index].name().to_owned(),
+                    after: idle,
+                }),
+            };
+            match event {
+                Ok(StreamEvent::Delta(piece)) => {
+                    text.push_str(&piece);
+                    if !send(chunk(json!({"content": piece}), None)).await {
+                        return;
+                    }
+                }
+                Ok(StreamEvent::Done { usage, model: used }) => {
+                    let answer = state
+                        .orchestrator
+                        .finish_stream(&ctx, ask, index, text, usage, used)
+                        .await;
+                    let mut last = chunk(json!({}), Some("stop"));
+                    last["cellnet"] = extension(&answer);
+                    if !send(last).await {
+                        return;
+                    }
+                    if include_usage {
+                        let mut usage_chunk = chunk(json!({}), None);
+                        usage_chunk["choices"] = json!([]);
+                        usage_chunk["usage"] = json!(OpenAiUsage::from(&answer.usage));
+                        if !send(usage_chunk).await {
+                            return;
+                        }
+                    }
+                    let _ = tx.send("data: [DONE]\n\n".to_owned()).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "provider stream failed after its first text");
+                    state.orchestrator.provider_stats.record(
+                        state.orchestrator.providers[index].name(),
+                        crate::llm::health::AttemptOutcome::Failed,
+                    );
+                    let _ = send(json!({"error": {
+                        "message": "the answer was interrupted: the LLM provider failed mid-stream; retry the request",
+                        "type": "upstream_error",
+                        "param": Value::Null,
+                        "code": "stream_interrupted",
+                    }}))
+                    .await;
+                    return;
+                }
+            }
+        }
+    });
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|frame| (Ok::<_, Infallible>(axum::body::Bytes::from(frame)), rx))
+    });
+    let mut response = Response::new(Body::from_stream(frames));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 

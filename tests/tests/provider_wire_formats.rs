@@ -394,3 +394,92 @@ async fn openai_compatible_servers_answer_through_the_client() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn streams_end_in_their_marker_or_in_an_error() {
+    use cell::llm::stream::StreamEvent;
+    use futures::StreamExt;
+    let sim = simulator(regions(json!({"regions": [
+        {"name": "openai-local", "deployments": ["gpt-4o-mini"]},
+        {"name": "openai-cut", "deployments": ["gpt-4o-mini"], "faults": {"cut_after_chunks": 2}},
+        {"name": "vertex-us-central1", "deployments": ["gemini-2.0-flash"]},
+        {"name": "vertex-cut", "deployments": ["gemini-2.0-flash"], "faults": {"cut_after_chunks": 1}}
+    ]})))
+    .await;
+    let openai = |region: &str| OpenAiCompatible {
+        name: region.into(),
+        region: "local".into(),
+        base_url: format!("{sim}/{region}/v1"),
+        model: "gpt-4o-mini".into(),
+        api_key: Some(common::config::Secret::new(SIM_KEY)),
+        timeout: Duration::from_secs(5),
+        http: reqwest::Client::new(),
+    };
+    let collect = |mut s: cell::llm::stream::TokenStream| async move {
+        let mut events = Vec::new();
+        while let Some(e) = s.next().await {
+            events.push(e);
+        }
+        events
+    };
+
+    let whole = collect(
+        openai("openai-local")
+            .chat_stream(&chat_request(), "r1")
+            .await
+            .unwrap(),
+    )
+    .await;
+    let text: String = whole
+        .iter()
+        .filter_map(|e| match e {
+            Ok(StreamEvent::Delta(t)) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(text.contains("Rayleigh"), "{whole:?}");
+    assert!(
+        matches!(whole.last(), Some(Ok(StreamEvent::Done { usage, .. })) if usage.total_tokens > 0),
+        "{whole:?}"
+    );
+
+    let cut = collect(
+        openai("openai-cut")
+            .chat_stream(&chat_request(), "r2")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        matches!(cut.first(), Some(Ok(StreamEvent::Delta(_)))),
+        "{cut:?}"
+    );
+    assert!(matches!(cut.last(), Some(Err(_))), "{cut:?}");
+
+    let vertex = |region: &str| {
+        vertex_client(
+            &sim,
+            region,
+            TokenSource::Static(common::config::Secret::new(SIM_KEY)),
+        )
+    };
+    let whole = collect(
+        vertex("vertex-us-central1")
+            .chat_stream(&chat_request(), "r3")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        matches!(whole.last(), Some(Ok(StreamEvent::Done { usage, model: Some(m) })) if usage.total_tokens > 0 && m == "gemini-2.0-flash"),
+        "{whole:?}"
+    );
+    let cut = collect(
+        vertex("vertex-cut")
+            .chat_stream(&chat_request(), "r4")
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(matches!(cut.last(), Some(Err(_))), "{cut:?}");
+}

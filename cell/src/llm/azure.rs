@@ -114,6 +114,34 @@ impl AzureOpenAi {
         }
         parse_chat_completion(&self.name, &answer.body, &self.deployment)
     }
+
+    /// The same request, streamed (`"stream": true`, usage in the last chunk).
+    pub async fn chat_stream(
+        &self,
+        request: &ChatRequest,
+        request_id: &str,
+    ) -> Result<super::stream::TokenStream, ProviderError> {
+        let body = json!({
+            "messages": [
+                {"role": "system", "content": request.system},
+                {"role": "user", "content": request.user},
+            ],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": true,
+            "stream_options": {"include_usage": true},
+        });
+        let outgoing = self
+            .http
+            .post(self.url())
+            .header("api-key", self.api_key.expose())
+            .header(common::headers::REQUEST_ID, request_id)
+            .json(&body);
+        let response =
+            super::wire::open_stream(&self.name, self.timeout, outgoing, openai_error_message)
+                .await?;
+        Ok(super::stream::openai_events(self.name.clone(), response))
+    }
 }
 
 /// An OpenAI-format chat completion (Azure OpenAI and OpenAI-compatible

@@ -7,6 +7,7 @@ pub mod google_auth;
 pub mod health;
 pub mod openai_compatible;
 pub mod resilience;
+pub mod stream;
 pub mod vertex;
 pub mod wire;
 
@@ -125,6 +126,19 @@ impl AnyProvider {
             AnyProvider::Azure(p) => p.chat(request, request_id).await,
             AnyProvider::Vertex(p) => p.chat(request, request_id).await,
             AnyProvider::OpenAiCompatible(p) => p.chat(request, request_id).await,
+        }
+    }
+
+    /// A streamed completion; errors before the stream starts come back here.
+    pub async fn chat_stream(
+        &self,
+        request: &ChatRequest,
+        request_id: &str,
+    ) -> Result<stream::TokenStream, ProviderError> {
+        match self {
+            AnyProvider::Azure(p) => p.chat_stream(request, request_id).await,
+            AnyProvider::Vertex(p) => p.chat_stream(request, request_id).await,
+            AnyProvider::OpenAiCompatible(p) => p.chat_stream(request, request_id).await,
         }
     }
 }

@@ -64,4 +64,27 @@ impl OpenAiCompatible {
         }
         parse_chat_completion(&self.name, &answer.body, &self.model)
     }
+
+    /// The same request, streamed (`"stream": true`, usage in the last chunk).
+    pub async fn chat_stream(
+        &self,
+        request: &ChatRequest,
+        request_id: &str,
+    ) -> Result<super::stream::TokenStream, ProviderError> {
+        let mut body = self.request_body(request);
+        body["stream"] = true.into();
+        body["stream_options"] = json!({"include_usage": true});
+        let mut outgoing = self
+            .http
+            .post(self.url())
+            .header(common::headers::REQUEST_ID, request_id)
+            .json(&body);
+        if let Some(key) = &self.api_key {
+            outgoing = outgoing.bearer_auth(key.expose());
+        }
+        let response =
+            super::wire::open_stream(&self.name, self.timeout, outgoing, openai_error_message)
+                .await?;
+        Ok(super::stream::openai_events(self.name.clone(), response))
+    }
 }

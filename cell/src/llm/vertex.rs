@@ -208,4 +208,32 @@ impl VertexAi {
         }
         parse_response(&self.name, &answer.body, &self.model)
     }
+
+    /// The same request through `:streamGenerateContent?alt=sse`.
+    pub async fn chat_stream(
+        &self,
+        request: &ChatRequest,
+        request_id: &str,
+    ) -> Result<super::stream::TokenStream, ProviderError> {
+        let token = self
+            .auth
+            .token(&self.http, self.timeout)
+            .await
+            .map_err(|message| ProviderError::Connect {
+                provider: self.name.clone(),
+                message: format!("no access token: {message}"),
+            })?;
+        let url = self
+            .url()
+            .replace(":generateContent", ":streamGenerateContent?alt=sse");
+        let outgoing = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose())
+            .header(common::headers::REQUEST_ID, request_id)
+            .json(&request_body(request));
+        let response =
+            super::wire::open_stream(&self.name, self.timeout, outgoing, error_message).await?;
+        Ok(super::stream::vertex_events(self.name.clone(), response))
+    }
 }

@@ -69,3 +69,45 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 pub fn snippet(body: &[u8]) -> String {
     String::from_utf8_lossy(body).chars().take(200).collect()
 }
+
+/// Sends `request` for a streamed answer: returns the response once its
+/// headers say success; otherwise reads the error body and hands it to
+/// `error_message` for the error.
+pub async fn open_stream(
+    provider: &str,
+    timeout: Duration,
+    request: reqwest::RequestBuilder,
+    error_message: fn(&[u8]) -> String,
+) -> Result<reqwest::Response, ProviderError> {
+    let timed_out = || ProviderError::Timeout {
+        provider: provider.to_owned(),
+        after: timeout,
+    };
+    let response = match tokio::time::timeout(timeout, request.send()).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
+        Ok(Err(e)) => {
+            return Err(ProviderError::Connect {
+                provider: provider.to_owned(),
+                message: e.to_string(),
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status().as_u16();
+    let wait = retry_after(response.headers());
+    let body = tokio::time::timeout(timeout, response.bytes())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    Err(ProviderError::Status {
+        provider: provider.to_owned(),
+        status,
+        message: error_message(&body),
+        retry_after: wait,
+    })
+}

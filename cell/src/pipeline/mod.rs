@@ -103,6 +103,36 @@ impl AllowsFallback for control_plane::model::Fallbacks {
     }
 }
 
+/// A streamed query's answer: known whole, or streaming from a provider.
+pub enum Streamed {
+    Whole(QueryResponse),
+    Live(LiveAnswer),
+}
+
+/// A provider's stream after its first text.
+pub struct LiveAnswer {
+    pub ask: Ask,
+    /// The provider answering.
+    pub index: usize,
+    pub first: String,
+    pub rest: crate::llm::stream::TokenStream,
+}
+
+/// Where `prepare` left a question.
+enum Prepared {
+    Answered(QueryResponse),
+    Ask(Ask),
+}
+
+/// A question that needs an LLM, with what `finish` needs afterwards.
+pub struct Ask {
+    question: String,
+    embedding: Vec<f32>,
+    version: Option<u64>,
+    hits: Vec<Hit>,
+    request: crate::llm::ChatRequest,
+}
+
 /// Who is asking, as established by the router.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -154,6 +184,33 @@ impl Orchestrator {
         ctx: &RequestContext,
         req: QueryRequest,
     ) -> Result<QueryResponse, CellError> {
+        let ask = match self.prepare(ctx, req).await? {
+            Prepared::Answered(answer) => return Ok(answer),
+            Prepared::Ask(ask) => ask,
+        };
+        let started = Instant::now();
+        let (index, completion) = match self.call_providers(ctx, &ask.request).await {
+            Ok(done) => done,
+            Err(CellError::AllProvidersFailed(errors)) => {
+                self.metrics.observe_stage("llm", started);
+                return self
+                    .fallback(ctx, &ask.question, &ask.embedding, &ask.hits, &errors)
+                    .await;
+            }
+            Err(other) => return Err(other),
+        };
+        self.metrics.observe_stage("llm", started);
+        Ok(self.finish(ctx, ask, index, completion).await)
+    }
+
+    /// Everything before the LLM: preprocess, the cache tiers, embedding and
+    /// retrieval. Either the answer is already known (a cache hit, nothing
+    /// relevant) or the question goes to a provider.
+    async fn prepare(
+        &self,
+        ctx: &RequestContext,
+        req: QueryRequest,
+    ) -> Result<Prepared, CellError> {
         // Preprocess.
         let started = Instant::now();
         let question = req.query.trim().to_owned();
@@ -185,7 +242,14 @@ impl Orchestrator {
             .instrument(cache_span.clone())
             .await
         {
-            Ok((_, Some(entry))) => return Ok(self.hit(entry, 1.0, started, &cache_span)),
+            Ok((_, Some(entry))) => {
+                return Ok(Prepared::Answered(self.hit(
+                    entry,
+                    1.0,
+                    started,
+                    &cache_span,
+                )));
+            }
             Ok((version, None)) => Some(version),
             Err(e) => {
                 self.metrics.cache_errors.inc();
@@ -222,7 +286,12 @@ impl Orchestrator {
                 Ok(Lookup::Hit {
                     entry, similarity, ..
                 }) => {
-                    return Ok(self.hit(entry, similarity, started, &cache_span));
+                    return Ok(Prepared::Answered(self.hit(
+                        entry,
+                        similarity,
+                        started,
+                        &cache_span,
+                    )));
                 }
                 Ok(Lookup::Miss {
                     best_similarity,
@@ -273,7 +342,7 @@ impl Orchestrator {
         };
         self.metrics.observe_stage("retrieve", started);
         if hits.is_empty() {
-            return Ok(QueryResponse {
+            return Ok(Prepared::Answered(QueryResponse {
                 answer: NO_ANSWER.into(),
                 citations: Vec::new(),
                 cache: "miss".into(),
@@ -286,23 +355,34 @@ impl Orchestrator {
                 usage: Usage::default(),
                 cost_usd: Some(0.0),
                 cell: self.cell_id.clone(),
-            });
+            }));
         }
 
-        // Prompt → LLM.
         let request = prompt::build(&question, &hits, MAX_ANSWER_TOKENS);
-        let started = Instant::now();
-        let (index, completion) = match self.call_providers(ctx, &request).await {
-            Ok(done) => done,
-            Err(CellError::AllProvidersFailed(errors)) => {
-                self.metrics.observe_stage("llm", started);
-                return self
-                    .fallback(ctx, &question, &embedding, &hits, &errors)
-                    .await;
-            }
-            Err(other) => return Err(other),
-        };
-        self.metrics.observe_stage("llm", started);
+        Ok(Prepared::Ask(Ask {
+            question,
+            embedding,
+            version,
+            hits,
+            request,
+        }))
+    }
+
+    /// After the LLM: citations, accounting, the cache store, the answer.
+    async fn finish(
+        &self,
+        ctx: &RequestContext,
+        ask: Ask,
+        index: usize,
+        completion: crate::llm::Completion,
+    ) -> QueryResponse {
+        let Ask {
+            question,
+            embedding,
+            version,
+            hits,
+            ..
+        } = ask;
         let provider = self.providers[index].clone();
         let fallback = self.fallback_kind(index).map(|k| k.as_str().to_owned());
         let cost_usd = self.account(ctx, &completion);
@@ -342,7 +422,7 @@ impl Orchestrator {
             }
             self.metrics.observe_stage("cache_store", started);
         }
-        Ok(QueryResponse {
+        QueryResponse {
             answer: answer.answer,
             citations: answer.citations,
             cache: "miss".into(),
@@ -355,7 +435,131 @@ impl Orchestrator {
             usage: answer.usage,
             cost_usd,
             cell: self.cell_id.clone(),
-        })
+        }
+    }
+
+    /// The providers to try for this request, in order: by published health
+    /// (with a probe now and then), without the fallbacks the tenant's plan
+    /// does not allow.
+    fn candidate_order(&self, ctx: &RequestContext) -> Vec<usize> {
+        let mut order = match &self.cluster {
+            Some(cluster) => self
+                .provider_stats
+                .order_with_probe(&self.providers, &cluster.snapshot()),
+            None => (0..self.providers.len()).collect(),
+        };
+        order.retain(|&i| {
+            self.fallback_kind(i)
+                .is_none_or(|kind| ctx.fallbacks.allows(kind))
+        });
+        order
+    }
+
+    /// A streamed answer: what `prepare` already knows comes whole; otherwise
+    /// the providers are tried in order until one sends its first text, and
+    /// the rest streams from it. When none does, the fallbacks answer whole.
+    pub async fn query_stream(
+        &self,
+        ctx: &RequestContext,
+        req: QueryRequest,
+    ) -> Result<Streamed, CellError> {
+        let span = info_span!("query", tenant = %ctx.tenant, cell = %self.cell_id, request_id = %ctx.request_id, stream = true);
+        let ask = match self.prepare(ctx, req).instrument(span.clone()).await? {
+            Prepared::Answered(answer) => return Ok(Streamed::Whole(answer)),
+            Prepared::Ask(ask) => ask,
+        };
+        match self.open_stream(ctx, &ask.request).instrument(span).await {
+            Ok((index, first, rest)) => Ok(Streamed::Live(LiveAnswer {
+                ask,
+                index,
+                first,
+                rest,
+            })),
+            Err(errors) => self
+                .fallback(ctx, &ask.question, &ask.embedding, &ask.hits, &errors)
+                .await
+                .map(Streamed::Whole),
+        }
+    }
+
+    /// Failover until the first token: a provider counts as answering once
+    /// its first text arrives within its timeout.
+    async fn open_stream(
+        &self,
+        ctx: &RequestContext,
+        request: &crate::llm::ChatRequest,
+    ) -> Result<(usize, String, crate::llm::stream::TokenStream), Vec<AttemptError>> {
+        use crate::llm::ProviderError;
+        use crate::llm::stream::StreamEvent;
+        use futures::StreamExt;
+        let mut errors = Vec::new();
+        for i in self.candidate_order(ctx) {
+            let provider = &self.providers[i];
+            if !self.breakers[i].allow() {
+                errors.push(AttemptError::CircuitOpen {
+                    provider: provider.name().to_owned(),
+                });
+                continue;
+            }
+            let started = Instant::now();
+            let attempt = async {
+                let mut stream = provider.chat_stream(request, &ctx.request_id).await?;
+                match stream.next().await {
+                    Some(Ok(StreamEvent::Delta(text))) => Ok((text, stream)),
+                    Some(Ok(StreamEvent::Done { .. })) | None => Err(ProviderError::Decode {
+                        provider: provider.name().to_owned(),
+                        message: "the stream ended before any text".into(),
+                    }),
+                    Some(Err(e)) => Err(e),
+                }
+            };
+            let outcome = match tokio::time::timeout(provider.timeout(), attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::Timeout {
+                    provider: provider.name().to_owned(),
+                    after: provider.timeout(),
+                }),
+            };
+            self.provider_stats.record(
+                provider.name(),
+                crate::llm::health::AttemptOutcome::of(&outcome, started.elapsed()),
+            );
+            match outcome {
+                Ok((first, rest)) => {
+                    self.breakers[i].record(true);
+                    return Ok((i, first, rest));
+                }
+                Err(e) => {
+                    tracing::warn!(provider = provider.name(), error = %e, "stream did not start");
+                    self.breakers[i].record(!e.is_retryable());
+                    let fatal = !e.is_retryable();
+                    errors.push(e.into());
+                    if fatal {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(errors)
+    }
+
+    /// The end of a streamed answer: the same postprocessing, accounting and
+    /// cache store as a whole one.
+    pub async fn finish_stream(
+        &self,
+        ctx: &RequestContext,
+        ask: Ask,
+        index: usize,
+        text: String,
+        usage: Usage,
+        model: Option<String>,
+    ) -> QueryResponse {
+        let completion = crate::llm::Completion {
+            content: text,
+            model: model.unwrap_or_else(|| self.providers[index].model().to_owned()),
+            usage,
+        };
+        self.finish(ctx, ask, index, completion).await
     }
 
     /// Which fallback answering from provider `index` is: none for the first
@@ -508,16 +712,7 @@ impl Orchestrator {
         ctx: &RequestContext,
         request: &crate::llm::ChatRequest,
     ) -> Result<(usize, crate::llm::Completion), CellError> {
-        let mut order = match &self.cluster {
-            Some(cluster) => self
-                .provider_stats
-                .order_with_probe(&self.providers, &cluster.snapshot()),
-            None => (0..self.providers.len()).collect(),
-        };
-        order.retain(|&i| {
-            self.fallback_kind(i)
-                .is_none_or(|kind| ctx.fallbacks.allows(kind))
-        });
+        let order = self.candidate_order(ctx);
         let names: Vec<&str> = order.iter().map(|&i| self.providers[i].name()).collect();
         let breakers: Vec<&Breaker> = order.iter().map(|&i| &self.breakers[i]).collect();
         let timeouts: Vec<std::time::Duration> =

@@ -30,6 +30,8 @@ pub struct ChatRequest {
     max_tokens: Option<u32>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,13 +100,6 @@ pub async fn chat_completions(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             "'messages' is a required property",
-        );
-    }
-    if request.stream == Some(true) {
-        return azure_error(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "streaming is not served by this simulator version",
         );
     }
     let _in_flight = super::InFlight::enter(&region_state.in_flight);
@@ -181,6 +176,23 @@ pub async fn chat_completions(
         .unwrap_or("-")
         .to_owned();
     tracing::info!(%region, %deployment, %request_id, "chat completion");
+    let usage = json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens
+    });
+    if request.stream == Some(true) {
+        let include_usage = request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        return super::sse_response(
+            super::openai_chunks(&deployment, &content, include_usage.then_some(usage)),
+            region_state.faults().cut_after_chunks,
+        );
+    }
     (
         [("apim-request-id", uuid::Uuid::new_v4().to_string())],
         Json(json!({

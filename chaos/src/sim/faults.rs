@@ -30,6 +30,10 @@ pub struct FaultProfile {
     /// Requests are accepted and never answered.
     #[serde(default)]
     pub hang: bool,
+    /// Streamed answers break off (the connection is cut) after this many
+    /// chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_after_chunks: Option<u32>,
 }
 
 fn default_retry_after() -> Duration {

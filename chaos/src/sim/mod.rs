@@ -227,3 +227,73 @@ async fn get_faults(State(sim): State<Arc<Simulator>>, Path(region): Path<String
             .into_response(),
     }
 }
+
+/// Words per streamed chunk.
+const WORDS_PER_CHUNK: usize = 3;
+
+/// `text` in pieces of a few words, keeping every character.
+pub fn pieces(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    words
+        .chunks(WORDS_PER_CHUNK)
+        .map(|chunk| chunk.concat())
+        .collect()
+}
+
+/// Server-sent events, one `data:` frame each, a moment apart. With
+/// `cut_after` the connection breaks after that many frames, as a failing
+/// upstream would.
+pub fn sse_response(frames: Vec<String>, cut_after: Option<u32>) -> Response {
+    use futures::StreamExt;
+    let keep = cut_after.map_or(usize::MAX, |n| n as usize);
+    let cut = frames.len() > keep;
+    let sent = futures::stream::iter(frames.into_iter().take(keep)).then(|frame| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        Ok::<_, std::io::Error>(axum::body::Bytes::from(format!("data: {frame}\n\n")))
+    });
+    // The break comes a moment after the last frame, so that what was sent
+    // is on the wire first, as with a connection that dies mid-answer.
+    let tail = futures::stream::iter(cut.then_some(())).then(|()| async {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        Err(std::io::Error::other("upstream cut"))
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(sent.chain(tail)));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    response
+}
+
+/// OpenAI-format chunks (Azure OpenAI and OpenAI-compatible) of `content`.
+pub fn openai_chunks(model: &str, content: &str, usage: Option<serde_json::Value>) -> Vec<String> {
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "fp_sim",
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+        .to_string()
+    };
+    let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    frames.extend(
+        pieces(content)
+            .into_iter()
+            .map(|p| chunk(json!({"content": p}), None)),
+    );
+    frames.push(chunk(json!({}), Some("stop")));
+    if let Some(usage) = usage {
+        frames.push(
+            json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [], "usage": usage})
+            .to_string(),
+        );
+    }
+    frames.push("[DONE]".to_owned());
+    frames
+}

@@ -25,6 +25,8 @@ pub struct ChatRequest {
     max_tokens: Option<u32>,
     #[serde(default)]
     stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,12 +85,12 @@ pub async fn chat_completions(
             &format!("The model `{}` does not exist.", request.model),
         );
     }
-    if request.messages.is_empty() || request.stream == Some(true) {
+    if request.messages.is_empty() {
         return openai_error(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
             None,
-            "messages must not be empty, and streaming is not served by this simulator version",
+            "messages must not be empty",
         );
     }
     let _in_flight = InFlight::enter(&region_state.in_flight);
@@ -140,6 +142,23 @@ pub async fn chat_completions(
         prompt_tokens,
         completion_tokens,
     } = reply(&prompt_text, &user, request.max_tokens);
+    if request.stream == Some(true) {
+        let include_usage = request
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false);
+        let usage = json!({
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens
+        });
+        return super::sse_response(
+            super::openai_chunks(&request.model, &content, include_usage.then_some(usage)),
+            region_state.faults().cut_after_chunks,
+        );
+    }
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -82,11 +82,17 @@ pub async fn generate_content(
     let Some(region_state) = sim.regions.get(&region) else {
         return google_error(StatusCode::NOT_FOUND, "Requested entity was not found.");
     };
-    let Some((model, "generateContent")) = model_action.split_once(':') else {
-        return google_error(
-            StatusCode::NOT_FOUND,
-            &format!("The method {model_action:?} is not served here; use :generateContent."),
-        );
+    let (model, streamed) = match model_action.split_once(':') {
+        Some((model, "generateContent")) => (model, false),
+        Some((model, "streamGenerateContent")) => (model, true),
+        _ => {
+            return google_error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "The method {model_action:?} is not served here; use :generateContent or :streamGenerateContent."
+                ),
+            );
+        }
     };
     if !sim.authorised(&headers) {
         return google_error(
@@ -170,7 +176,34 @@ pub async fn generate_content(
         &user,
         request.generation_config.and_then(|g| g.max_output_tokens),
     );
-    tracing::info!(%region, %model, "generate content");
+    tracing::info!(%region, %model, streamed, "generate content");
+    let usage = json!({
+        "promptTokenCount": prompt_tokens,
+        "candidatesTokenCount": completion_tokens,
+        "totalTokenCount": prompt_tokens + completion_tokens
+    });
+    if streamed {
+        // With alt=sse each event is a GenerateContentResponse; the last one
+        // carries finishReason and the usage.
+        let parts = super::pieces(&content);
+        let last = parts.len().saturating_sub(1);
+        let frames = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, piece)| {
+                let mut candidate =
+                    json!({"content": {"role": "model", "parts": [{"text": piece}]}});
+                let mut frame = json!({"modelVersion": model});
+                if i == last {
+                    candidate["finishReason"] = "STOP".into();
+                    frame["usageMetadata"] = usage.clone();
+                }
+                frame["candidates"] = json!([candidate]);
+                frame.to_string()
+            })
+            .collect();
+        return super::sse_response(frames, region_state.faults().cut_after_chunks);
+    }
     Json(json!({
         "candidates": [{
             "content": {"role": "model", "parts": [{"text": content}]},
