@@ -261,8 +261,14 @@ enum RawProvider {
         deployment: String,
         #[serde(default)]
         api_version: Option<String>,
-        /// Environment variable holding the key.
-        api_key_env: String,
+        /// Environment variable holding the resource key (`api-key` header).
+        #[serde(default)]
+        api_key_env: Option<String>,
+        /// Or an Entra ID bearer token: printed by a command, or in a variable.
+        #[serde(default)]
+        entra_token_command: Option<String>,
+        #[serde(default)]
+        entra_token_env: Option<String>,
         #[serde(default = "default_provider_timeout", with = "humantime_serde")]
         timeout: Duration,
     },
@@ -275,7 +281,7 @@ enum RawProvider {
         /// Defaults to `https://{location}-aiplatform.googleapis.com`.
         #[serde(default)]
         endpoint: Option<String>,
-        auth: RawGoogleAuth,
+        auth: RawOAuthTokens,
         #[serde(default = "default_provider_timeout", with = "humantime_serde")]
         timeout: Duration,
     },
@@ -296,13 +302,21 @@ enum RawProvider {
 /// How a Vertex AI provider gets its OAuth token: exactly one of these.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawGoogleAuth {
+struct RawOAuthTokens {
     #[serde(default)]
     service_account_key_file: Option<PathBuf>,
     #[serde(default)]
     token_command: Option<String>,
     #[serde(default)]
     access_token_env: Option<String>,
+}
+
+/// A validated Azure OpenAI credential.
+#[derive(Debug, Clone)]
+pub enum AzureCredential {
+    ApiKey(Secret),
+    EntraTokenCommand(String),
+    EntraToken(Secret),
 }
 
 /// A validated Google credential.
@@ -327,7 +341,7 @@ pub enum ProviderConfig {
         endpoint: String,
         deployment: String,
         api_version: String,
-        api_key: Secret,
+        credential: AzureCredential,
         timeout: Duration,
     },
     VertexAi {
@@ -569,6 +583,8 @@ impl RawConfig {
                     deployment,
                     api_version,
                     api_key_env,
+                    entra_token_command,
+                    entra_token_env,
                     timeout,
                 } => {
                     let path = format!("providers[{i}]");
@@ -585,8 +601,33 @@ impl RawConfig {
                         format!("{path}.deployment"),
                         "must not be empty",
                     );
-                    let api_key =
-                        secret_from_env(&mut e, format!("{path}.api_key_env"), &api_key_env);
+                    let credential = match (api_key_env, entra_token_command, entra_token_env) {
+                        (Some(var), None, None) => AzureCredential::ApiKey(secret_from_env(
+                            &mut e,
+                            format!("{path}.api_key_env"),
+                            &var,
+                        )),
+                        (None, Some(command), None) => {
+                            e.check(
+                                !command.trim().is_empty(),
+                                format!("{path}.entra_token_command"),
+                                "must not be empty",
+                            );
+                            AzureCredential::EntraTokenCommand(command)
+                        }
+                        (None, None, Some(var)) => AzureCredential::EntraToken(secret_from_env(
+                            &mut e,
+                            format!("{path}.entra_token_env"),
+                            &var,
+                        )),
+                        _ => {
+                            e.push(
+                                &path,
+                                "set exactly one of api_key_env, entra_token_command, entra_token_env",
+                            );
+                            AzureCredential::ApiKey(Secret::new(""))
+                        }
+                    };
                     providers.push(ProviderConfig::AzureOpenai {
                         name,
                         region,
@@ -594,7 +635,7 @@ impl RawConfig {
                         deployment,
                         api_version: api_version
                             .unwrap_or_else(|| crate::llm::azure::DEFAULT_API_VERSION.to_owned()),
-                        api_key,
+                        credential,
                         timeout,
                     });
                 }
@@ -649,7 +690,7 @@ impl RawConfig {
                             });
                             if !json.is_empty()
                                 && let Err(problem) =
-                                    crate::llm::google_auth::TokenSource::service_account(&json)
+                                    crate::llm::oauth::TokenSource::service_account(&json)
                             {
                                 e.push(
                                     format!("{auth_path}.service_account_key_file"),

@@ -11,14 +11,15 @@ use control_plane::watch::ClusterWatch;
 
 use crate::api::{AppState, routes};
 use crate::cache::{CacheSettings, RedisConn, SemanticCache};
-use crate::config::{Config, GoogleCredential, ProviderConfig};
+use crate::config::{AzureCredential, Config, GoogleCredential, ProviderConfig};
 use crate::embed::{Embedder, MiniLm, QueryEmbedder};
 use crate::ingest::Ingestor;
 use crate::ingest::chunker::ChunkLimits;
-use crate::llm::google_auth::{GoogleAuth, TokenSource};
+use crate::llm::AnyProvider;
+use crate::llm::azure::{AzureAuth, AzureOpenAi};
+use crate::llm::oauth::{OAuthTokens, TokenSource};
 use crate::llm::openai_compatible::OpenAiCompatible;
 use crate::llm::vertex::VertexAi;
-use crate::llm::{AnyProvider, azure::AzureOpenAi};
 use crate::metrics::CellMetrics;
 use crate::pipeline::Orchestrator;
 use crate::vector::VectorShard;
@@ -33,7 +34,7 @@ fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyP
                 endpoint,
                 deployment,
                 api_version,
-                api_key,
+                credential,
                 timeout,
             } => AnyProvider::Azure(Arc::new(AzureOpenAi {
                 name: name.clone(),
@@ -41,7 +42,15 @@ fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyP
                 endpoint: endpoint.clone(),
                 deployment: deployment.clone(),
                 api_version: api_version.clone(),
-                api_key: api_key.clone(),
+                auth: match credential {
+                    AzureCredential::ApiKey(key) => AzureAuth::ApiKey(key.clone()),
+                    AzureCredential::EntraTokenCommand(command) => {
+                        AzureAuth::Entra(OAuthTokens::new(TokenSource::Command(command.clone())))
+                    }
+                    AzureCredential::EntraToken(token) => {
+                        AzureAuth::Entra(OAuthTokens::new(TokenSource::Static(token.clone())))
+                    }
+                },
                 timeout: *timeout,
                 http: http.clone(),
             })),
@@ -72,7 +81,7 @@ fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyP
                     project: project.clone(),
                     location: location.clone(),
                     model: model.clone(),
-                    auth: GoogleAuth::new(source),
+                    auth: OAuthTokens::new(source),
                     timeout: *timeout,
                     http: http.clone(),
                 }))

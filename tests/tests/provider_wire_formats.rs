@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cell::llm::google_auth::{GoogleAuth, TokenSource};
+use cell::llm::oauth::{OAuthTokens, TokenSource};
 use cell::llm::openai_compatible::OpenAiCompatible;
 use cell::llm::vertex::{self, VertexAi};
 use cell::llm::{ChatRequest, ProviderError, azure};
@@ -287,7 +287,7 @@ fn vertex_client(sim: &str, region: &str, source: TokenSource) -> VertexAi {
         project: "cellnet-test".into(),
         location: "us-central1".into(),
         model: "gemini-2.0-flash".into(),
-        auth: GoogleAuth::new(source),
+        auth: OAuthTokens::new(source),
         timeout: Duration::from_secs(5),
         http: reqwest::Client::new(),
     }
@@ -482,4 +482,34 @@ async fn streams_end_in_their_marker_or_in_an_error() {
     )
     .await;
     assert!(matches!(cut.last(), Some(Err(_))), "{cut:?}");
+}
+
+#[tokio::test]
+async fn azure_accepts_an_entra_bearer_token_from_a_command() {
+    use cell::llm::azure::{AzureAuth, AzureOpenAi};
+    let sim = simulator(regions(json!({"regions": [
+        {"name": "azure-eastus", "deployments": ["gpt-4o-mini"]}
+    ]})))
+    .await;
+    let client = |command: &str| AzureOpenAi {
+        name: "azure-eastus".into(),
+        region: "eastus".into(),
+        endpoint: format!("{sim}/azure-eastus"),
+        deployment: "gpt-4o-mini".into(),
+        api_version: azure::DEFAULT_API_VERSION.into(),
+        auth: AzureAuth::Entra(OAuthTokens::new(TokenSource::Command(command.into()))),
+        timeout: Duration::from_secs(5),
+        http: reqwest::Client::new(),
+    };
+    let answer = client(&format!("echo {SIM_KEY}"))
+        .chat(&chat_request(), "r1")
+        .await
+        .unwrap();
+    assert!(answer.content.contains("Rayleigh"));
+    let failed = client("exit 3")
+        .chat(&chat_request(), "r2")
+        .await
+        .unwrap_err();
+    assert!(failed.to_string().contains("no Entra token"), "{failed}");
+    assert!(failed.is_retryable());
 }

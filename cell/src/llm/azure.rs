@@ -23,9 +23,17 @@ pub struct AzureOpenAi {
     pub endpoint: String,
     pub deployment: String,
     pub api_version: String,
-    pub api_key: Secret,
+    pub auth: AzureAuth,
     pub timeout: Duration,
     pub http: reqwest::Client,
+}
+
+/// How requests authenticate: a resource key (`api-key`) or an Entra ID
+/// bearer token.
+#[derive(Debug)]
+pub enum AzureAuth {
+    ApiKey(Secret),
+    Entra(super::oauth::OAuthTokens),
 }
 
 #[derive(Deserialize)]
@@ -75,6 +83,25 @@ impl AzureOpenAi {
         &self.deployment
     }
 
+    async fn authorised(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+        Ok(match &self.auth {
+            AzureAuth::ApiKey(key) => request.header("api-key", key.expose()),
+            AzureAuth::Entra(tokens) => {
+                let token = tokens
+                    .token(&self.http, self.timeout)
+                    .await
+                    .map_err(|message| ProviderError::Connect {
+                        provider: self.name.clone(),
+                        message: format!("no Entra token: {message}"),
+                    })?;
+                request.bearer_auth(token.expose())
+            }
+        })
+    }
+
     fn url(&self) -> String {
         format!(
             "{}/openai/deployments/{}/chat/completions?api-version={}",
@@ -98,9 +125,8 @@ impl AzureOpenAi {
             "temperature": request.temperature,
         });
         let request = self
-            .http
-            .post(self.url())
-            .header("api-key", self.api_key.expose())
+            .authorised(self.http.post(self.url()))
+            .await?
             .header(common::headers::REQUEST_ID, request_id)
             .json(&body);
         let answer = exchange(&self.name, self.timeout, request).await?;
@@ -132,9 +158,8 @@ impl AzureOpenAi {
             "stream_options": {"include_usage": true},
         });
         let outgoing = self
-            .http
-            .post(self.url())
-            .header("api-key", self.api_key.expose())
+            .authorised(self.http.post(self.url()))
+            .await?
             .header(common::headers::REQUEST_ID, request_id)
             .json(&body);
         let response =

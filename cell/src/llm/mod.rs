@@ -3,8 +3,8 @@
 //! region on errors that another region may not have.
 
 pub mod azure;
-pub mod google_auth;
 pub mod health;
+pub mod oauth;
 pub mod openai_compatible;
 pub mod resilience;
 pub mod stream;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::google_auth::GoogleAuth;
+use super::oauth::OAuthTokens;
 use super::wire::{exchange, retry_after, snippet};
 use super::{ChatRequest, Completion, ProviderError};
 use crate::cache::Usage;
@@ -23,7 +23,7 @@ pub struct VertexAi {
     pub project: String,
     pub location: String,
     pub model: String,
-    pub auth: GoogleAuth,
+    pub auth: OAuthTokens,
     pub timeout: Duration,
     pub http: reqwest::Client,
 }

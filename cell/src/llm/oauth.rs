@@ -1,9 +1,11 @@
-//! OAuth access tokens for Google Cloud, three ways:
+//! OAuth bearer tokens for the clouds' APIs (Vertex AI; Azure OpenAI with
+//! Entra ID), three ways:
 //!
-//! - a service-account key file: a JWT (RS256, signed with the key's private
-//!   key) exchanged at the key's `token_uri` for an access token
+//! - a Google service-account key file: a JWT (RS256, signed with the key's
+//!   private key) exchanged at the key's `token_uri` for an access token
 //!   (grant type `urn:ietf:params:oauth:grant-type:jwt-bearer`);
-//! - a command that prints a token (e.g. `gcloud auth print-access-token`);
+//! - a command that prints a token (e.g. `gcloud auth print-access-token`,
+//!   `az account get-access-token --resource https://cognitiveservices.azure.com --query accessToken -o tsv`);
 //! - a token taken as is from an environment variable.
 //!
 //! Tokens are cached until shortly before they expire.
@@ -132,12 +134,12 @@ struct TokenResponse {
 
 /// A token source with its cached token.
 #[derive(Debug)]
-pub struct GoogleAuth {
+pub struct OAuthTokens {
     source: TokenSource,
     cached: Mutex<Option<(Secret, Instant)>>,
 }
 
-impl GoogleAuth {
+impl OAuthTokens {
     pub fn new(source: TokenSource) -> Self {
         Self {
             source,
