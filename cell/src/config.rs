@@ -93,12 +93,18 @@ struct RawEmbedding {
     /// Recent query embeddings kept in memory; 0 turns the memo off.
     #[serde(default = "default_lru")]
     lru_capacity: usize,
+    /// Embed through a provider's embeddings API instead of the local model
+    /// (same fields as a provider; its model or deployment is the embedding
+    /// model, asked for the shard's dimensions).
+    #[serde(default)]
+    remote: Option<RawProvider>,
 }
 
 impl Default for RawEmbedding {
     fn default() -> Self {
         Self {
             lru_capacity: default_lru(),
+            remote: None,
         }
     }
 }
@@ -451,6 +457,8 @@ pub struct Config {
     pub retrieval: RetrievalConfig,
     pub limits: Limits,
     pub embedding_lru_capacity: usize,
+    /// A provider to embed with instead of the local model.
+    pub embedding_remote: Option<ProviderConfig>,
     pub providers: Vec<ProviderConfig>,
     pub prices: std::collections::HashMap<String, Price>,
 }
@@ -575,197 +583,12 @@ impl RawConfig {
         );
         let mut providers = Vec::new();
         for (i, p) in self.providers.into_iter().enumerate() {
-            match p {
-                RawProvider::AzureOpenai {
-                    name,
-                    region,
-                    endpoint,
-                    deployment,
-                    api_version,
-                    api_key_env,
-                    entra_token_command,
-                    entra_token_env,
-                    timeout,
-                } => {
-                    let path = format!("providers[{i}]");
-                    check_common(
-                        &mut e,
-                        &path,
-                        &name,
-                        &region,
-                        ("endpoint", &endpoint),
-                        timeout,
-                    );
-                    e.check(
-                        !deployment.is_empty(),
-                        format!("{path}.deployment"),
-                        "must not be empty",
-                    );
-                    let credential = match (api_key_env, entra_token_command, entra_token_env) {
-                        (Some(var), None, None) => AzureCredential::ApiKey(secret_from_env(
-                            &mut e,
-                            format!("{path}.api_key_env"),
-                            &var,
-                        )),
-                        (None, Some(command), None) => {
-                            e.check(
-                                !command.trim().is_empty(),
-                                format!("{path}.entra_token_command"),
-                                "must not be empty",
-                            );
-                            AzureCredential::EntraTokenCommand(command)
-                        }
-                        (None, None, Some(var)) => AzureCredential::EntraToken(secret_from_env(
-                            &mut e,
-                            format!("{path}.entra_token_env"),
-                            &var,
-                        )),
-                        _ => {
-                            e.push(
-                                &path,
-                                "set exactly one of api_key_env, entra_token_command, entra_token_env",
-                            );
-                            AzureCredential::ApiKey(Secret::new(""))
-                        }
-                    };
-                    providers.push(ProviderConfig::AzureOpenai {
-                        name,
-                        region,
-                        endpoint,
-                        deployment,
-                        api_version: api_version
-                            .unwrap_or_else(|| crate::llm::azure::DEFAULT_API_VERSION.to_owned()),
-                        credential,
-                        timeout,
-                    });
-                }
-                RawProvider::VertexAi {
-                    name,
-                    region,
-                    project,
-                    location,
-                    model,
-                    endpoint,
-                    auth,
-                    timeout,
-                } => {
-                    let path = format!("providers[{i}]");
-                    let endpoint =
-                        endpoint.unwrap_or_else(|| crate::llm::vertex::default_endpoint(&location));
-                    check_common(
-                        &mut e,
-                        &path,
-                        &name,
-                        &region,
-                        ("endpoint", &endpoint),
-                        timeout,
-                    );
-                    for (field, value) in [
-                        ("project", &project),
-                        ("location", &location),
-                        ("model", &model),
-                    ] {
-                        e.check(
-                            !value.is_empty()
-                                && value
-                                    .bytes()
-                                    .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)),
-                            format!("{path}.{field}"),
-                            "must be a non-empty name of letters, digits, '-', '_', '.' or '@'",
-                        );
-                    }
-                    let auth_path = format!("{path}.auth");
-                    let credential = match (
-                        auth.service_account_key_file,
-                        auth.token_command,
-                        auth.access_token_env,
-                    ) {
-                        (Some(file), None, None) => {
-                            let json = std::fs::read_to_string(&file).unwrap_or_else(|err| {
-                                e.push(
-                                    format!("{auth_path}.service_account_key_file"),
-                                    format!("cannot read {}: {err}", file.display()),
-                                );
-                                String::new()
-                            });
-                            if !json.is_empty()
-                                && let Err(problem) =
-                                    crate::llm::oauth::TokenSource::service_account(&json)
-                            {
-                                e.push(
-                                    format!("{auth_path}.service_account_key_file"),
-                                    format!("{}: {problem}", file.display()),
-                                );
-                            }
-                            GoogleCredential::ServiceAccountKey(Secret::new(json))
-                        }
-                        (None, Some(command), None) => {
-                            e.check(
-                                !command.trim().is_empty(),
-                                format!("{auth_path}.token_command"),
-                                "must not be empty",
-                            );
-                            GoogleCredential::TokenCommand(command)
-                        }
-                        (None, None, Some(var)) => GoogleCredential::AccessToken(secret_from_env(
-                            &mut e,
-                            format!("{auth_path}.access_token_env"),
-                            &var,
-                        )),
-                        _ => {
-                            e.push(
-                                &auth_path,
-                                "set exactly one of service_account_key_file, token_command, access_token_env",
-                            );
-                            GoogleCredential::TokenCommand(String::new())
-                        }
-                    };
-                    providers.push(ProviderConfig::VertexAi {
-                        name,
-                        region,
-                        endpoint,
-                        project,
-                        location,
-                        model,
-                        credential,
-                        timeout,
-                    });
-                }
-                RawProvider::OpenaiCompatible {
-                    name,
-                    region,
-                    base_url,
-                    model,
-                    api_key_env,
-                    timeout,
-                } => {
-                    let path = format!("providers[{i}]");
-                    check_common(
-                        &mut e,
-                        &path,
-                        &name,
-                        &region,
-                        ("base_url", &base_url),
-                        timeout,
-                    );
-                    e.check(
-                        !model.is_empty(),
-                        format!("{path}.model"),
-                        "must not be empty",
-                    );
-                    let api_key = api_key_env
-                        .map(|var| secret_from_env(&mut e, format!("{path}.api_key_env"), &var));
-                    providers.push(ProviderConfig::OpenaiCompatible {
-                        name,
-                        region,
-                        base_url,
-                        model,
-                        api_key,
-                        timeout,
-                    });
-                }
-            }
+            providers.push(validate_provider(&format!("providers[{i}]"), p, &mut e));
         }
+        let embedding_remote = self
+            .embedding
+            .remote
+            .map(|p| validate_provider("embedding.remote", p, &mut e));
         for (model, price) in &self.prices {
             e.check(
                 price.input_per_million >= 0.0
@@ -810,9 +633,179 @@ impl RawConfig {
                 max_concurrent_requests: self.limits.max_concurrent_requests,
             },
             embedding_lru_capacity: self.embedding.lru_capacity,
+            embedding_remote,
             providers,
             prices: self.prices,
         })
+    }
+}
+
+fn validate_provider(path: &str, p: RawProvider, e: &mut ConfigErrors) -> ProviderConfig {
+    match p {
+        RawProvider::AzureOpenai {
+            name,
+            region,
+            endpoint,
+            deployment,
+            api_version,
+            api_key_env,
+            entra_token_command,
+            entra_token_env,
+            timeout,
+        } => {
+            let path = path.to_owned();
+            check_common(e, &path, &name, &region, ("endpoint", &endpoint), timeout);
+            e.check(
+                !deployment.is_empty(),
+                format!("{path}.deployment"),
+                "must not be empty",
+            );
+            let credential = match (api_key_env, entra_token_command, entra_token_env) {
+                (Some(var), None, None) => {
+                    AzureCredential::ApiKey(secret_from_env(e, format!("{path}.api_key_env"), &var))
+                }
+                (None, Some(command), None) => {
+                    e.check(
+                        !command.trim().is_empty(),
+                        format!("{path}.entra_token_command"),
+                        "must not be empty",
+                    );
+                    AzureCredential::EntraTokenCommand(command)
+                }
+                (None, None, Some(var)) => AzureCredential::EntraToken(secret_from_env(
+                    e,
+                    format!("{path}.entra_token_env"),
+                    &var,
+                )),
+                _ => {
+                    e.push(
+                        &path,
+                        "set exactly one of api_key_env, entra_token_command, entra_token_env",
+                    );
+                    AzureCredential::ApiKey(Secret::new(""))
+                }
+            };
+            ProviderConfig::AzureOpenai {
+                name,
+                region,
+                endpoint,
+                deployment,
+                api_version: api_version
+                    .unwrap_or_else(|| crate::llm::azure::DEFAULT_API_VERSION.to_owned()),
+                credential,
+                timeout,
+            }
+        }
+        RawProvider::VertexAi {
+            name,
+            region,
+            project,
+            location,
+            model,
+            endpoint,
+            auth,
+            timeout,
+        } => {
+            let path = path.to_owned();
+            let endpoint =
+                endpoint.unwrap_or_else(|| crate::llm::vertex::default_endpoint(&location));
+            check_common(e, &path, &name, &region, ("endpoint", &endpoint), timeout);
+            for (field, value) in [
+                ("project", &project),
+                ("location", &location),
+                ("model", &model),
+            ] {
+                e.check(
+                    !value.is_empty()
+                        && value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)),
+                    format!("{path}.{field}"),
+                    "must be a non-empty name of letters, digits, '-', '_', '.' or '@'",
+                );
+            }
+            let auth_path = format!("{path}.auth");
+            let credential = match (
+                auth.service_account_key_file,
+                auth.token_command,
+                auth.access_token_env,
+            ) {
+                (Some(file), None, None) => {
+                    let json = std::fs::read_to_string(&file).unwrap_or_else(|err| {
+                        e.push(
+                            format!("{auth_path}.service_account_key_file"),
+                            format!("cannot read {}: {err}", file.display()),
+                        );
+                        String::new()
+                    });
+                    if !json.is_empty()
+                        && let Err(problem) = crate::llm::oauth::TokenSource::service_account(&json)
+                    {
+                        e.push(
+                            format!("{auth_path}.service_account_key_file"),
+                            format!("{}: {problem}", file.display()),
+                        );
+                    }
+                    GoogleCredential::ServiceAccountKey(Secret::new(json))
+                }
+                (None, Some(command), None) => {
+                    e.check(
+                        !command.trim().is_empty(),
+                        format!("{auth_path}.token_command"),
+                        "must not be empty",
+                    );
+                    GoogleCredential::TokenCommand(command)
+                }
+                (None, None, Some(var)) => GoogleCredential::AccessToken(secret_from_env(
+                    e,
+                    format!("{auth_path}.access_token_env"),
+                    &var,
+                )),
+                _ => {
+                    e.push(
+                        &auth_path,
+                        "set exactly one of service_account_key_file, token_command, access_token_env",
+                    );
+                    GoogleCredential::TokenCommand(String::new())
+                }
+            };
+            ProviderConfig::VertexAi {
+                name,
+                region,
+                endpoint,
+                project,
+                location,
+                model,
+                credential,
+                timeout,
+            }
+        }
+        RawProvider::OpenaiCompatible {
+            name,
+            region,
+            base_url,
+            model,
+            api_key_env,
+            timeout,
+        } => {
+            let path = path.to_owned();
+            check_common(e, &path, &name, &region, ("base_url", &base_url), timeout);
+            e.check(
+                !model.is_empty(),
+                format!("{path}.model"),
+                "must not be empty",
+            );
+            let api_key =
+                api_key_env.map(|var| secret_from_env(e, format!("{path}.api_key_env"), &var));
+            ProviderConfig::OpenaiCompatible {
+                name,
+                region,
+                base_url,
+                model,
+                api_key,
+                timeout,
+            }
+        }
     }
 }
 

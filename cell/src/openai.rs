@@ -28,7 +28,6 @@ use serde_json::{Value, json};
 use crate::api::AppState;
 use crate::cache::Usage;
 use crate::embed::embed_off_runtime;
-use crate::embed::minilm::MODEL_ID as EMBEDDING_MODEL;
 use crate::pipeline::{LiveAnswer, QueryRequest, QueryResponse, RequestContext, Streamed};
 
 /// Most inputs in one embeddings request (OpenAI's own limit).
@@ -118,7 +117,9 @@ pub async fn list_models(State(state): State<AppState>) -> Response {
     let created = now_secs();
     let data: Vec<Value> = chat_models(&state)
         .into_iter()
-        .chain(std::iter::once(EMBEDDING_MODEL.to_owned()))
+        .chain(std::iter::once(
+            state.ingestor.embedder.model_name().to_owned(),
+        ))
         .map(|id| json!({"id": id, "object": "model", "created": created, "owned_by": "cellnet"}))
         .collect();
     Json(json!({"object": "list", "data": data})).into_response()
@@ -574,10 +575,12 @@ pub async fn embeddings(
 }
 
 async fn embed(state: &AppState, req: EmbeddingsRequest) -> Result<Response, ApiError> {
-    if req.model != EMBEDDING_MODEL {
+    let embedding_model = state.ingestor.embedder.model_name().to_owned();
+    let embedding_model = embedding_model.as_str();
+    if req.model != embedding_model {
         return Err(ApiError::unknown_model(
             &req.model,
-            &[EMBEDDING_MODEL.to_owned()],
+            &[embedding_model.to_owned()],
         ));
     }
     let base64 = match req.encoding_format.as_deref() {
@@ -596,7 +599,7 @@ async fn embed(state: &AppState, req: EmbeddingsRequest) -> Result<Response, Api
         && d != dimensions
     {
         return Err(ApiError::invalid(
-            format!("{EMBEDDING_MODEL} has {dimensions} dimensions; it cannot give {d}"),
+            format!("{embedding_model} has {dimensions} dimensions; it cannot give {d}"),
             Some("dimensions"),
         ));
     }
@@ -629,7 +632,7 @@ async fn embed(state: &AppState, req: EmbeddingsRequest) -> Result<Response, Api
         if tokens > MAX_EMBEDDING_TOKENS {
             return Err(ApiError::invalid(
                 format!(
-                    "input[{i}] has {tokens} tokens; {EMBEDDING_MODEL} takes at most {MAX_EMBEDDING_TOKENS}"
+                    "input[{i}] has {tokens} tokens; {embedding_model} takes at most {MAX_EMBEDDING_TOKENS}"
                 ),
                 Some("input"),
             ));
@@ -664,7 +667,7 @@ async fn embed(state: &AppState, req: EmbeddingsRequest) -> Result<Response, Api
     Ok(Json(json!({
         "object": "list",
         "data": data,
-        "model": EMBEDDING_MODEL,
+        "model": embedding_model,
         "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }))
     .into_response())

@@ -25,93 +25,100 @@ use crate::pipeline::Orchestrator;
 use crate::vector::VectorShard;
 
 fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyProvider>> {
-    let mut out = Vec::new();
-    for p in &config.providers {
-        out.push(match p {
-            ProviderConfig::AzureOpenai {
-                name,
-                region,
-                endpoint,
-                deployment,
-                api_version,
-                credential,
-                timeout,
-            } => AnyProvider::Azure(Arc::new(AzureOpenAi {
+    config.providers.iter().map(|p| provider(p, http)).collect()
+}
+
+fn provider(p: &ProviderConfig, http: &reqwest::Client) -> anyhow::Result<AnyProvider> {
+    Ok(match p {
+        ProviderConfig::AzureOpenai {
+            name,
+            region,
+            endpoint,
+            deployment,
+            api_version,
+            credential,
+            timeout,
+        } => AnyProvider::Azure(Arc::new(AzureOpenAi {
+            name: name.clone(),
+            region: region.clone(),
+            endpoint: endpoint.clone(),
+            deployment: deployment.clone(),
+            api_version: api_version.clone(),
+            auth: match credential {
+                AzureCredential::ApiKey(key) => AzureAuth::ApiKey(key.clone()),
+                AzureCredential::EntraTokenCommand(command) => {
+                    AzureAuth::Entra(OAuthTokens::new(TokenSource::Command(command.clone())))
+                }
+                AzureCredential::EntraToken(token) => {
+                    AzureAuth::Entra(OAuthTokens::new(TokenSource::Static(token.clone())))
+                }
+            },
+            timeout: *timeout,
+            http: http.clone(),
+        })),
+        ProviderConfig::VertexAi {
+            name,
+            region,
+            endpoint,
+            project,
+            location,
+            model,
+            credential,
+            timeout,
+        } => {
+            let source = match credential {
+                GoogleCredential::ServiceAccountKey(json) => {
+                    TokenSource::service_account(json.expose())
+                        .map_err(|e| anyhow::anyhow!("provider {name}: {e}"))?
+                }
+                GoogleCredential::TokenCommand(command) => TokenSource::Command(command.clone()),
+                GoogleCredential::AccessToken(token) => TokenSource::Static(token.clone()),
+            };
+            AnyProvider::Vertex(Arc::new(VertexAi {
                 name: name.clone(),
                 region: region.clone(),
                 endpoint: endpoint.clone(),
-                deployment: deployment.clone(),
-                api_version: api_version.clone(),
-                auth: match credential {
-                    AzureCredential::ApiKey(key) => AzureAuth::ApiKey(key.clone()),
-                    AzureCredential::EntraTokenCommand(command) => {
-                        AzureAuth::Entra(OAuthTokens::new(TokenSource::Command(command.clone())))
-                    }
-                    AzureCredential::EntraToken(token) => {
-                        AzureAuth::Entra(OAuthTokens::new(TokenSource::Static(token.clone())))
-                    }
-                },
-                timeout: *timeout,
-                http: http.clone(),
-            })),
-            ProviderConfig::VertexAi {
-                name,
-                region,
-                endpoint,
-                project,
-                location,
-                model,
-                credential,
-                timeout,
-            } => {
-                let source = match credential {
-                    GoogleCredential::ServiceAccountKey(json) => {
-                        TokenSource::service_account(json.expose())
-                            .map_err(|e| anyhow::anyhow!("provider {name}: {e}"))?
-                    }
-                    GoogleCredential::TokenCommand(command) => {
-                        TokenSource::Command(command.clone())
-                    }
-                    GoogleCredential::AccessToken(token) => TokenSource::Static(token.clone()),
-                };
-                AnyProvider::Vertex(Arc::new(VertexAi {
-                    name: name.clone(),
-                    region: region.clone(),
-                    endpoint: endpoint.clone(),
-                    project: project.clone(),
-                    location: location.clone(),
-                    model: model.clone(),
-                    auth: OAuthTokens::new(source),
-                    timeout: *timeout,
-                    http: http.clone(),
-                }))
-            }
-            ProviderConfig::OpenaiCompatible {
-                name,
-                region,
-                base_url,
-                model,
-                api_key,
-                timeout,
-            } => AnyProvider::OpenAiCompatible(Arc::new(OpenAiCompatible {
-                name: name.clone(),
-                region: region.clone(),
-                base_url: base_url.clone(),
+                project: project.clone(),
+                location: location.clone(),
                 model: model.clone(),
-                api_key: api_key.clone(),
+                auth: OAuthTokens::new(source),
                 timeout: *timeout,
                 http: http.clone(),
-            })),
-        });
-    }
-    Ok(out)
+            }))
+        }
+        ProviderConfig::OpenaiCompatible {
+            name,
+            region,
+            base_url,
+            model,
+            api_key,
+            timeout,
+        } => AnyProvider::OpenAiCompatible(Arc::new(OpenAiCompatible {
+            name: name.clone(),
+            region: region.clone(),
+            base_url: base_url.clone(),
+            model: model.clone(),
+            api_key: api_key.clone(),
+            timeout: *timeout,
+            http: http.clone(),
+        })),
+    })
 }
 
 /// Runs the cell until a shutdown signal or the death of a background task.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .build()?;
     let model_dir = config.model_dir.clone();
-    let embedder: Arc<dyn Embedder> =
-        Arc::new(tokio::task::spawn_blocking(move || MiniLm::load(&model_dir)).await??);
+    let embedder: Arc<dyn Embedder> = match &config.embedding_remote {
+        Some(remote) => Arc::new(crate::embed::remote::RemoteEmbedder::new(
+            provider(remote, &http)?,
+            crate::embed::MINILM_DIMENSIONS,
+            &model_dir,
+        )?),
+        None => Arc::new(tokio::task::spawn_blocking(move || MiniLm::load(&model_dir)).await??),
+    };
     let shard_dir = config.data_dir.join("vectors");
     let dims = embedder.dimensions();
     let shard = tokio::task::spawn_blocking(move || VectorShard::open(&shard_dir, dims)).await??;
@@ -134,9 +141,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let cache_sync = cache.start_sync();
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .build()?;
 
     let store = Store::connect(config.etcd.clone()).await?;
     let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone())

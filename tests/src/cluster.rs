@@ -19,6 +19,9 @@ pub struct ClusterOptions {
     pub router_max_body_bytes: usize,
     /// Extra router settings, merged into its config.
     pub router_settings: Value,
+    /// Extra cell settings, merged into every cell's config; `{sim}` in a
+    /// string stands for the simulator's URL.
+    pub cell_settings: Value,
     /// The cells' provider list, replacing the default (Azure East US, then
     /// Azure West Europe); `{sim}` in a string stands for the simulator's URL.
     pub providers: Option<Value>,
@@ -30,6 +33,7 @@ impl Default for ClusterOptions {
             cells: vec![("cell-a".into(), "eu-west".into())],
             router_max_body_bytes: 1024 * 1024,
             router_settings: json!({}),
+            cell_settings: json!({}),
             providers: None,
         }
     }
@@ -68,9 +72,9 @@ impl Cluster {
                 "listen": "127.0.0.1:0",
                 "api_key": PROVIDER_KEY,
                 "regions": [
-                    {"name": "azure-eastus", "deployments": ["gpt-4o-mini"]},
+                    {"name": "azure-eastus", "deployments": ["gpt-4o-mini", "text-embedding-3-small"]},
                     {"name": "azure-westeurope", "deployments": ["gpt-4o-mini"]},
-                    {"name": "vertex-us-central1", "deployments": ["gemini-2.0-flash"]},
+                    {"name": "vertex-us-central1", "deployments": ["gemini-2.0-flash", "text-embedding-005"]},
                     {"name": "openai-local", "deployments": ["llama-3.1-8b-instruct"]}
                 ]
             }),
@@ -100,23 +104,28 @@ impl Cluster {
                  "api_key_env": "TEST_PROVIDER_KEY", "timeout": "10s"}
             ]),
         };
+        let cell_settings: Value =
+            serde_json::from_str(&options.cell_settings.to_string().replace("{sim}", &sim.url))?;
         let mut cells = Vec::new();
         let mut cell_configs = Vec::new();
         for (id, region) in &options.cells {
             let config = dir.path().join(format!("{id}.yaml"));
-            write(
-                &config,
-                &json!({
-                    "id": id,
-                    "region": region,
-                    "listen": "127.0.0.1:0",
-                    "data_dir": dir.path().join(id),
-                    "etcd": etcd_section,
-                    "redis": {"url": redis.url},
-                    "providers": providers,
-                    "prices": {"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}}
-                }),
-            )?;
+            let mut cell_config = json!({
+                "id": id,
+                "region": region,
+                "listen": "127.0.0.1:0",
+                "data_dir": dir.path().join(id),
+                "etcd": etcd_section,
+                "redis": {"url": redis.url},
+                "providers": providers,
+                "prices": {"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}}
+            });
+            if let (Some(base), Some(extra)) =
+                (cell_config.as_object_mut(), cell_settings.as_object())
+            {
+                base.extend(extra.clone());
+            }
+            write(&config, &cell_config)?;
             let cell = Service::start(
                 "cell",
                 &config,

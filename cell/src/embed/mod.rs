@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod minilm;
+pub mod remote;
 
 use std::sync::Arc;
 
@@ -23,6 +24,10 @@ pub enum EmbedError {
 
 /// Text → L2-normalised vectors.
 pub trait Embedder: Send + Sync + 'static {
+    /// The model's name, as the OpenAI-compatible API lists it.
+    fn model_name(&self) -> &str {
+        minilm::MODEL_ID
+    }
     fn dimensions(&self) -> usize;
     /// Embeds a batch; blocking and CPU-bound, so callers run it off the async runtime.
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;

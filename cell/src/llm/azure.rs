@@ -141,6 +141,34 @@ impl AzureOpenAi {
         parse_chat_completion(&self.name, &answer.body, &self.deployment)
     }
 
+    /// Embeddings from this deployment (an embedding model), `dimensions` long.
+    pub async fn embed(
+        &self,
+        texts: &[&str],
+        dimensions: usize,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let url = format!(
+            "{}/openai/deployments/{}/embeddings?api-version={}",
+            self.endpoint.trim_end_matches('/'),
+            self.deployment,
+            self.api_version
+        );
+        let request = self
+            .authorised(self.http.post(url))
+            .await?
+            .json(&json!({"input": texts, "dimensions": dimensions}));
+        let answer = exchange(&self.name, self.timeout, request).await?;
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status {
+                provider: self.name.clone(),
+                status: answer.status.as_u16(),
+                message: openai_error_message(&answer.body),
+                retry_after: retry_after(&answer.headers),
+            });
+        }
+        super::wire::parse_openai_embeddings(&self.name, &answer.body)
+    }
+
     /// The same request, streamed (`"stream": true`, usage in the last chunk).
     pub async fn chat_stream(
         &self,

@@ -129,6 +129,19 @@ impl AnyProvider {
         }
     }
 
+    /// Embeddings of `texts`, `dimensions` long, in input order.
+    pub async fn embed(
+        &self,
+        texts: &[&str],
+        dimensions: usize,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        match self {
+            AnyProvider::Azure(p) => p.embed(texts, dimensions).await,
+            AnyProvider::Vertex(p) => p.embed(texts, dimensions).await,
+            AnyProvider::OpenAiCompatible(p) => p.embed(texts, dimensions).await,
+        }
+    }
+
     /// A streamed completion; errors before the stream starts come back here.
     pub async fn chat_stream(
         &self,

@@ -65,6 +65,34 @@ impl OpenAiCompatible {
         parse_chat_completion(&self.name, &answer.body, &self.model)
     }
 
+    /// Embeddings from `{base_url}/embeddings` with this model.
+    pub async fn embed(
+        &self,
+        texts: &[&str],
+        dimensions: usize,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        let mut outgoing = self
+            .http
+            .post(format!(
+                "{}/embeddings",
+                self.base_url.trim_end_matches('/')
+            ))
+            .json(&json!({"model": self.model, "input": texts, "dimensions": dimensions}));
+        if let Some(key) = &self.api_key {
+            outgoing = outgoing.bearer_auth(key.expose());
+        }
+        let answer = exchange(&self.name, self.timeout, outgoing).await?;
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status {
+                provider: self.name.clone(),
+                status: answer.status.as_u16(),
+                message: openai_error_message(&answer.body),
+                retry_after: retry_after(&answer.headers),
+            });
+        }
+        super::wire::parse_openai_embeddings(&self.name, &answer.body)
+    }
+
     /// The same request, streamed (`"stream": true`, usage in the last chunk).
     pub async fn chat_stream(
         &self,

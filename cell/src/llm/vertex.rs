@@ -209,6 +209,65 @@ impl VertexAi {
         parse_response(&self.name, &answer.body, &self.model)
     }
 
+    /// Embeddings through `:predict` on a text-embedding model:
+    /// `{"instances": [{"content"}], "parameters": {"outputDimensionality"}}`
+    /// → `{"predictions": [{"embeddings": {"values": [...]}}]}`.
+    pub async fn embed(
+        &self,
+        texts: &[&str],
+        dimensions: usize,
+    ) -> Result<Vec<Vec<f32>>, ProviderError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            predictions: Vec<Prediction>,
+        }
+        #[derive(Deserialize)]
+        struct Prediction {
+            embeddings: Values,
+        }
+        #[derive(Deserialize)]
+        struct Values {
+            values: Vec<f32>,
+        }
+        let token = self
+            .auth
+            .token(&self.http, self.timeout)
+            .await
+            .map_err(|message| ProviderError::Connect {
+                provider: self.name.clone(),
+                message: format!("no access token: {message}"),
+            })?;
+        let url = self.url().replace(":generateContent", ":predict");
+        let instances: Vec<Value> = texts.iter().map(|t| json!({"content": t})).collect();
+        let outgoing = self
+            .http
+            .post(url)
+            .bearer_auth(token.expose())
+            .json(&json!({
+                "instances": instances,
+                "parameters": {"outputDimensionality": dimensions},
+            }));
+        let answer = exchange(&self.name, self.timeout, outgoing).await?;
+        if !answer.status.is_success() {
+            return Err(ProviderError::Status {
+                provider: self.name.clone(),
+                status: answer.status.as_u16(),
+                message: error_message(&answer.body),
+                retry_after: retry_after(&answer.headers),
+            });
+        }
+        let parsed: Answer =
+            serde_json::from_slice(&answer.body).map_err(|e| ProviderError::Decode {
+                provider: self.name.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(parsed
+            .predictions
+            .into_iter()
+            .map(|p| p.embeddings.values)
+            .collect())
+    }
+
     /// The same request through `:streamGenerateContent?alt=sse`.
     pub async fn chat_stream(
         &self,

@@ -111,3 +111,27 @@ pub async fn open_stream(
         retry_after: wait,
     })
 }
+
+/// `{"data": [{"embedding": [...], "index": n}]}`, OpenAI's embeddings
+/// answer (Azure OpenAI's too), in input order.
+pub fn parse_openai_embeddings(
+    provider: &str,
+    body: &[u8],
+) -> Result<Vec<Vec<f32>>, ProviderError> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        data: Vec<Item>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Item {
+        embedding: Vec<f32>,
+        #[serde(default)]
+        index: usize,
+    }
+    let mut answer: Answer = serde_json::from_slice(body).map_err(|e| ProviderError::Decode {
+        provider: provider.to_owned(),
+        message: e.to_string(),
+    })?;
+    answer.data.sort_by_key(|i| i.index);
+    Ok(answer.data.into_iter().map(|i| i.embedding).collect())
+}

@@ -8,6 +8,7 @@
 
 pub mod azure;
 pub mod config;
+pub mod embeddings;
 pub mod extractive;
 pub mod faults;
 pub mod google_oauth;
@@ -169,6 +170,11 @@ pub fn routes(sim: Arc<Simulator>) -> Router {
             post(vertex::generate_content),
         )
         .route("/{region}/v1/chat/completions", post(openai::chat_completions))
+        .route(
+            "/{region}/openai/deployments/{deployment}/embeddings",
+            post(embeddings::azure_embeddings),
+        )
+        .route("/{region}/v1/embeddings", post(embeddings::openai_embeddings))
         .route("/oauth2/token", post(google_oauth::token))
         .route("/sim/stats", get(azure::stats))
         .route(

@@ -10,7 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::extractive::{Reply, reply};
 use super::faults::Verdict;
@@ -77,7 +77,7 @@ pub async fn generate_content(
     State(sim): State<Arc<Simulator>>,
     Path((region, project, location, model_action)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-    body: Result<Json<GenerateContentRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Some(region_state) = sim.regions.get(&region) else {
         return google_error(StatusCode::NOT_FOUND, "Requested entity was not found.");
@@ -85,11 +85,27 @@ pub async fn generate_content(
     let (model, streamed) = match model_action.split_once(':') {
         Some((model, "generateContent")) => (model, false),
         Some((model, "streamGenerateContent")) => (model, true),
+        Some((model, "predict")) => {
+            if !sim.authorised(&headers) {
+                return google_error(
+                    StatusCode::UNAUTHORIZED,
+                    "Request had invalid authentication credentials.",
+                );
+            }
+            if !region_state.config.deployments.iter().any(|d| d == model) {
+                return google_error(StatusCode::NOT_FOUND, "Publisher model not found.");
+            }
+            let body = match body {
+                Ok(Json(v)) => v,
+                Err(e) => return google_error(StatusCode::BAD_REQUEST, &e.body_text()),
+            };
+            return super::embeddings::vertex_predict(region_state, model, body).await;
+        }
         _ => {
             return google_error(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "The method {model_action:?} is not served here; use :generateContent or :streamGenerateContent."
+                    "The method {model_action:?} is not served here; use :generateContent, :streamGenerateContent or :predict."
                 ),
             );
         }
@@ -108,9 +124,12 @@ pub async fn generate_content(
             ),
         );
     }
-    let request = match body {
-        Ok(Json(r)) => r,
-        Err(e) => return google_error(StatusCode::BAD_REQUEST, &e.body_text()),
+    let request: GenerateContentRequest = match body
+        .map_err(|e| e.body_text())
+        .and_then(|Json(v)| serde_json::from_value(v).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(message) => return google_error(StatusCode::BAD_REQUEST, &message),
     };
     if request.contents.is_empty() {
         return google_error(
