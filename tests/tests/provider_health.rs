@@ -217,3 +217,44 @@ async fn a_second_control_plane_takes_over_when_the_leader_dies() {
     assert!(took < Duration::from_secs(10), "takeover took {took:?}");
     eprintln!("leadership moved {took:?} after the leader was killed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_down_cells_keep_their_last_routing_table() {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let key = tenant_with_documents(&cluster, "umbrella").await;
+    let cp = cluster.control_plane.url.clone();
+    admin(
+        &cluster,
+        &cp,
+        reqwest::Method::POST,
+        "/admin/providers/azure-eastus/drain",
+    )
+    .await;
+    eventually(5, "the drain applied", || async {
+        fresh_answer(&cluster, &key).await == "azure-westeurope"
+    })
+    .await;
+
+    cluster.etcd.kill();
+    let before = cluster.provider_requests("azure-eastus").await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(fresh_answer(&cluster, &key).await, "azure-westeurope");
+    }
+    assert_eq!(
+        cluster.provider_requests("azure-eastus").await.unwrap(),
+        before
+    );
+
+    cluster.etcd.restart().unwrap();
+    admin(
+        &cluster,
+        &cp,
+        reqwest::Method::DELETE,
+        "/admin/providers/azure-eastus/drain",
+    )
+    .await;
+    eventually(15, "the undrain applied after etcd returned", || async {
+        fresh_answer(&cluster, &key).await == "azure-eastus"
+    })
+    .await;
+}
