@@ -157,3 +157,89 @@ pub fn order(providers: &[AnyProvider], view: &ClusterView) -> Vec<usize> {
     }
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use control_plane::model::ProviderHealth;
+    use control_plane::watch::ProviderView;
+
+    use super::*;
+    use crate::llm::openai_compatible::OpenAiCompatible;
+
+    fn provider(name: &str) -> AnyProvider {
+        AnyProvider::OpenAiCompatible(Arc::new(OpenAiCompatible {
+            name: name.into(),
+            region: "r".into(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            model: "m".into(),
+            api_key: None,
+            timeout: Duration::from_secs(1),
+            http: reqwest::Client::new(),
+        }))
+    }
+
+    fn view(states: &[(&str, ProviderState)]) -> ClusterView {
+        let mut view = ClusterView::default();
+        for (name, state) in states {
+            let drained = *state == ProviderState::Drained;
+            view.providers.insert(
+                (*name).to_owned(),
+                ProviderView {
+                    health: (!drained).then(|| ProviderHealth {
+                        state: *state,
+                        weight: 0.0,
+                        error_rate: 0.0,
+                        throttle_rate: 0.0,
+                        samples: 0,
+                        latency_ms: 0.0,
+                        leader: "l".into(),
+                        since_ms: 0,
+                        updated_at_ms: 0,
+                    }),
+                    drained,
+                },
+            );
+        }
+        view
+    }
+
+    #[test]
+    fn healthy_first_then_degraded_then_down_and_drained_left_out() {
+        let providers = [provider("a"), provider("b"), provider("c"), provider("d")];
+        let v = view(&[
+            ("a", ProviderState::Down),
+            ("b", ProviderState::Degraded),
+            ("c", ProviderState::Drained),
+        ]);
+        assert_eq!(order(&providers, &v), [3, 1, 0]);
+        // Nothing left but drained regions: they are tried after all.
+        let v = view(&[("a", ProviderState::Drained), ("b", ProviderState::Drained)]);
+        assert_eq!(order(&providers[..2], &v), [0, 1]);
+    }
+
+    #[test]
+    fn a_down_region_gets_one_probe_per_interval() {
+        let providers = [provider("a"), provider("b")];
+        let v = view(&[("a", ProviderState::Down)]);
+        let stats = ProviderStats::default();
+        assert_eq!(stats.order_with_probe(&providers, &v), [0, 1]);
+        assert_eq!(stats.order_with_probe(&providers, &v), [1, 0]);
+        assert_eq!(stats.order_with_probe(&providers, &v), [1, 0]);
+    }
+
+    #[test]
+    fn attempts_are_counted_by_outcome() {
+        let stats = ProviderStats::default();
+        stats.record("a", AttemptOutcome::Success(Duration::from_millis(10)));
+        stats.record("a", AttemptOutcome::Success(Duration::from_millis(30)));
+        stats.record("a", AttemptOutcome::Throttled);
+        stats.record("a", AttemptOutcome::Failed);
+        let counts = stats.take();
+        let a = counts["a"];
+        assert_eq!((a.successes, a.throttled, a.failures), (2, 1, 1));
+        assert!((a.latency_ms - 20.0).abs() < 1e-9);
+        assert!(stats.take().is_empty());
+    }
+}
