@@ -68,6 +68,10 @@ struct RawConfig {
     /// million tokens; answers from models without a price report no cost.
     #[serde(default)]
     prices: std::collections::HashMap<String, Price>,
+    /// Ask the second provider too when the first has not answered by its
+    /// observed p95 latency; the first success wins.
+    #[serde(default)]
+    hedging: bool,
 }
 
 /// What a model's tokens cost, in USD per million.
@@ -461,6 +465,7 @@ pub struct Config {
     pub embedding_remote: Option<ProviderConfig>,
     pub providers: Vec<ProviderConfig>,
     pub prices: std::collections::HashMap<String, Price>,
+    pub hedging: bool,
 }
 
 impl Config {
@@ -636,6 +641,7 @@ impl RawConfig {
             embedding_remote,
             providers,
             prices: self.prices,
+            hedging: self.hedging,
         })
     }
 }

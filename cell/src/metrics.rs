@@ -55,6 +55,7 @@ pub struct CellMetrics {
     pub chunks_ingested: Counter,
     pub tenant_tokens: Family<TenantTokenLabels, Counter>,
     pub tenant_cost_usd: Family<TenantLabels, Counter<f64, AtomicU64>>,
+    pub hedges: Counter,
 }
 
 impl CellMetrics {
@@ -75,7 +76,13 @@ impl CellMetrics {
             chunks_ingested: Counter::default(),
             tenant_tokens: Family::default(),
             tenant_cost_usd: Family::default(),
+            hedges: Counter::default(),
         };
+        registry.register(
+            "cellnet_provider_hedges",
+            "Second provider asked because the first was slower than its p95",
+            m.hedges.clone(),
+        );
         registry.register(
             "cellnet_tenant_tokens",
             "LLM tokens spent on fresh answers, per tenant, model and kind",

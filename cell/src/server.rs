@@ -172,6 +172,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         cluster: Some(cluster.clone()),
         provider_stats: provider_stats.clone(),
         prices: config.prices.clone(),
+        hedging: config.hedging,
     });
     let ingestor = Arc::new(Ingestor {
         cell_id: config.id.clone(),

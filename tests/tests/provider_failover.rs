@@ -162,3 +162,71 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_first_region_is_hedged_after_its_p95() {
+    let cluster = Cluster::start(ClusterOptions {
+        cell_settings: json!({"hedging": true}),
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let key = cluster.create_tenant("hooli").await.unwrap();
+    cluster.wait_for_tenant(&key).await.unwrap();
+    let (status, _, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let fresh = |q: &'static str| {
+        let cluster = &cluster;
+        let key = key.clone();
+        async move {
+            cluster
+                .http
+                .delete(format!("{}/v1/cache", cluster.router.url))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            let (status, body, _) = cluster
+                .post(&key, "/v1/query", &json!({"query": q}))
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    // Enough answers for the first region's p95 to be known.
+    for _ in 0..25 {
+        assert_eq!(
+            fresh("Where do orders ship from?").await["provider"],
+            "azure-eastus"
+        );
+    }
+    // Now it is slow (but would answer): the hedge to the next region wins.
+    cluster
+        .set_faults("azure-eastus", &json!({"latency": "3s"}))
+        .await
+        .unwrap();
+    let body = fresh("Where do orders ship from?").await;
+    assert_eq!(body["provider"], "azure-westeurope", "{body}");
+    assert_eq!(body["fallback"], "next_region", "{body}");
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.cells[0].1.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("cellnet_provider_hedges_total 1"),
+        "{metrics}"
+    );
+}

@@ -49,7 +49,14 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(5);
 pub struct ProviderStats {
     counts: Mutex<HashMap<String, ProviderReport>>,
     probes: Mutex<HashMap<String, std::time::Instant>>,
+    /// Latencies of recent successful attempts, per provider-region.
+    latencies: Mutex<HashMap<String, std::collections::VecDeque<Duration>>>,
 }
+
+/// Successful attempts remembered per provider-region for its p95.
+const LATENCY_WINDOW: usize = 200;
+/// Fewer successes than this give no p95.
+const MIN_LATENCY_SAMPLES: usize = 20;
 
 impl ProviderStats {
     pub fn record(&self, provider: &str, outcome: AttemptOutcome) {
@@ -57,6 +64,12 @@ impl ProviderStats {
         let r = counts.entry(provider.to_owned()).or_default();
         match outcome {
             AttemptOutcome::Success(elapsed) => {
+                let mut latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+                let window = latencies.entry(provider.to_owned()).or_default();
+                if window.len() == LATENCY_WINDOW {
+                    window.pop_front();
+                }
+                window.push_back(elapsed);
                 let ms = elapsed.as_secs_f64() * 1000.0;
                 r.latency_ms = (r.latency_ms * r.successes as f64 + ms) / (r.successes + 1) as f64;
                 r.successes += 1;
@@ -87,6 +100,18 @@ impl ProviderStats {
             order.insert(0, i);
         }
         order
+    }
+
+    /// The 95th percentile of the provider's recent successful attempts.
+    pub fn p95(&self, provider: &str) -> Option<Duration> {
+        let latencies = self.latencies.lock().unwrap_or_else(|p| p.into_inner());
+        let window = latencies.get(provider)?;
+        if window.len() < MIN_LATENCY_SAMPLES {
+            return None;
+        }
+        let mut sorted: Vec<Duration> = window.iter().copied().collect();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() * 95 / 100).copied()
     }
 
     /// The counts so far, and a fresh start.
@@ -241,5 +266,20 @@ mod tests {
         assert_eq!((a.successes, a.throttled, a.failures), (2, 1, 1));
         assert!((a.latency_ms - 20.0).abs() < 1e-9);
         assert!(stats.take().is_empty());
+    }
+
+    #[test]
+    fn p95_needs_enough_successes() {
+        let stats = ProviderStats::default();
+        for ms in 1..=19 {
+            stats.record("a", AttemptOutcome::Success(Duration::from_millis(ms)));
+        }
+        assert_eq!(stats.p95("a"), None);
+        for ms in 20..=100 {
+            stats.record("a", AttemptOutcome::Success(Duration::from_millis(ms)));
+        }
+        assert_eq!(stats.p95("a"), Some(Duration::from_millis(96)));
+        stats.record("a", AttemptOutcome::Failed);
+        assert_eq!(stats.p95("a"), Some(Duration::from_millis(96)));
     }
 }

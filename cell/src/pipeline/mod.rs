@@ -162,6 +162,8 @@ pub struct Orchestrator {
     pub provider_stats: Arc<crate::llm::health::ProviderStats>,
     /// USD per million tokens, by model.
     pub prices: std::collections::HashMap<String, crate::config::Price>,
+    /// Ask the second candidate too when the first is slower than its p95.
+    pub hedging: bool,
 }
 
 impl Orchestrator {
@@ -705,6 +707,58 @@ impl Orchestrator {
         })
     }
 
+    /// One attempt at provider `index`, traced, counted and measured.
+    async fn attempt(
+        &self,
+        ctx: &RequestContext,
+        request: &crate::llm::ChatRequest,
+        index: usize,
+    ) -> Result<crate::llm::Completion, crate::llm::ProviderError> {
+        let provider = &self.providers[index];
+        let span = info_span!(
+        "llm",
+        tenant = %ctx.tenant,
+        cell = %self.cell_id,
+        gen_ai.system = provider.system(),
+        gen_ai.request.model = provider.model(),
+        gen_ai.provider.name = provider.name(),
+        cloud.region = provider.region(),
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let outcome = provider
+            .chat(request, &ctx.request_id)
+            .instrument(span.clone())
+            .await;
+        self.provider_stats.record(
+            provider.name(),
+            crate::llm::health::AttemptOutcome::of(&outcome, started.elapsed()),
+        );
+        let label = match &outcome {
+            Ok(completion) => {
+                span.record("gen_ai.usage.input_tokens", completion.usage.prompt_tokens);
+                span.record(
+                    "gen_ai.usage.output_tokens",
+                    completion.usage.completion_tokens,
+                );
+                "ok"
+            }
+            Err(e) => {
+                tracing::warn!(parent: &span, error = %e, "provider call failed");
+                "error"
+            }
+        };
+        self.metrics
+            .provider_calls
+            .get_or_create(&ProviderLabels {
+                provider: provider.name().to_owned(),
+                outcome: label,
+            })
+            .inc();
+        outcome
+    }
+
     /// Tries the providers in order, moving on only after errors another
     /// provider-region may not have; keeps every attempt's error.
     async fn call_providers(
@@ -717,57 +771,86 @@ impl Orchestrator {
         let breakers: Vec<&Breaker> = order.iter().map(|&i| &self.breakers[i]).collect();
         let timeouts: Vec<std::time::Duration> =
             order.iter().map(|&i| self.providers[i].timeout()).collect();
-        let result = call_with_failover(&names, &breakers, &timeouts, self.retry, |n| {
-            let provider = &self.providers[order[n]];
-            let span = info_span!(
-                "llm",
-                tenant = %ctx.tenant,
-                cell = %self.cell_id,
-                gen_ai.system = provider.system(),
-                gen_ai.request.model = provider.model(),
-                gen_ai.provider.name = provider.name(),
-                cloud.region = provider.region(),
-                gen_ai.usage.input_tokens = tracing::field::Empty,
-                gen_ai.usage.output_tokens = tracing::field::Empty,
-            );
-            async move {
-                let started = Instant::now();
-                let outcome = provider
-                    .chat(request, &ctx.request_id)
-                    .instrument(span.clone())
-                    .await;
-                self.provider_stats.record(
-                    provider.name(),
-                    crate::llm::health::AttemptOutcome::of(&outcome, started.elapsed()),
-                );
-                let label = match &outcome {
-                    Ok(completion) => {
-                        span.record("gen_ai.usage.input_tokens", completion.usage.prompt_tokens);
-                        span.record(
-                            "gen_ai.usage.output_tokens",
-                            completion.usage.completion_tokens,
-                        );
-                        "ok"
+        let primary = call_with_failover(&names, &breakers, &timeouts, self.retry, |n| {
+            self.attempt(ctx, request, order[n])
+        });
+        // Hedging: if the first candidate has not answered by its observed
+        // p95, the second is asked too, and the first success wins.
+        let hedge_after = if self.hedging && order.len() > 1 {
+            self.provider_stats.p95(self.providers[order[0]].name())
+        } else {
+            None
+        };
+        let result = match hedge_after {
+            None => primary.await,
+            Some(delay) => {
+                let second = order[1];
+                let hedge = async move {
+                    tokio::time::sleep(delay.max(MIN_HEDGE_DELAY)).await;
+                    if !self.breakers[second].allow() {
+                        return None;
                     }
-                    Err(e) => {
-                        tracing::warn!(parent: &span, error = %e, "provider call failed");
-                        "error"
+                    self.metrics.hedges.inc();
+                    let outcome = tokio::time::timeout(
+                        self.providers[second].timeout(),
+                        self.attempt(ctx, request, second),
+                    )
+                    .await;
+                    let ok = matches!(outcome, Ok(Ok(_)));
+                    self.breakers[second].record(ok);
+                    match outcome {
+                        Ok(Ok(completion)) => Some(Ok((1, completion))),
+                        Ok(Err(e)) => Some(Err(vec![AttemptError::from(e)])),
+                        Err(_) => None,
                     }
                 };
-                self.metrics
-                    .provider_calls
-                    .get_or_create(&ProviderLabels {
-                        provider: provider.name().to_owned(),
-                        outcome: label,
-                    })
-                    .inc();
-                outcome
+                first_success(primary, hedge).await
             }
-        })
-        .await;
+        };
         match result {
             Ok((n, completion)) => Ok((order[n], completion)),
             Err(errors) => Err(CellError::AllProvidersFailed(errors)),
+        }
+    }
+}
+
+/// A hedge never fires sooner than this, however fast the provider usually is.
+const MIN_HEDGE_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The first success of `primary` and `hedge`; if both fail, the primary's
+/// errors (with the hedge's). A hedge that gave up (`None`) leaves the primary.
+async fn first_success<T>(
+    primary: impl std::future::Future<Output = Result<T, Vec<AttemptError>>>,
+    hedge: impl std::future::Future<Output = Option<Result<T, Vec<AttemptError>>>>,
+) -> Result<T, Vec<AttemptError>> {
+    tokio::pin!(primary);
+    tokio::pin!(hedge);
+    let mut hedge_errors: Option<Vec<AttemptError>> = None;
+    let mut hedge_done = false;
+    let mut primary_errors: Option<Vec<AttemptError>> = None;
+    loop {
+        tokio::select! {
+            r = &mut primary, if primary_errors.is_none() => match r {
+                Ok(v) => return Ok(v),
+                Err(e) if hedge_done => {
+                    let mut all = e;
+                    all.extend(hedge_errors.take().unwrap_or_default());
+                    return Err(all);
+                }
+                Err(e) => primary_errors = Some(e),
+            },
+            h = &mut hedge, if !hedge_done => {
+                hedge_done = true;
+                match h {
+                    Some(Ok(v)) => return Ok(v),
+                    Some(Err(e)) => hedge_errors = Some(e),
+                    None => {}
+                }
+                if let Some(mut e) = primary_errors.take() {
+                    e.extend(hedge_errors.take().unwrap_or_default());
+                    return Err(e);
+                }
+            }
         }
     }
 }
