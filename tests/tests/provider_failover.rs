@@ -230,3 +230,64 @@ async fn a_slow_first_region_is_hedged_after_its_p95() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_mode_moves_the_answer_to_the_next_region() {
+    let modes = [
+        ("errors", json!({"error_rate": 1.0})),
+        (
+            "throttling",
+            json!({"throttle_rate": 1.0, "retry_after": "1s"}),
+        ),
+        ("hang", json!({"hang": true})),
+    ];
+    for (mode, faults) in modes {
+        let cluster = Cluster::start(ClusterOptions {
+            providers: Some(json!([
+                {"kind": "azure_openai", "name": "azure-eastus", "region": "eastus",
+                 "endpoint": "{sim}/azure-eastus", "deployment": "gpt-4o-mini",
+                 "api_key_env": "TEST_PROVIDER_KEY", "timeout": "1s"},
+                {"kind": "azure_openai", "name": "azure-westeurope", "region": "westeurope",
+                 "endpoint": "{sim}/azure-westeurope", "deployment": "gpt-4o-mini",
+                 "api_key_env": "TEST_PROVIDER_KEY", "timeout": "5s"}
+            ])),
+            ..ClusterOptions::default()
+        })
+        .await
+        .unwrap();
+        let key = cluster.create_tenant("acme").await.unwrap();
+        cluster.wait_for_tenant(&key).await.unwrap();
+        let (status, _, _) = cluster
+            .post(
+                &key,
+                "/v1/documents",
+                &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        cluster.set_faults("azure-eastus", &faults).await.unwrap();
+        let (status, body, _) = cluster
+            .post(
+                &key,
+                "/v1/query",
+                &json!({"query": "Where do orders ship from?"}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{mode}: {body}");
+        assert_eq!(body["provider"], "azure-westeurope", "{mode}: {body}");
+        let stats: serde_json::Value = cluster
+            .http
+            .get(format!("{}/sim/stats", cluster.sim.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let eastus = &stats["regions"]["azure-eastus"];
+        // The fault was met, not skipped.
+        assert!(eastus["failed"].as_u64().unwrap() >= 1, "{mode}: {stats}");
+    }
+}

@@ -109,7 +109,11 @@ pub async fn chat_completions(
     }
     match verdict {
         Verdict::Serve => {}
-        Verdict::Hang => std::future::pending::<()>().await,
+        Verdict::Hang => {
+            // Counted as failed at once: the caller will give up on it.
+            region_state.failed.fetch_add(1, Ordering::Relaxed);
+            std::future::pending::<()>().await
+        }
         Verdict::Outage => {
             region_state.failed.fetch_add(1, Ordering::Relaxed);
             return azure_error(

@@ -111,7 +111,13 @@ pub async fn face_faults(region: &Region) -> faults::Verdict {
         tokio::time::sleep(delay).await;
     }
     match verdict {
-        faults::Verdict::Hang => std::future::pending().await,
+        faults::Verdict::Hang => {
+            // Counted as failed at once: the caller will give up on it.
+            region
+                .failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            std::future::pending().await
+        }
         faults::Verdict::Serve => {
             region
                 .requests
