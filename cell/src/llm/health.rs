@@ -155,27 +155,37 @@ pub async fn report(store: Store, keys: Keys, cell: String, stats: std::sync::Ar
 
 /// The order to try providers in: healthy ones (and those nobody judged)
 /// in configured order, then degraded, then down; drained ones only when
-/// nothing else is configured.
+/// nothing else is configured. A degraded region keeps its configured place
+/// for the share of requests its published weight gives it.
 pub fn order(providers: &[AnyProvider], view: &ClusterView) -> Vec<usize> {
-    let state = |p: &AnyProvider| {
-        view.providers
-            .get(p.name())
-            .map(|v| v.state())
-            .unwrap_or(ProviderState::Healthy)
-    };
+    order_with(providers, view, rand::random::<f64>)
+}
+
+/// [`order`] with the random draws supplied.
+pub fn order_with(
+    providers: &[AnyProvider],
+    view: &ClusterView,
+    mut roll: impl FnMut() -> f64,
+) -> Vec<usize> {
+    let states: Vec<ProviderState> = providers
+        .iter()
+        .map(|p| {
+            let Some(v) = view.providers.get(p.name()) else {
+                return ProviderState::Healthy;
+            };
+            match (v.state(), &v.health) {
+                (ProviderState::Degraded, Some(h)) if roll() < h.weight => ProviderState::Healthy,
+                (state, _) => state,
+            }
+        })
+        .collect();
     let mut order = Vec::with_capacity(providers.len());
     for wanted in [
         ProviderState::Healthy,
         ProviderState::Degraded,
         ProviderState::Down,
     ] {
-        order.extend(
-            providers
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| state(p) == wanted)
-                .map(|(i, _)| i),
-        );
+        order.extend((0..providers.len()).filter(|&i| states[i] == wanted));
     }
     if order.is_empty() {
         order.extend(0..providers.len());
@@ -242,6 +252,17 @@ mod tests {
         // Nothing left but drained regions: they are tried after all.
         let v = view(&[("a", ProviderState::Drained), ("b", ProviderState::Drained)]);
         assert_eq!(order(&providers[..2], &v), [0, 1]);
+    }
+
+    #[test]
+    fn a_degraded_region_keeps_its_place_for_its_weight_share() {
+        let providers = [provider("a"), provider("b")];
+        let mut v = view(&[("a", ProviderState::Degraded)]);
+        if let Some(h) = v.providers.get_mut("a").and_then(|p| p.health.as_mut()) {
+            h.weight = 0.5;
+        }
+        assert_eq!(order_with(&providers, &v, || 0.2), [0, 1]);
+        assert_eq!(order_with(&providers, &v, || 0.7), [1, 0]);
     }
 
     #[test]
