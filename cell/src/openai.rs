@@ -425,6 +425,14 @@ fn stream_live(
                             return;
                         }
                     }
+                    let usage_comment = format!(
+                        "{}{}\n\n",
+                        common::headers::USAGE_TOKENS_SSE_COMMENT,
+                        answer.tokens_spent()
+                    );
+                    if tx.send(usage_comment).await.is_err() {
+                        return;
+                    }
                     let _ = tx.send("data: [DONE]\n\n".to_owned()).await;
                     return;
                 }

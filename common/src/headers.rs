@@ -16,3 +16,9 @@ pub const SERVED_BY: &str = "x-cellnet-cell";
 /// router counts them against the tenant's daily quota. Zero for answers
 /// that reached no provider (cache hits, fallbacks).
 pub const USAGE_TOKENS: &str = "x-cellnet-usage-tokens";
+
+/// For a streamed answer the tokens are known only at its end: the cell then
+/// writes this server-sent-events comment (which clients ignore) followed by
+/// the count and a blank line, before `data: [DONE]`; the router reads it as
+/// the stream passes.
+pub const USAGE_TOKENS_SSE_COMMENT: &str = ": cellnet-usage-tokens ";

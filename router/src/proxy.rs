@@ -324,12 +324,29 @@ async fn route(
                     state.upstreams.record_success(&target.cell);
                 }
                 tracing::Span::current().record("cell", &*target.cell);
-                if let Some(tokens) = resp
+                let streamed = resp
+                    .headers()
+                    .get(axum::http::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                let usage_header = resp
                     .headers()
                     .get(USAGE_HEADER)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                {
+                    .and_then(|v| v.parse::<u64>().ok());
+                // A stream generated live reports its tokens at its end.
+                let on_usage: Option<Box<dyn FnOnce(u64) + Send>> =
+                    if streamed && usage_header.is_none() {
+                        let limiter = state.limiter.clone();
+                        let tenant = tenant.id.clone();
+                        Some(Box::new(move |tokens| {
+                            tokio::spawn(async move {
+                                limiter.record_usage(&tenant, &limits, tokens).await;
+                            });
+                        }))
+                    } else {
+                        None
+                    };
+                if let Some(tokens) = usage_header.filter(|t| *t > 0) {
                     // Counted off the response path; the next lease reads the total.
                     let limiter = state.limiter.clone();
                     let tenant = tenant.id.clone();
@@ -337,7 +354,7 @@ async fn route(
                         limiter.record_usage(&tenant, &limits, tokens).await;
                     });
                 }
-                let mut response = relay(resp, slot);
+                let mut response = relay(resp, slot, on_usage);
                 quota_headers(&mut response, &limits, used_today);
                 return Ok(response);
             }
@@ -564,7 +581,11 @@ async fn replay_to(state: &ProxyState, key: &[u8], target: &Target) {
 
 /// Streams a cell's response back to the client, holding the cell's
 /// in-flight slot until the last byte is through.
-fn relay(resp: reqwest::Response, slot: InFlight) -> Response {
+fn relay(
+    resp: reqwest::Response,
+    slot: InFlight,
+    on_usage: Option<Box<dyn FnOnce(u64) + Send>>,
+) -> Response {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut headers = HeaderMap::with_capacity(resp.headers().len());
     for (name, value) in resp.headers() {
@@ -578,8 +599,15 @@ fn relay(resp: reqwest::Response, slot: InFlight) -> Response {
             headers.insert(n, v);
         }
     }
+    let mut scanner = on_usage.map(|f| (crate::limits::StreamUsage::default(), Some(f)));
     let body = futures::StreamExt::map(resp.bytes_stream(), move |chunk| {
         let _held = &slot;
+        if let (Ok(bytes), Some((usage, callback))) = (&chunk, scanner.as_mut())
+            && let Some(tokens) = usage.feed(bytes)
+            && let Some(f) = callback.take()
+        {
+            f(tokens);
+        }
         chunk
     });
     let mut response = Response::new(Body::from_stream(body));

@@ -23,6 +23,15 @@ def main():
     models = [m.id for m in client.models.list()]
     check(chat_model in models and embedding_model in models, f"models listed: {models}")
 
+    # A fresh question streams live from the provider.
+    live = client.chat.completions.create(
+        model=chat_model,
+        messages=[{"role": "user", "content": "How long does standard delivery take?"}],
+        stream=True,
+    )
+    live_text = "".join(c.choices[0].delta.content or "" for c in live if c.choices)
+    check("three to five days" in live_text, f"live stream: {live_text!r}")
+
     question = [{"role": "user", "content": "Where do orders ship from?"}]
     completion = client.chat.completions.create(model=chat_model, messages=question)
     answer = completion.choices[0].message.content

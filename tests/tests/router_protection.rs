@@ -136,6 +136,54 @@ async fn a_spent_token_quota_is_refused_until_midnight() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_count_against_the_token_quota() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster.create_tenant("pied-piper").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster
+        .post(
+            &key,
+            "/v1/documents",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    cluster
+        .update_tenant(
+            "pied-piper",
+            &json!({"limits": {"requests_per_second": 100.0, "burst": 100, "tokens_per_day": 50}}),
+        )
+        .await?;
+    wait_until(|| async {
+        let (_, _, h) = cluster.get(&key, "/v1/models").await.unwrap();
+        h.get("x-ratelimit-limit-tokens")
+            .is_some_and(|v| v.as_bytes() == b"50")
+    })
+    .await;
+    let streamed = cluster
+        .http
+        .post(format!("{}/v1/chat/completions", cluster.router.url))
+        .bearer_auth(&key)
+        .json(&json!({
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "Where do orders ship from?"}],
+            "stream": true
+        }))
+        .send()
+        .await?;
+    assert_eq!(streamed.status(), 200);
+    assert!(streamed.headers().get("x-cellnet-usage-tokens").is_none());
+    let text = streamed.text().await?;
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    wait_until(|| async {
+        let (status, body, _) = cluster.get(&key, "/v1/models").await.unwrap();
+        status == 429 && body["error"]["type"] == "quota_exceeded"
+    })
+    .await;
+    Ok(())
+}
+
 /// Polls a real condition every 50 ms for up to 10 s.
 async fn wait_until<F, Fut>(mut condition: F)
 where

@@ -356,5 +356,42 @@ impl Limiter {
     }
 }
 
+/// Finds the cell's usage comment in a streamed answer as it passes, across
+/// chunk boundaries, keeping only a few bytes between chunks.
+#[derive(Debug, Default)]
+pub struct StreamUsage {
+    carry: Vec<u8>,
+    found: bool,
+}
+
+impl StreamUsage {
+    /// Feeds the next chunk; the token count, once, when it is complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<u64> {
+        if self.found {
+            return None;
+        }
+        let marker = common::headers::USAGE_TOKENS_SSE_COMMENT.as_bytes();
+        self.carry.extend_from_slice(chunk);
+        if let Some(at) = self.carry.windows(marker.len()).position(|w| w == marker) {
+            let rest = &self.carry[at + marker.len()..];
+            if let Some(end) = rest.iter().position(|b| *b == b'\n') {
+                self.found = true;
+                let tokens = std::str::from_utf8(&rest[..end]).ok()?.trim().parse().ok();
+                self.carry.clear();
+                return tokens;
+            }
+            // The count has not fully arrived: keep from the marker on.
+            self.carry.drain(..at);
+            return None;
+        }
+        // Keep just enough to find a marker split across chunks.
+        let keep = marker.len().saturating_sub(1);
+        if self.carry.len() > keep {
+            self.carry.drain(..self.carry.len() - keep);
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -55,3 +55,25 @@ async fn a_spent_quota_refuses_until_midnight() {
     // Another tenant is unaffected.
     limiter.admit("globex", &l).await.unwrap();
 }
+
+#[test]
+fn stream_usage_is_found_across_chunk_boundaries() {
+    let stream = format!(
+        "data: {{\"x\": 1}}\n\n{}1234\n\ndata: [DONE]\n\n",
+        common::headers::USAGE_TOKENS_SSE_COMMENT
+    );
+    let bytes = stream.as_bytes();
+    for split in 1..bytes.len() {
+        let mut usage = super::StreamUsage::default();
+        let mut found = Vec::new();
+        for chunk in [&bytes[..split], &bytes[split..]] {
+            found.extend(usage.feed(chunk));
+        }
+        assert_eq!(found, [1234], "split at {split}");
+    }
+    let mut usage = super::StreamUsage::default();
+    let found: Vec<u64> = bytes.chunks(1).filter_map(|b| usage.feed(b)).collect();
+    assert_eq!(found, [1234]);
+    let mut none = super::StreamUsage::default();
+    assert_eq!(none.feed(b"data: [DONE]\n\n"), None);
+}
