@@ -211,4 +211,77 @@ mod tests {
     fn empty_text_has_no_chunks() {
         assert!(chunk("   \n ", limits(5), &words).is_empty());
     }
+
+    /// Random documents: words (ASCII, accented, CJK, emoji), sentence ends,
+    /// and runs of spaces, tabs and newlines.
+    fn random_text(rng: &mut rand::rngs::StdRng) -> String {
+        use rand::Rng;
+        const WORDS: &[&str] = &[
+            "refund",
+            "policy",
+            "días",
+            "naïve",
+            "東京",
+            "🚚",
+            "x",
+            "délivery",
+            "ünïcödé",
+            "ok",
+            "a-b",
+            "3.5",
+            "e.g",
+            "tl;dr",
+        ];
+        const ENDS: &[&str] = &[".", "!", "?", "", "", ""];
+        const GAPS: &[&str] = &[" ", " ", " ", "  ", "\n", "\n\n", "\t", " \u{3000}"];
+        let mut text = String::new();
+        for _ in 0..rng.random_range(0..120) {
+            text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
+            text.push_str(ENDS[rng.random_range(0..ENDS.len())]);
+            text.push_str(GAPS[rng.random_range(0..GAPS.len())]);
+        }
+        text
+    }
+
+    #[test]
+    fn property_chunks_are_slices_that_cover_the_text_within_bounds() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+        for case in 0..500 {
+            let text = random_text(&mut rng);
+            let max = 1 + case % 12;
+            let chunks = chunk(&text, limits(max), &words);
+            // Deterministic.
+            assert_eq!(chunks, chunk(&text, limits(max), &words));
+            let mut depth = vec![0u8; text.len()];
+            let mut previous_start = None;
+            for c in &chunks {
+                // A contiguous slice on character boundaries, within the bound.
+                assert_eq!(c.text, text[c.range.clone()], "case {case}");
+                assert!(words(&c.text) <= max, "case {case}: {c:?}");
+                assert!(!c.text.trim().is_empty(), "case {case}: empty chunk");
+                // In document order, always moving forward.
+                assert!(
+                    previous_start.is_none_or(|p| c.range.start > p),
+                    "case {case}"
+                );
+                previous_start = Some(c.range.start);
+                for d in &mut depth[c.range.clone()] {
+                    *d += 1;
+                }
+            }
+            // Nothing lost: every non-space character is in some chunk.
+            for (i, ch) in text.char_indices() {
+                if !ch.is_whitespace() {
+                    assert!(depth[i] >= 1, "case {case}: {ch:?} at {i} lost in {text:?}");
+                }
+                // Nothing repeated beyond the one-sentence overlap.
+                assert!(
+                    depth[i] <= 2,
+                    "case {case}: byte {i} in {} chunks",
+                    depth[i]
+                );
+            }
+        }
+    }
 }
