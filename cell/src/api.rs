@@ -35,7 +35,10 @@ pub struct AppState {
 pub fn routes(state: AppState) -> Router {
     let tenant_routes = Router::new()
         .route("/v1/documents", post(ingest))
+        .route("/v1/documents", delete(delete_all_documents))
         .route("/v1/documents/{id}", delete(delete_document))
+        .route("/v1/points", get(export_points).post(import_points))
+        .route("/v1/points/count", get(count_points))
         .route("/v1/query", post(query))
         .route("/v1/cache", delete(purge_cache))
         .route(
@@ -184,6 +187,105 @@ async fn delete_document(
 ) -> Result<Response, CellError> {
     let removed = state.ingestor.delete(&ctx.tenant, &id).await?;
     Ok(Json(json!({"id": id, "deleted_chunks": removed})).into_response())
+}
+
+async fn delete_all_documents(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+) -> Result<Response, CellError> {
+    let removed = state.ingestor.delete_all(&ctx.tenant).await?;
+    Ok(Json(json!({"deleted_chunks": removed})).into_response())
+}
+
+async fn count_points(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+) -> Result<Response, CellError> {
+    let shard = state.ingestor.shard.clone();
+    let tenant = ctx.tenant.clone();
+    let n = tokio::task::spawn_blocking(move || shard.count(&tenant))
+        .await
+        .map_err(|e| CellError::Vector(crate::vector::VectorError::Operation(e.to_string())))??;
+    Ok(Json(json!({"points": n})).into_response())
+}
+
+/// Points exported a page at a time.
+const EXPORT_PAGE: usize = 256;
+
+/// `GET /v1/points`: the tenant's points, vectors and payload, as JSON
+/// lines, streamed page by page.
+async fn export_points(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
+    let shard = state.ingestor.shard.clone();
+    tokio::spawn(async move {
+        let mut after = None;
+        loop {
+            let (shard, tenant) = (shard.clone(), ctx.tenant.clone());
+            let page =
+                tokio::task::spawn_blocking(move || shard.export_page(&tenant, after, EXPORT_PAGE))
+                    .await;
+            let (points, next) = match page {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let mut lines = Vec::new();
+            for p in points {
+                if serde_json::to_writer(&mut lines, &p).is_err() {
+                    return;
+                }
+                lines.push(b'\n');
+            }
+            if tx.send(Ok(axum::body::Bytes::from(lines))).await.is_err() {
+                return;
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => return,
+            }
+        }
+    });
+    let body =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let mut response = Response::new(axum::body::Body::from_stream(body));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// `POST /v1/points`: JSON lines as `GET /v1/points` writes them. The whole
+/// body is checked before anything is written.
+async fn import_points(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    body: axum::body::Bytes,
+) -> Result<Response, CellError> {
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| CellError::BadRequest("the body is not UTF-8".into()))?;
+    let mut points = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let point: crate::vector::ExportedPoint = serde_json::from_str(line)
+            .map_err(|e| CellError::BadRequest(format!("line {}: {e}", i + 1)))?;
+        crate::ingest::validate_document_id(&point.document_id)
+            .map_err(|e| CellError::BadRequest(format!("line {}: {e}", i + 1)))?;
+        points.push(point);
+    }
+    let imported = state.ingestor.import(&ctx.tenant, points).await?;
+    Ok(Json(json!({"imported": imported})).into_response())
 }
 
 async fn query(

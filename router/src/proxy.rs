@@ -368,8 +368,9 @@ async fn route(
 
 /// Writes that every replica must receive.
 fn is_replicated_write(method: &Method, path: &str) -> bool {
-    (*method == Method::POST && path == "/v1/documents")
-        || (*method == Method::DELETE && path.starts_with("/v1/documents/"))
+    (*method == Method::POST && (path == "/v1/documents" || path == "/v1/points"))
+        || (*method == Method::DELETE
+            && (path == "/v1/documents" || path.starts_with("/v1/documents/")))
 }
 
 fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {

@@ -65,6 +65,17 @@ pub struct Ingestor {
 }
 
 /// Checks the whole batch before anything is written.
+/// A document id as stored: not blank, at most [`MAX_ID_BYTES`].
+pub fn validate_document_id(id: &str) -> Result<(), String> {
+    if id.trim().is_empty() {
+        return Err("document_id must not be empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(format!("document_id is longer than {MAX_ID_BYTES} bytes"));
+    }
+    Ok(())
+}
+
 fn validate(req: &IngestRequest, max_documents: usize) -> Result<(), CellError> {
     if req.documents.is_empty() {
         return Err(CellError::BadRequest("documents must not be empty".into()));
@@ -210,6 +221,51 @@ impl Ingestor {
             tracing::warn!(error = %e, "could not bump the tenant's knowledge version");
         }
         Ok(removed)
+    }
+
+    async fn bump(&self, tenant: &str) {
+        if let Err(e) = self.cache.bump_knowledge_version(tenant).await {
+            self.metrics.cache_errors.inc();
+            tracing::warn!(error = %e, "could not bump the tenant's knowledge version");
+        }
+    }
+
+    /// Removes every document of `tenant`; returns the chunks removed.
+    pub async fn delete_all(&self, tenant: &str) -> Result<usize, CellError> {
+        let shard = self.shard.clone();
+        let t = tenant.to_owned();
+        let removed = tokio::task::spawn_blocking(move || shard.delete_tenant(&t))
+            .await
+            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+        self.bump(tenant).await;
+        Ok(removed)
+    }
+
+    /// Writes points exported from another cell into `tenant`'s shard.
+    pub async fn import(
+        &self,
+        tenant: &str,
+        points: Vec<crate::vector::ExportedPoint>,
+    ) -> Result<usize, CellError> {
+        let dimensions = self.shard.dimensions();
+        if let Some((i, p)) = points
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.vector.len() != dimensions)
+        {
+            return Err(CellError::BadRequest(format!(
+                "line {}: vector has {} dimensions, this cell stores {dimensions}",
+                i + 1,
+                p.vector.len()
+            )));
+        }
+        let shard = self.shard.clone();
+        let t = tenant.to_owned();
+        let written = tokio::task::spawn_blocking(move || shard.import(&t, points))
+            .await
+            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+        self.bump(tenant).await;
+        Ok(written)
     }
 }
 

@@ -14,8 +14,8 @@ use qdrant_edge::{
     Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder,
     EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match,
     NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, Range, SearchRequest, UpdateOperation,
-    WithPayloadInterface, WithVector,
+    PointOperations, PointStruct, QueryEnum, Range, ScrollRequest, SearchRequest, UpdateOperation,
+    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
 };
 use serde_json::{Value, json};
 
@@ -76,6 +76,18 @@ impl std::fmt::Debug for VectorShard {
             .field("dimensions", &self.dimensions)
             .finish_non_exhaustive()
     }
+}
+
+/// One stored chunk as exported for a move between cells (one JSON line each).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportedPoint {
+    pub document_id: String,
+    pub chunk: u32,
+    pub text: String,
+    #[serde(default)]
+    pub metadata: Value,
+    pub vector: Vec<f32>,
 }
 
 pub fn point_id(tenant: &str, document: &str, chunk: u32) -> PointId {
@@ -267,6 +279,122 @@ impl VectorShard {
             .map_err(op_err)
     }
 
+    /// Removes every chunk of `tenant`; returns how many there were.
+    pub fn delete_tenant(&self, tenant: &str) -> Result<usize, VectorError> {
+        self.write(|shard| {
+            let filter = must(vec![tenant_condition(tenant)]);
+            let existing = shard
+                .count(CountRequest {
+                    filter: Some(filter.clone()),
+                    exact: true,
+                })
+                .map_err(op_err)?;
+            if existing > 0 {
+                shard
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::DeletePointsByFilter(filter),
+                    ))
+                    .map_err(op_err)?;
+            }
+            Ok(existing)
+        })
+    }
+
+    /// One page of `tenant`'s points with their vectors, after `after`;
+    /// with the cursor for the next page when there is one.
+    pub fn export_page(
+        &self,
+        tenant: &str,
+        after: Option<PointId>,
+        limit: usize,
+    ) -> Result<(Vec<ExportedPoint>, Option<PointId>), VectorError> {
+        let (records, next) = self
+            .shard
+            .scroll(ScrollRequest {
+                offset: after,
+                limit: Some(limit.max(1)),
+                filter: Some(must(vec![tenant_condition(tenant)])),
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(true),
+                order_by: None,
+            })
+            .map_err(op_err)?;
+        let mut points = Vec::with_capacity(records.len());
+        for r in records {
+            let Some(payload) = r.payload.map(|p| p.0) else {
+                continue;
+            };
+            // Defence in depth: the filter already guarantees this.
+            if payload.get(TENANT).and_then(Value::as_str) != Some(tenant) {
+                continue;
+            }
+            let vector = match r.vector {
+                Some(VectorStructInternal::Single(v)) => v,
+                Some(VectorStructInternal::Named(mut named)) => {
+                    match named.remove(DEFAULT_VECTOR_NAME) {
+                        Some(VectorInternal::Dense(v)) => v,
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            let field = |name: &str| payload.get(name).cloned().unwrap_or(Value::Null);
+            points.push(ExportedPoint {
+                document_id: field(DOCUMENT).as_str().unwrap_or_default().to_owned(),
+                chunk: field(CHUNK).as_u64().unwrap_or_default() as u32,
+                text: field(TEXT).as_str().unwrap_or_default().to_owned(),
+                metadata: field(METADATA),
+                vector,
+            });
+        }
+        Ok((points, next))
+    }
+
+    /// Writes exported points into `tenant`, durably; the ids are derived
+    /// again, so importing the same export twice changes nothing.
+    pub fn import(&self, tenant: &str, points: Vec<ExportedPoint>) -> Result<usize, VectorError> {
+        let count = points.len();
+        for p in &points {
+            if p.vector.len() != self.dimensions {
+                return Err(VectorError::Operation(format!(
+                    "point {}#{} has {} dimensions, not {}",
+                    p.document_id,
+                    p.chunk,
+                    p.vector.len(),
+                    self.dimensions
+                )));
+            }
+        }
+        let structs: Vec<_> = points
+            .into_iter()
+            .map(|p| {
+                PointStruct::new(
+                    point_id(tenant, &p.document_id, p.chunk),
+                    p.vector,
+                    json!({
+                        TENANT: tenant,
+                        DOCUMENT: p.document_id,
+                        CHUNK: p.chunk,
+                        TEXT: p.text,
+                        METADATA: p.metadata,
+                    }),
+                )
+                .into()
+            })
+            .collect();
+        if structs.is_empty() {
+            return Ok(0);
+        }
+        self.write(|shard| {
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
+                ))
+                .map_err(op_err)?;
+            Ok(count)
+        })
+    }
+
     /// The `limit` chunks of `tenant` nearest to `vector`, best first.
     pub fn search(
         &self,
@@ -315,8 +443,10 @@ impl VectorShard {
 mod tests {
     use super::*;
 
+    const DIMS: usize = 8;
+
     fn unit(seed: u32) -> Vec<f32> {
-        let v: Vec<f32> = (0..8)
+        let v: Vec<f32> = (0..DIMS as u32)
             .map(|i| ((seed * 31 + i * 7) % 13) as f32 + 0.5)
             .collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -365,6 +495,54 @@ mod tests {
         assert_eq!(shard.count("a").unwrap(), 2);
         assert_eq!(shard.delete_document("a", "doc").unwrap(), 2);
         assert_eq!(shard.count("a").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_tenant_exports_imports_and_deletes_only_its_own_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let shard = VectorShard::open(dir.path(), DIMS).unwrap();
+        shard
+            .replace_document("acme", "a", &json!({"k": 1}), chunks(5))
+            .unwrap();
+        shard
+            .replace_document("globex", "g", &Value::Null, chunks(3))
+            .unwrap();
+        let mut exported = Vec::new();
+        let mut after = None;
+        loop {
+            let (page, next) = shard.export_page("acme", after, 2).unwrap();
+            exported.extend(page);
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(exported.len(), 5);
+        assert!(
+            exported
+                .iter()
+                .all(|p| p.document_id == "a" && p.vector.len() == DIMS)
+        );
+        assert_eq!(exported[0].metadata, json!({"k": 1}));
+
+        let other = tempfile::tempdir().unwrap();
+        let target = VectorShard::open(other.path(), DIMS).unwrap();
+        assert_eq!(target.import("acme", exported.clone()).unwrap(), 5);
+        assert_eq!(target.import("acme", exported.clone()).unwrap(), 5);
+        assert_eq!(
+            target.count("acme").unwrap(),
+            5,
+            "importing twice changes nothing"
+        );
+        let hits = target.search("acme", &exported[2].vector, 1, None).unwrap();
+        assert_eq!(hits[0].chunk, exported[2].chunk);
+        let mut wrong = exported[0].clone();
+        wrong.vector.pop();
+        assert!(target.import("acme", vec![wrong]).is_err());
+
+        assert_eq!(shard.delete_tenant("acme").unwrap(), 5);
+        assert_eq!(shard.count("acme").unwrap(), 0);
+        assert_eq!(shard.count("globex").unwrap(), 3);
     }
 
     #[test]
