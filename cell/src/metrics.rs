@@ -56,6 +56,7 @@ pub struct CellMetrics {
     pub tenant_tokens: Family<TenantTokenLabels, Counter>,
     pub tenant_cost_usd: Family<TenantLabels, Counter<f64, AtomicU64>>,
     pub hedges: Counter,
+    pub low_groundedness: Counter,
 }
 
 impl CellMetrics {
@@ -77,7 +78,13 @@ impl CellMetrics {
             tenant_tokens: Family::default(),
             tenant_cost_usd: Family::default(),
             hedges: Counter::default(),
+            low_groundedness: Counter::default(),
         };
+        registry.register(
+            "cellnet_low_groundedness_answers",
+            "Fresh answers below the groundedness threshold (flagged, not cached)",
+            m.low_groundedness.clone(),
+        );
         registry.register(
             "cellnet_provider_hedges",
             "Second provider asked because the first was slower than its p95",

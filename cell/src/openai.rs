@@ -258,6 +258,8 @@ fn extension(answer: &QueryResponse) -> Value {
         "provider": answer.provider,
         "region": answer.region,
         "cost_usd": answer.cost_usd,
+        "groundedness": answer.groundedness,
+        "low_groundedness": answer.low_groundedness,
         "cell": answer.cell,
     })
 }

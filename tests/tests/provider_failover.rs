@@ -57,6 +57,13 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
     };
     let first = ask("Where do orders ship from?").await;
     assert_eq!(first["provider"], "azure-eastus", "{first}");
+    // Checked against its passages: grounded, each sentence with its source.
+    assert!(first["groundedness"].as_f64().unwrap() >= 0.6, "{first}");
+    assert!(first.get("low_groundedness").is_none(), "{first}");
+    assert_eq!(
+        first["sentences"][0]["citations"][0]["document_id"], "shipping",
+        "{first}"
+    );
     // Priced model: the answer carries its cost at the configured prices.
     let usage = &first["usage"];
     let expected = (usage["prompt_tokens"].as_f64().unwrap() * 0.15

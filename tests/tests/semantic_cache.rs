@@ -47,6 +47,8 @@ fn entry(answer: &str, version: u64) -> Entry {
     Entry {
         query: String::new(),
         answer: CachedAnswer {
+            groundedness: None,
+            sentences: Vec::new(),
             answer: answer.to_owned(),
             citations: vec![Citation {
                 document_id: "d".into(),

@@ -98,6 +98,12 @@ pub struct CachedAnswer {
     pub region: String,
     pub model: String,
     pub usage: Usage,
+    /// How well the answer was supported by its passages (0–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groundedness: Option<f32>,
+    /// The answer's sentences with the passages that support each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sentences: Vec<crate::pipeline::grounding::SentenceSupport>,
 }
 
 /// A stored entry as read back.

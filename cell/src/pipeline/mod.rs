@@ -2,6 +2,7 @@
 //! retrieve → prompt → LLM → postprocess → cache store. Each stage runs in its
 //! own `tracing` span carrying the tenant, cell, provider and region.
 
+pub mod grounding;
 pub mod prompt;
 
 use std::sync::Arc;
@@ -60,6 +61,16 @@ pub struct QueryResponse {
     /// fallback; absent when the model has no configured price.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_usd: Option<f64>,
+    /// How well the answer is supported by the retrieved passages (0–1);
+    /// absent when there was nothing to answer from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groundedness: Option<f32>,
+    /// Set when groundedness is below the threshold: treat with care.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub low_groundedness: bool,
+    /// The answer's sentences, each with the passages supporting it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sentences: Vec<grounding::SentenceSupport>,
     pub cell: String,
 }
 
@@ -356,6 +367,9 @@ impl Orchestrator {
                 model: None,
                 usage: Usage::default(),
                 cost_usd: Some(0.0),
+                groundedness: None,
+                low_groundedness: false,
+                sentences: Vec::new(),
                 cell: self.cell_id.clone(),
             }));
         }
@@ -392,6 +406,7 @@ impl Orchestrator {
         // Postprocess: keep only citations of passages the answer used.
         let started = Instant::now();
         let citations = citations_for(&completion.content, &hits);
+        let grounded = grounding::assess(&completion.content, &hits);
         let answer = CachedAnswer {
             answer: completion.content,
             citations,
@@ -399,12 +414,19 @@ impl Orchestrator {
             region: provider.region().to_owned(),
             model: completion.model,
             usage: completion.usage,
+            groundedness: Some(grounded.groundedness),
+            sentences: grounded.sentences,
         };
+        let low_groundedness = grounded.groundedness < grounding::GROUNDED;
+        if low_groundedness {
+            self.metrics.low_groundedness.inc();
+        }
         self.metrics.observe_stage("postprocess", started);
 
-        // Store only answers grounded in at least one passage.
+        // Store only answers grounded in their passages.
         if let Some(version) = version
             && !answer.citations.is_empty()
+            && !low_groundedness
         {
             let started = Instant::now();
             let entry = Entry {
@@ -436,6 +458,9 @@ impl Orchestrator {
             model: Some(answer.model),
             usage: answer.usage,
             cost_usd,
+            groundedness: answer.groundedness,
+            low_groundedness,
+            sentences: answer.sentences,
             cell: self.cell_id.clone(),
         }
     }
@@ -632,6 +657,9 @@ impl Orchestrator {
             model: Some(a.model),
             usage: a.usage,
             cost_usd: Some(0.0),
+            low_groundedness: a.groundedness.is_some_and(|g| g < grounding::GROUNDED),
+            groundedness: a.groundedness,
+            sentences: a.sentences,
             cell: self.cell_id.clone(),
         }
     }
@@ -674,6 +702,9 @@ impl Orchestrator {
                 model: Some(a.model),
                 usage: a.usage,
                 cost_usd: Some(0.0),
+                low_groundedness: a.groundedness.is_some_and(|g| g < grounding::GROUNDED),
+                groundedness: a.groundedness,
+                sentences: a.sentences,
                 cell: self.cell_id.clone(),
             });
         }
@@ -691,6 +722,7 @@ impl Orchestrator {
             ),
             None => (NO_ANSWER.to_owned(), Vec::new()),
         };
+        let grounded = (!hits.is_empty()).then(|| grounding::assess(&answer, hits));
         Ok(QueryResponse {
             answer,
             citations,
@@ -703,6 +735,11 @@ impl Orchestrator {
             model: None,
             usage: Usage::default(),
             cost_usd: Some(0.0),
+            groundedness: grounded.as_ref().map(|g| g.groundedness),
+            low_groundedness: grounded
+                .as_ref()
+                .is_some_and(|g| g.groundedness < grounding::GROUNDED),
+            sentences: grounded.map(|g| g.sentences).unwrap_or_default(),
             cell: self.cell_id.clone(),
         })
     }
