@@ -57,6 +57,7 @@ pub struct CellMetrics {
     pub tenant_cost_usd: Family<TenantLabels, Counter<f64, AtomicU64>>,
     pub hedges: Counter,
     pub low_groundedness: Counter,
+    pub intents: Family<ReasonLabels, Counter>,
 }
 
 impl CellMetrics {
@@ -79,7 +80,13 @@ impl CellMetrics {
             tenant_cost_usd: Family::default(),
             hedges: Counter::default(),
             low_groundedness: Counter::default(),
+            intents: Family::default(),
         };
+        registry.register(
+            "cellnet_intents_answered_directly",
+            "Messages answered without retrieval, by intent",
+            m.intents.clone(),
+        );
         registry.register(
             "cellnet_low_groundedness_answers",
             "Fresh answers below the groundedness threshold (flagged, not cached)",

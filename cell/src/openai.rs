@@ -260,6 +260,7 @@ fn extension(answer: &QueryResponse) -> Value {
         "cost_usd": answer.cost_usd,
         "groundedness": answer.groundedness,
         "low_groundedness": answer.low_groundedness,
+        "intent": answer.intent,
         "cell": answer.cell,
     })
 }

@@ -3,6 +3,7 @@
 //! own `tracing` span carrying the tenant, cell, provider and region.
 
 pub mod grounding;
+pub mod intent;
 pub mod prompt;
 
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub struct QueryResponse {
     /// The answer's sentences, each with the passages supporting it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sentences: Vec<grounding::SentenceSupport>,
+    /// What the message was taken for: `question`, `small_talk`,
+    /// `out_of_scope` or `prompt_injection` (the last three get a fixed
+    /// answer; nothing is retrieved and no LLM is called).
+    pub intent: String,
     pub cell: String,
 }
 
@@ -243,7 +248,35 @@ impl Orchestrator {
                 self.retrieval.max_top_k
             )));
         }
+        let intent = intent::detect(&question);
         self.metrics.observe_stage("preprocess", started);
+        if let Some(answer) = intent.canned_answer() {
+            tracing::info!(intent = intent.as_str(), "answered without retrieval");
+            self.metrics
+                .intents
+                .get_or_create(&ReasonLabels {
+                    reason: intent.as_str(),
+                })
+                .inc();
+            return Ok(Prepared::Answered(QueryResponse {
+                answer: answer.to_owned(),
+                citations: Vec::new(),
+                cache: "miss".into(),
+                similarity: None,
+                cache_age_ms: None,
+                fallback: None,
+                provider: None,
+                region: None,
+                model: None,
+                usage: Usage::default(),
+                cost_usd: Some(0.0),
+                groundedness: None,
+                low_groundedness: false,
+                sentences: Vec::new(),
+                intent: intent.as_str().to_owned(),
+                cell: self.cell_id.clone(),
+            }));
+        }
 
         // Exact tier, before any embedding: a repeated question costs one
         // Redis round trip.
@@ -370,6 +403,7 @@ impl Orchestrator {
                 groundedness: None,
                 low_groundedness: false,
                 sentences: Vec::new(),
+                intent: "question".into(),
                 cell: self.cell_id.clone(),
             }));
         }
@@ -461,6 +495,7 @@ impl Orchestrator {
             groundedness: answer.groundedness,
             low_groundedness,
             sentences: answer.sentences,
+            intent: "question".into(),
             cell: self.cell_id.clone(),
         }
     }
@@ -660,6 +695,7 @@ impl Orchestrator {
             low_groundedness: a.groundedness.is_some_and(|g| g < grounding::GROUNDED),
             groundedness: a.groundedness,
             sentences: a.sentences,
+            intent: "question".into(),
             cell: self.cell_id.clone(),
         }
     }
@@ -705,6 +741,7 @@ impl Orchestrator {
                 low_groundedness: a.groundedness.is_some_and(|g| g < grounding::GROUNDED),
                 groundedness: a.groundedness,
                 sentences: a.sentences,
+                intent: "question".into(),
                 cell: self.cell_id.clone(),
             });
         }
@@ -740,6 +777,7 @@ impl Orchestrator {
                 .as_ref()
                 .is_some_and(|g| g.groundedness < grounding::GROUNDED),
             sentences: grounded.map(|g| g.sentences).unwrap_or_default(),
+            intent: "question".into(),
             cell: self.cell_id.clone(),
         })
     }
