@@ -32,6 +32,21 @@ enum Command {
     /// LLM provider-regions: health as the leader judges it; drain, undrain.
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// Uploads files and folders (.txt, .md, .json, .jsonl) as a tenant's
+    /// documents through the router, with a progress bar and a summary.
+    Ingest {
+        /// Files or folders (walked recursively).
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+        #[arg(long, env = "ROUTER_URL", default_value = "http://127.0.0.1:18080")]
+        router_url: String,
+        /// The tenant's API key.
+        #[arg(long, env = "API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// Documents per request.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -117,6 +132,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Command::Cache(CacheCommand::Eval { pairs, threshold }) = &args.command {
         return cache_eval(pairs, *threshold);
+    }
+    if let Command::Ingest {
+        paths,
+        router_url,
+        api_key,
+        batch,
+    } = &args.command
+    {
+        return ingest(paths, router_url, api_key, *batch).await;
     }
     if args.admin_token.is_empty() {
         bail!("set ADMIN_TOKEN or pass --admin-token");
@@ -303,6 +327,7 @@ async fn main() -> anyhow::Result<()> {
             let _: serde_json::Value = read(resp).await?;
             println!("provider {id} back in rotation");
         }
+        Command::Ingest { .. } => {}
         Command::Cells(CellsCommand::List) => {
             #[derive(Deserialize)]
             struct List {
@@ -384,4 +409,158 @@ fn describe_limits(l: &control_plane::model::TenantLimits) -> String {
             .map(|t| t.to_string())
             .unwrap_or_else(|| "unlimited".into())
     )
+}
+
+/// Files `ingest` reads.
+const INGESTED_EXTENSIONS: &[&str] = &["txt", "md", "json", "jsonl"];
+
+/// Every ingestible file under `paths`, in a stable order.
+fn files_under(paths: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<std::path::PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| INGESTED_EXTENSIONS.contains(&e))
+        {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The documents in one file: a text file is one document named by its path;
+/// JSON is a document object or an array of them; JSON lines, one a line.
+fn documents_in(path: &std::path::Path) -> Result<Vec<serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let name = path.display().to_string();
+    let check = |v: serde_json::Value, at: &str| -> Result<serde_json::Value, String> {
+        if v.get("id").and_then(|i| i.as_str()).is_some()
+            && v.get("text").and_then(|t| t.as_str()).is_some()
+        {
+            Ok(v)
+        } else {
+            Err(format!(
+                "{at}: a document needs string fields \"id\" and \"text\""
+            ))
+        }
+    };
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => match serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| e.to_string())?
+        {
+            serde_json::Value::Array(items) => items.into_iter().map(|v| check(v, &name)).collect(),
+            v => Ok(vec![check(v, &name)?]),
+        },
+        Some("jsonl") => text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                let v = serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1))?;
+                check(v, &format!("line {}", i + 1))
+            })
+            .collect(),
+        _ if text.trim().is_empty() => Ok(Vec::new()),
+        _ => Ok(vec![
+            serde_json::json!({"id": name, "text": text, "metadata": {"path": name}}),
+        ]),
+    }
+}
+
+async fn ingest(
+    paths: &[std::path::PathBuf],
+    router_url: &str,
+    api_key: &str,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let files = files_under(paths)?;
+    let mut documents = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
+    for file in &files {
+        match documents_in(file) {
+            Ok(docs) => documents.extend(docs),
+            Err(e) => failures.push(format!("{}: {e}", file.display())),
+        }
+    }
+    let bar = indicatif::ProgressBar::new(documents.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} documents {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/documents", router_url.trim_end_matches('/'));
+    let (mut ingested, mut chunks) = (0usize, 0usize);
+    for group in documents.chunks(batch.max(1)) {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let resp = http
+                .post(&url)
+                .bearer_auth(api_key)
+                .json(&serde_json::json!({ "documents": group }))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => {
+                    let body: serde_json::Value = r.json().await.unwrap_or_default();
+                    ingested += group.len();
+                    chunks += body["chunks"].as_u64().unwrap_or(0) as usize;
+                    break;
+                }
+                Ok(r) if (r.status() == 429 || r.status().is_server_error()) && attempts < 5 => {
+                    let wait = r
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(1);
+                    bar.set_message(format!("waiting {wait} s ({})", r.status()));
+                    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let message = r
+                        .json::<ErrorBody>()
+                        .await
+                        .map(|b| b.error.message)
+                        .unwrap_or_default();
+                    let ids: Vec<&str> = group.iter().filter_map(|d| d["id"].as_str()).collect();
+                    failures.push(format!("{} ({status}): {message}", ids.join(", ")));
+                    break;
+                }
+                Err(e) if attempts < 5 => {
+                    bar.set_message(format!("retrying: {e}"));
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+                Err(e) => {
+                    failures.push(format!("cannot reach the router at {router_url}: {e}"));
+                    break;
+                }
+            }
+        }
+        bar.inc(group.len() as u64);
+    }
+    bar.finish_and_clear();
+    println!(
+        "ingested {ingested} documents ({chunks} chunks) from {} files; {} failed",
+        files.len(),
+        failures.len()
+    );
+    for f in &failures {
+        println!("  failed: {f}");
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{} failures", failures.len())
+    }
 }
