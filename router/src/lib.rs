@@ -9,6 +9,7 @@ pub mod limits;
 pub mod metrics;
 pub mod placement;
 pub mod proxy;
+pub mod redis_conn;
 pub mod replication;
 pub mod server;
 pub mod upstreams;

@@ -5,13 +5,13 @@
 //! the cell is alive again. Writes are idempotent (documents are replaced
 //! whole), so a replayed or repeated hint changes nothing.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use tokio::sync::Mutex;
+
+use crate::redis_conn::{ConnError, LazyRedis};
 
 /// Most hints replayed per cell in one round.
 const REPLAY_BATCH: usize = 100;
@@ -39,8 +39,7 @@ pub enum HintError {
 /// The hint store: one Redis stream per cell.
 #[derive(Clone)]
 pub struct Hints {
-    client: Option<redis::Client>,
-    conn: Arc<Mutex<Option<ConnectionManager>>>,
+    redis: Option<LazyRedis>,
     timeout: Duration,
 }
 
@@ -49,26 +48,17 @@ fn stream(cell: &str) -> String {
 }
 
 impl Hints {
-    pub fn new(url: Option<&str>, timeout: Duration) -> Result<Self, HintError> {
-        let client = url.map(redis::Client::open).transpose()?;
-        Ok(Self {
-            client,
-            conn: Arc::default(),
-            timeout,
-        })
+    /// Hints kept in `redis`; without one, none can be recorded.
+    pub fn new(redis: Option<LazyRedis>, timeout: Duration) -> Self {
+        Self { redis, timeout }
     }
 
     async fn conn(&self) -> Result<ConnectionManager, HintError> {
-        let client = self.client.as_ref().ok_or(HintError::NoStore)?;
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = tokio::time::timeout(self.timeout, ConnectionManager::new(client.clone()))
-            .await
-            .map_err(|_| HintError::Timeout)??;
-        *slot = Some(c.clone());
-        Ok(c)
+        let redis = self.redis.as_ref().ok_or(HintError::NoStore)?;
+        redis.get(self.timeout).await.map_err(|e| match e {
+            ConnError::Redis(e) => HintError::Redis(e),
+            ConnError::Timeout => HintError::Timeout,
+        })
     }
 
     /// Durably records that `cell` must still receive `hint`.

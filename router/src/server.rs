@@ -72,14 +72,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let initial = Placement::build(&cluster.snapshot(), config.placement);
-    let hints = Hints::new(
-        config.redis_url.as_deref(),
-        std::time::Duration::from_millis(500),
-    )?;
-    let limiter = Arc::new(Limiter::new(
-        config.redis_url.as_deref(),
-        RATE_LIMIT_TIMEOUT,
-    )?);
+    let redis = config
+        .redis_url
+        .as_deref()
+        .map(crate::redis_conn::LazyRedis::open)
+        .transpose()?;
+    let hints = Hints::new(redis.clone(), std::time::Duration::from_millis(500));
+    let limiter = Arc::new(Limiter::with_redis(redis, RATE_LIMIT_TIMEOUT));
     if config.redis_url.is_none() {
         tracing::warn!("no redis configured: tenant rate limits are enforced per router");
     }

@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use control_plane::model::TenantLimits;
 use redis::aio::ConnectionManager;
+
+use crate::redis_conn::LazyRedis;
 use tokio::time::Instant;
 
 /// How much of a tenant's rate one lease covers.
@@ -116,24 +118,17 @@ impl TenantBudget {
 /// What the limiter needs from the shared store.
 #[derive(Clone)]
 struct Store {
-    client: redis::Client,
-    conn: Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+    redis: LazyRedis,
     script: redis::Script,
     timeout: Duration,
 }
 
 impl Store {
     async fn conn(&self) -> Result<ConnectionManager, String> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = tokio::time::timeout(self.timeout, ConnectionManager::new(self.client.clone()))
+        self.redis
+            .get(self.timeout)
             .await
-            .map_err(|_| "timed out connecting".to_owned())?
-            .map_err(|e| e.to_string())?;
-        *slot = Some(c.clone());
-        Ok(c)
+            .map_err(|e| e.to_string())
     }
 
     async fn lease(
@@ -215,26 +210,31 @@ impl Limiter {
     /// A limiter sharing its buckets through Redis at `url`, or keeping them
     /// per router without one.
     pub fn new(url: Option<&str>, timeout: Duration) -> Result<Self, redis::RedisError> {
-        let store = url
-            .map(|u| -> Result<Store, redis::RedisError> {
-                Ok(Store {
-                    client: redis::Client::open(u)?,
-                    conn: Arc::default(),
-                    script: redis::Script::new(LEASE_SCRIPT),
-                    timeout,
-                })
-            })
-            .transpose()?;
-        Ok(Self {
-            store,
+        Ok(Self::with_redis(
+            url.map(LazyRedis::open).transpose()?,
+            timeout,
+        ))
+    }
+
+    /// The same, on a connection shared with the rest of the router.
+    pub fn with_redis(redis: Option<LazyRedis>, timeout: Duration) -> Self {
+        Self {
+            store: redis.map(|redis| Store {
+                redis,
+                script: redis::Script::new(LEASE_SCRIPT),
+                timeout,
+            }),
             budgets: Mutex::default(),
             store_down_until: Mutex::default(),
             stats: LimiterStats::default(),
-        })
+        }
     }
 
     fn budget(&self, tenant: &str, limits: &TenantLimits) -> Arc<tokio::sync::Mutex<TenantBudget>> {
         let mut budgets = self.budgets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = budgets.get(tenant) {
+            return b.clone();
+        }
         budgets
             .entry(tenant.to_owned())
             .or_insert_with(|| {
