@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::wire::{exchange, retry_after, snippet};
+use super::wire::{exchange, snippet};
 use super::{ChatRequest, Completion, ProviderError};
 use crate::cache::Usage;
 use crate::config::Secret;
@@ -129,16 +129,10 @@ impl AzureOpenAi {
             .await?
             .header(common::headers::REQUEST_ID, request_id)
             .json(&body);
-        let answer = exchange(&self.name, self.timeout, request).await?;
-        if !answer.status.is_success() {
-            return Err(ProviderError::Status {
-                provider: self.name.clone(),
-                status: answer.status.as_u16(),
-                message: openai_error_message(&answer.body),
-                retry_after: retry_after(&answer.headers),
-            });
-        }
-        parse_chat_completion(&self.name, &answer.body, &self.deployment)
+        let body = exchange(&self.name, self.timeout, request)
+            .await?
+            .success(&self.name, openai_error_message)?;
+        parse_chat_completion(&self.name, &body, &self.deployment)
     }
 
     /// Embeddings from this deployment (an embedding model), `dimensions` long.
@@ -157,16 +151,10 @@ impl AzureOpenAi {
             .authorised(self.http.post(url))
             .await?
             .json(&json!({"input": texts, "dimensions": dimensions}));
-        let answer = exchange(&self.name, self.timeout, request).await?;
-        if !answer.status.is_success() {
-            return Err(ProviderError::Status {
-                provider: self.name.clone(),
-                status: answer.status.as_u16(),
-                message: openai_error_message(&answer.body),
-                retry_after: retry_after(&answer.headers),
-            });
-        }
-        super::wire::parse_openai_embeddings(&self.name, &answer.body)
+        let body = exchange(&self.name, self.timeout, request)
+            .await?
+            .success(&self.name, openai_error_message)?;
+        super::wire::parse_openai_embeddings(&self.name, &body)
     }
 
     /// The same request, streamed (`"stream": true`, usage in the last chunk).

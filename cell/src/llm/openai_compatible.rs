@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::azure::{openai_error_message, parse_chat_completion};
-use super::wire::{exchange, retry_after};
+use super::wire::exchange;
 use super::{ChatRequest, Completion, ProviderError};
 use crate::config::Secret;
 
@@ -53,16 +53,10 @@ impl OpenAiCompatible {
         if let Some(key) = &self.api_key {
             outgoing = outgoing.bearer_auth(key.expose());
         }
-        let answer = exchange(&self.name, self.timeout, outgoing).await?;
-        if !answer.status.is_success() {
-            return Err(ProviderError::Status {
-                provider: self.name.clone(),
-                status: answer.status.as_u16(),
-                message: openai_error_message(&answer.body),
-                retry_after: retry_after(&answer.headers),
-            });
-        }
-        parse_chat_completion(&self.name, &answer.body, &self.model)
+        let body = exchange(&self.name, self.timeout, outgoing)
+            .await?
+            .success(&self.name, openai_error_message)?;
+        parse_chat_completion(&self.name, &body, &self.model)
     }
 
     /// Embeddings from `{base_url}/embeddings` with this model.
@@ -81,16 +75,10 @@ impl OpenAiCompatible {
         if let Some(key) = &self.api_key {
             outgoing = outgoing.bearer_auth(key.expose());
         }
-        let answer = exchange(&self.name, self.timeout, outgoing).await?;
-        if !answer.status.is_success() {
-            return Err(ProviderError::Status {
-                provider: self.name.clone(),
-                status: answer.status.as_u16(),
-                message: openai_error_message(&answer.body),
-                retry_after: retry_after(&answer.headers),
-            });
-        }
-        super::wire::parse_openai_embeddings(&self.name, &answer.body)
+        let body = exchange(&self.name, self.timeout, outgoing)
+            .await?
+            .success(&self.name, openai_error_message)?;
+        super::wire::parse_openai_embeddings(&self.name, &body)
     }
 
     /// The same request, streamed (`"stream": true`, usage in the last chunk).

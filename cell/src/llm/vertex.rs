@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::oauth::OAuthTokens;
-use super::wire::{exchange, retry_after, snippet};
+use super::wire::{exchange, snippet};
 use super::{ChatRequest, Completion, ProviderError};
 use crate::cache::Usage;
 
@@ -167,6 +167,17 @@ pub fn error_message(body: &[u8]) -> String {
 }
 
 impl VertexAi {
+    async fn token(&self) -> Result<crate::config::Secret, ProviderError> {
+        self.auth
+            .token(&self.http, self.timeout)
+            .await
+            // Another region (or a moment later) may well get one.
+            .map_err(|message| ProviderError::Connect {
+                provider: self.name.clone(),
+                message: format!("no access token: {message}"),
+            })
+    }
+
     pub fn url(&self) -> String {
         format!(
             "{}/v1/projects/{}/locations/{}/publishers/google/models/{}:generateContent",
@@ -182,31 +193,17 @@ impl VertexAi {
         request: &ChatRequest,
         request_id: &str,
     ) -> Result<Completion, ProviderError> {
-        let token = self
-            .auth
-            .token(&self.http, self.timeout)
-            .await
-            // Another region (or a moment later) may well get one.
-            .map_err(|message| ProviderError::Connect {
-                provider: self.name.clone(),
-                message: format!("no access token: {message}"),
-            })?;
+        let token = self.token().await?;
         let outgoing = self
             .http
             .post(self.url())
             .bearer_auth(token.expose())
             .header(common::headers::REQUEST_ID, request_id)
             .json(&request_body(request));
-        let answer = exchange(&self.name, self.timeout, outgoing).await?;
-        if !answer.status.is_success() {
-            return Err(ProviderError::Status {
-                provider: self.name.clone(),
-                status: answer.status.as_u16(),
-                message: error_message(&answer.body),
-                retry_after: retry_after(&answer.headers),
-            });
-        }
-        parse_response(&self.name, &answer.body, &self.model)
+        let body = exchange(&self.name, self.timeout, outgoing)
+            .await?
+            .success(&self.name, error_message)?;
+        parse_response(&self.name, &body, &self.model)
     }
 
     /// Embeddings through `:predict` on a text-embedding model:
@@ -229,14 +226,7 @@ impl VertexAi {
         struct Values {
             values: Vec<f32>,
         }
-        let token = self
-            .auth
-            .token(&self.http, self.timeout)
-            .await
-            .map_err(|message| ProviderError::Connect {
-                provider: self.name.clone(),
-                message: format!("no access token: {message}"),
-            })?;
+        let token = self.token().await?;
         let url = self.url().replace(":generateContent", ":predict");
         let instances: Vec<Value> = texts.iter().map(|t| json!({"content": t})).collect();
         let outgoing = self
@@ -247,20 +237,13 @@ impl VertexAi {
                 "instances": instances,
                 "parameters": {"outputDimensionality": dimensions},
             }));
-        let answer = exchange(&self.name, self.timeout, outgoing).await?;
-        if !answer.status.is_success() {
-            return Err(ProviderError::Status {
-                provider: self.name.clone(),
-                status: answer.status.as_u16(),
-                message: error_message(&answer.body),
-                retry_after: retry_after(&answer.headers),
-            });
-        }
-        let parsed: Answer =
-            serde_json::from_slice(&answer.body).map_err(|e| ProviderError::Decode {
-                provider: self.name.clone(),
-                message: e.to_string(),
-            })?;
+        let body = exchange(&self.name, self.timeout, outgoing)
+            .await?
+            .success(&self.name, error_message)?;
+        let parsed: Answer = serde_json::from_slice(&body).map_err(|e| ProviderError::Decode {
+            provider: self.name.clone(),
+            message: e.to_string(),
+        })?;
         Ok(parsed
             .predictions
             .into_iter()
@@ -274,14 +257,7 @@ impl VertexAi {
         request: &ChatRequest,
         request_id: &str,
     ) -> Result<super::stream::TokenStream, ProviderError> {
-        let token = self
-            .auth
-            .token(&self.http, self.timeout)
-            .await
-            .map_err(|message| ProviderError::Connect {
-                provider: self.name.clone(),
-                message: format!("no access token: {message}"),
-            })?;
+        let token = self.token().await?;
         let url = self
             .url()
             .replace(":generateContent", ":streamGenerateContent?alt=sse");

@@ -14,32 +14,42 @@ pub struct Exchange {
     pub body: Bytes,
 }
 
+/// Sends `request`; the response once its headers are in, within `timeout`.
+async fn send(
+    provider: &str,
+    timeout: Duration,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, ProviderError> {
+    let timed_out = || ProviderError::Timeout {
+        provider: provider.to_owned(),
+        after: timeout,
+    };
+    match tokio::time::timeout(timeout, request.send()).await {
+        Err(_) => Err(timed_out()),
+        Ok(Err(e)) if e.is_timeout() => Err(timed_out()),
+        Ok(Err(e)) => Err(ProviderError::Connect {
+            provider: provider.to_owned(),
+            message: e.to_string(),
+        }),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
 /// Sends `request` and reads the whole answer, both within `timeout`.
 pub async fn exchange(
     provider: &str,
     timeout: Duration,
     request: reqwest::RequestBuilder,
 ) -> Result<Exchange, ProviderError> {
-    let timed_out = || ProviderError::Timeout {
-        provider: provider.to_owned(),
-        after: timeout,
-    };
-    let response = match tokio::time::timeout(timeout, request.send()).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
-        Ok(Err(e)) => {
-            return Err(ProviderError::Connect {
-                provider: provider.to_owned(),
-                message: e.to_string(),
-            });
-        }
-        Ok(Ok(r)) => r,
-    };
+    let response = send(provider, timeout, request).await?;
     let status = response.status();
     let headers = response.headers().clone();
     let body = tokio::time::timeout(timeout, response.bytes())
         .await
-        .map_err(|_| timed_out())?
+        .map_err(|_| ProviderError::Timeout {
+            provider: provider.to_owned(),
+            after: timeout,
+        })?
         .map_err(|e| ProviderError::Connect {
             provider: provider.to_owned(),
             message: e.to_string(),
@@ -49,6 +59,31 @@ pub async fn exchange(
         headers,
         body,
     })
+}
+
+impl Exchange {
+    /// The answer itself when it is a success; otherwise its error, with
+    /// the message `error_message` reads from the provider's error body.
+    pub fn success(
+        self,
+        provider: &str,
+        error_message: fn(&[u8]) -> String,
+    ) -> Result<Bytes, ProviderError> {
+        if self.status.is_success() {
+            Ok(self.body)
+        } else {
+            Err(self.into_error(provider, error_message))
+        }
+    }
+
+    fn into_error(self, provider: &str, error_message: fn(&[u8]) -> String) -> ProviderError {
+        ProviderError::Status {
+            provider: provider.to_owned(),
+            status: self.status.as_u16(),
+            message: error_message(&self.body),
+            retry_after: retry_after(&self.headers),
+        }
+    }
 }
 
 /// `retry-after-ms` (Azure) or `retry-after` in seconds.
@@ -79,37 +114,23 @@ pub async fn open_stream(
     request: reqwest::RequestBuilder,
     error_message: fn(&[u8]) -> String,
 ) -> Result<reqwest::Response, ProviderError> {
-    let timed_out = || ProviderError::Timeout {
-        provider: provider.to_owned(),
-        after: timeout,
-    };
-    let response = match tokio::time::timeout(timeout, request.send()).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(e)) if e.is_timeout() => return Err(timed_out()),
-        Ok(Err(e)) => {
-            return Err(ProviderError::Connect {
-                provider: provider.to_owned(),
-                message: e.to_string(),
-            });
-        }
-        Ok(Ok(r)) => r,
-    };
+    let response = send(provider, timeout, request).await?;
     if response.status().is_success() {
         return Ok(response);
     }
-    let status = response.status().as_u16();
-    let wait = retry_after(response.headers());
+    let status = response.status();
+    let headers = response.headers().clone();
     let body = tokio::time::timeout(timeout, response.bytes())
         .await
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default();
-    Err(ProviderError::Status {
-        provider: provider.to_owned(),
+    Err(Exchange {
         status,
-        message: error_message(&body),
-        retry_after: wait,
-    })
+        headers,
+        body,
+    }
+    .into_error(provider, error_message))
 }
 
 /// `{"data": [{"embedding": [...], "index": n}]}`, OpenAI's embeddings
