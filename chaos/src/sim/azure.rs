@@ -103,19 +103,9 @@ pub async fn chat_completions(
         );
     }
     let _in_flight = super::InFlight::enter(&region_state.in_flight);
-    let (verdict, delay) = region_state.faults().draw();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    match verdict {
-        Verdict::Serve => {}
-        Verdict::Hang => {
-            // Counted as failed at once: the caller will give up on it.
-            region_state.failed.fetch_add(1, Ordering::Relaxed);
-            std::future::pending::<()>().await
-        }
+    match super::face_faults(region_state).await {
+        Verdict::Serve | Verdict::Hang => {}
         Verdict::Outage => {
-            region_state.failed.fetch_add(1, Ordering::Relaxed);
             return azure_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceUnavailable",
@@ -123,7 +113,6 @@ pub async fn chat_completions(
             );
         }
         Verdict::Error => {
-            region_state.failed.fetch_add(1, Ordering::Relaxed);
             return azure_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalServerError",
@@ -131,7 +120,6 @@ pub async fn chat_completions(
             );
         }
         Verdict::Throttle(after) => {
-            region_state.failed.fetch_add(1, Ordering::Relaxed);
             let mut response = azure_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "429",
@@ -151,7 +139,6 @@ pub async fn chat_completions(
             return response;
         }
     }
-    region_state.requests.fetch_add(1, Ordering::Relaxed);
 
     let prompt_text: Vec<String> = request
         .messages

@@ -63,11 +63,7 @@ fn inputs(input: &Value) -> Option<Vec<String>> {
 }
 
 fn openai_error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})),
-    )
-        .into_response()
+    super::openai::openai_error(status, "invalid_request_error", None, message)
 }
 
 async fn faults_as(region: &Region) -> Option<(StatusCode, &'static str)> {

@@ -36,7 +36,12 @@ pub struct Message {
     content: serde_json::Value,
 }
 
-fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
+pub(super) fn openai_error(
+    status: StatusCode,
+    kind: &str,
+    code: Option<&str>,
+    message: &str,
+) -> Response {
     (
         status,
         Json(json!({"error": {"message": message, "type": kind, "param": null, "code": code}})),
