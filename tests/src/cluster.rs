@@ -213,6 +213,22 @@ impl Cluster {
             .context("no api_key in answer")
     }
 
+    /// Creates a tenant, waits until it is usable and ingests `documents`
+    /// (a `POST /v1/documents` body); returns its API key.
+    pub async fn tenant_with_documents(
+        &self,
+        id: &str,
+        documents: &Value,
+    ) -> anyhow::Result<String> {
+        let key = self.create_tenant(id).await?;
+        self.wait_for_tenant(&key).await?;
+        let (status, body, _) = self.post(&key, "/v1/documents", documents).await?;
+        if status != 200 {
+            bail!("ingesting for {id}: {status} {body}");
+        }
+        Ok(key)
+    }
+
     /// Waits until every cell and the router know the tenant, by asking the
     /// router a question that the tenant may ask.
     pub async fn wait_for_tenant(&self, key: &str) -> anyhow::Result<()> {

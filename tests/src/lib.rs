@@ -7,3 +7,20 @@ pub mod process;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use process::{Etcd, Redis, RedisCluster, Service};
+
+/// Polls a real condition every 100 ms until it holds; fails the test,
+/// naming `what`, after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {secs} s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

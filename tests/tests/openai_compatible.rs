@@ -18,17 +18,8 @@ const CHAT_MODEL: &str = "gpt-4o-mini";
 const EMBEDDING_MODEL: &str = "all-MiniLM-L6-v2";
 
 async fn tenant_with_documents(cluster: &Cluster, id: &str) -> anyhow::Result<String> {
-    let key = cluster.create_tenant(id).await?;
-    cluster.wait_for_tenant(&key).await?;
-    let (status, body, _) = cluster
-        .post(
-            &key,
-            "/v1/documents",
-            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
-        )
-        .await?;
-    assert_eq!(status, 200, "{body}");
-    Ok(key)
+    let shipping = json!({"documents": [{"id": "shipping", "text": SHIPPING}]});
+    cluster.tenant_with_documents(id, &shipping).await
 }
 
 /// The `data:` payloads of a server-sent event stream.

@@ -12,25 +12,15 @@
 use std::time::Duration;
 
 use e2e::cluster::ADMIN_TOKEN;
-use e2e::{Cluster, ClusterOptions, Service};
+use e2e::{Cluster, ClusterOptions, Service, eventually};
 use serde_json::{Value, json};
 
 const SHIPPING: &str = "Shipping. Orders ship from our warehouse in Lyon. \
 Standard delivery takes three to five days inside the European Union.";
 
 async fn tenant_with_documents(cluster: &Cluster, id: &str) -> String {
-    let key = cluster.create_tenant(id).await.unwrap();
-    cluster.wait_for_tenant(&key).await.unwrap();
-    let (status, _, _) = cluster
-        .post(
-            &key,
-            "/v1/documents",
-            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    key
+    let shipping = json!({"documents": [{"id": "shipping", "text": SHIPPING}]});
+    cluster.tenant_with_documents(id, &shipping).await.unwrap()
 }
 
 /// A fresh (uncached) answer; returns the provider that gave it.
@@ -70,22 +60,6 @@ async fn admin(cluster: &Cluster, url: &str, method: reqwest::Method, path: &str
 
 fn provider<'a>(list: &'a Value, id: &str) -> Option<&'a Value> {
     list["providers"].as_array()?.iter().find(|p| p["id"] == id)
-}
-
-/// Polls a real condition every 100 ms for up to `secs` seconds.
-async fn eventually<F, Fut>(secs: u64, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {secs} s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

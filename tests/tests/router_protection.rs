@@ -8,9 +8,7 @@
     reason = "test code: a panic is a failed test"
 )]
 
-use std::time::Duration;
-
-use e2e::{Cluster, ClusterOptions};
+use e2e::{Cluster, ClusterOptions, eventually};
 use serde_json::json;
 
 const SHIPPING: &str = "Shipping. Orders ship from our warehouse in Lyon. \
@@ -89,7 +87,7 @@ async fn a_spent_token_quota_is_refused_until_midnight() -> anyhow::Result<()> {
         )
         .await?;
     // The router applies the change through its watch; its quota headers tell when.
-    wait_until(|| async {
+    eventually(10, "condition", || async {
         let (_, _, h) = cluster.get(&key, "/v1/models").await.unwrap();
         h.get("x-ratelimit-limit-tokens")
             .is_some_and(|v| v.as_bytes() == b"50")
@@ -108,7 +106,7 @@ async fn a_spent_token_quota_is_refused_until_midnight() -> anyhow::Result<()> {
     assert!(spent > 50, "the answer cost {spent} tokens");
 
     // The count reaches the router off the response path; then it refuses.
-    wait_until(|| async {
+    eventually(10, "condition", || async {
         let (status, body, _) = cluster.get(&key, "/v1/models").await.unwrap();
         status == 429 && body["error"]["type"] == "quota_exceeded"
     })
@@ -128,7 +126,7 @@ async fn a_spent_token_quota_is_refused_until_midnight() -> anyhow::Result<()> {
     cluster
         .update_tenant("hooli", &json!({"limits": null}))
         .await?;
-    wait_until(|| async {
+    eventually(10, "condition", || async {
         let (status, _, _) = cluster.get(&key, "/v1/models").await.unwrap();
         status == 200
     })
@@ -155,7 +153,7 @@ async fn streamed_answers_count_against_the_token_quota() -> anyhow::Result<()> 
             &json!({"limits": {"requests_per_second": 100.0, "burst": 100, "tokens_per_day": 50}}),
         )
         .await?;
-    wait_until(|| async {
+    eventually(10, "condition", || async {
         let (_, _, h) = cluster.get(&key, "/v1/models").await.unwrap();
         h.get("x-ratelimit-limit-tokens")
             .is_some_and(|v| v.as_bytes() == b"50")
@@ -176,28 +174,12 @@ async fn streamed_answers_count_against_the_token_quota() -> anyhow::Result<()> 
     assert!(streamed.headers().get("x-cellnet-usage-tokens").is_none());
     let text = streamed.text().await?;
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    wait_until(|| async {
+    eventually(10, "condition", || async {
         let (status, body, _) = cluster.get(&key, "/v1/models").await.unwrap();
         status == 429 && body["error"]["type"] == "quota_exceeded"
     })
     .await;
     Ok(())
-}
-
-/// Polls a real condition every 50 ms for up to 10 s.
-async fn wait_until<F, Fut>(mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,12 +304,15 @@ async fn shutdown_finishes_requests_in_flight_and_takes_no_new_ones() -> anyhow:
         }
     });
     // The request has reached the provider: it is inside the router now.
-    wait_until(|| async { cluster.provider_in_flight("azure-eastus").await.unwrap() == 1 }).await;
+    eventually(10, "condition", || async {
+        cluster.provider_in_flight("azure-eastus").await.unwrap() == 1
+    })
+    .await;
     cluster.router.guard.terminate()?;
 
     // The listener closes at once: new connections are refused.
     let models = format!("{}/v1/models", cluster.router.url);
-    wait_until(|| async {
+    eventually(10, "condition", || async {
         reqwest::Client::new()
             .get(&models)
             .bearer_auth(&key)

@@ -16,18 +16,8 @@ const SHIPPING: &str = "Shipping. Orders ship from our warehouse in Lyon. \
 Standard delivery takes three to five days inside the European Union.";
 
 async fn tenant_with_documents(cluster: &Cluster, id: &str) -> String {
-    let key = cluster.create_tenant(id).await.unwrap();
-    cluster.wait_for_tenant(&key).await.unwrap();
-    let (status, _, _) = cluster
-        .post(
-            &key,
-            "/v1/documents",
-            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    key
+    let shipping = json!({"documents": [{"id": "shipping", "text": SHIPPING}]});
+    cluster.tenant_with_documents(id, &shipping).await.unwrap()
 }
 
 /// A streamed chat completion: (status, data payloads).
