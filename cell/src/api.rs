@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,7 @@ use control_plane::watch::ClusterWatch;
 use serde_json::json;
 
 use crate::error::CellError;
+use crate::ingest::jobs::JobQueue;
 use crate::ingest::{IngestRequest, Ingestor};
 use crate::pipeline::{Orchestrator, QueryRequest, RequestContext};
 
@@ -22,6 +23,7 @@ pub struct AppState {
     pub cell_id: String,
     pub orchestrator: Arc<Orchestrator>,
     pub ingestor: Arc<Ingestor>,
+    pub jobs: Arc<JobQueue>,
     pub cluster: ClusterWatch,
     pub registry: Arc<prometheus_client::registry::Registry>,
     pub max_body_bytes: usize,
@@ -37,6 +39,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/v1/documents", post(ingest))
         .route("/v1/documents", delete(delete_all_documents))
         .route("/v1/documents/{id}", delete(delete_document))
+        .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/points", get(export_points).post(import_points))
         .route("/v1/points/count", get(count_points))
         .route("/v1/query", post(query))
@@ -142,8 +145,12 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
         ))
         .into_response();
     }
-    let (cache_threshold, fallbacks) = match snapshot.tenants.get(&tenant) {
-        Some(record) => (record.cache_threshold, record.effective_fallbacks()),
+    let (cache_threshold, fallbacks, hybrid_retrieval) = match snapshot.tenants.get(&tenant) {
+        Some(record) => (
+            record.cache_threshold,
+            record.effective_fallbacks(),
+            record.hybrid_retrieval,
+        ),
         None => {
             return CellError::Unauthenticated(format!("unknown tenant {tenant:?}"))
                 .into_response();
@@ -159,6 +166,7 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
         },
         cache_threshold,
         fallbacks,
+        hybrid_retrieval,
     });
     next.run(request).await
 }
@@ -170,14 +178,54 @@ fn body_error(e: axum::extract::rejection::JsonRejection, limit: usize) -> CellE
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IngestParams {
+    /// Queue the batch and answer 202 with a job id instead of waiting.
+    #[serde(default, rename = "async")]
+    queued: bool,
+}
+
 async fn ingest(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
+    params: Result<Query<IngestParams>, axum::extract::rejection::QueryRejection>,
     body: Result<Json<IngestRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, CellError> {
+    let Query(params) = params.map_err(|e| {
+        CellError::BadRequest(format!(
+            "{}; the only query parameter is async=true|false",
+            e.body_text()
+        ))
+    })?;
     let Json(req) = body.map_err(|e| body_error(e, state.max_body_bytes))?;
+    if params.queued {
+        let job = state
+            .jobs
+            .enqueue(&ctx.tenant, &ctx.request_id, &req)
+            .await?;
+        let location = HeaderValue::from_str(&format!("/v1/jobs/{}", job.job_id))
+            .unwrap_or(HeaderValue::from_static("/v1/jobs"));
+        return Ok((
+            StatusCode::ACCEPTED,
+            [(axum::http::header::LOCATION, location)],
+            Json(job),
+        )
+            .into_response());
+    }
     let out = state.ingestor.ingest(&ctx.tenant, req).await?;
     Ok((StatusCode::OK, Json(out)).into_response())
+}
+
+async fn job_status(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<RequestContext>,
+    Path(id): Path<String>,
+) -> Result<Response, CellError> {
+    match state.jobs.status(&ctx.tenant, &id).await? {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(CellError::NotFound(format!("no ingestion job {id:?}"))),
+    }
 }
 
 async fn delete_document(

@@ -62,6 +62,11 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    ingest: RawIngest,
+    /// Overrides of the template's vector index settings.
+    #[serde(default)]
+    vector: RawVector,
+    #[serde(default)]
     embedding: RawEmbedding,
     providers: Vec<RawProvider>,
     /// Price per model (the model name a provider reports), in USD per
@@ -185,6 +190,62 @@ fn default_ttl() -> Duration {
     DEFAULT_CACHE_TTL
 }
 
+/// Each field overrides the cell template's value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVector {
+    hnsw_m: Option<usize>,
+    hnsw_ef_construct: Option<usize>,
+    hnsw_ef: Option<usize>,
+    scalar_quantization: Option<bool>,
+    vectors_on_disk: Option<bool>,
+    indexing_threshold_kb: Option<usize>,
+    optimize_after_points: Option<usize>,
+}
+
+/// The vector index settings of each cell template: `small` cells keep few
+/// vectors and search them exhaustively; `large` cells hold millions and
+/// keep an int8 copy of each vector for search (a quarter of the memory).
+pub fn template_index_settings(template: &str) -> Option<crate::vector::IndexSettings> {
+    let standard = crate::vector::IndexSettings::default();
+    match template {
+        "small" => Some(crate::vector::IndexSettings {
+            indexing_threshold_kb: 50_000,
+            ..standard
+        }),
+        "standard" => Some(standard),
+        "large" => Some(crate::vector::IndexSettings {
+            hnsw_ef_construct: 128,
+            scalar_quantization: true,
+            vectors_on_disk: true,
+            optimize_after_points: 50_000,
+            ..standard
+        }),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIngest {
+    /// An asynchronous ingestion job left pending this long by a worker that
+    /// stopped is taken over by another.
+    #[serde(default = "default_claim_idle", with = "humantime_serde")]
+    claim_idle: Duration,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        Self {
+            claim_idle: default_claim_idle(),
+        }
+    }
+}
+
+fn default_claim_idle() -> Duration {
+    Duration::from_secs(30)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRetrieval {
@@ -194,6 +255,14 @@ struct RawRetrieval {
     max_top_k: usize,
     #[serde(default = "default_floor")]
     score_floor: f32,
+    /// Tokens the prompt may hold (system message, passages, question and
+    /// the answer's allowance); passages are quoted best first while they fit.
+    #[serde(default = "default_prompt_budget")]
+    prompt_token_budget: usize,
+}
+
+fn default_prompt_budget() -> usize {
+    3000
 }
 
 impl Default for RawRetrieval {
@@ -202,6 +271,7 @@ impl Default for RawRetrieval {
             default_top_k: default_top_k(),
             max_top_k: default_max_top_k(),
             score_floor: DEFAULT_SCORE_FLOOR,
+            prompt_token_budget: default_prompt_budget(),
         }
     }
 }
@@ -229,6 +299,13 @@ struct RawLimits {
     max_query_chars: usize,
     #[serde(default = "default_max_concurrent")]
     max_concurrent_requests: usize,
+    /// Documents in one `POST /v1/documents?async=true`.
+    #[serde(default = "default_max_async_documents")]
+    max_async_documents: usize,
+}
+
+fn default_max_async_documents() -> usize {
+    10_000
 }
 
 /// Tenant requests one cell serves at once; the rest are shed (503).
@@ -245,6 +322,7 @@ impl Default for RawLimits {
             max_documents: default_max_documents(),
             max_query_chars: default_max_query_chars(),
             max_concurrent_requests: default_max_concurrent(),
+            max_async_documents: default_max_async_documents(),
         }
     }
 }
@@ -429,6 +507,7 @@ pub struct RetrievalConfig {
     pub default_top_k: usize,
     pub max_top_k: usize,
     pub score_floor: f32,
+    pub prompt_token_budget: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -437,6 +516,7 @@ pub struct Limits {
     pub max_documents: usize,
     pub max_query_chars: usize,
     pub max_concurrent_requests: usize,
+    pub max_async_documents: usize,
 }
 
 /// The validated cell configuration.
@@ -460,6 +540,8 @@ pub struct Config {
     pub cache_memory_budget_bytes: usize,
     pub retrieval: RetrievalConfig,
     pub limits: Limits,
+    pub vector: crate::vector::IndexSettings,
+    pub ingest_claim_idle: Duration,
     pub embedding_lru_capacity: usize,
     /// A provider to embed with instead of the local model.
     pub embedding_remote: Option<ProviderConfig>,
@@ -562,6 +644,11 @@ impl RawConfig {
             "must be in [0, 1)",
         );
         e.check(
+            self.retrieval.prompt_token_budget >= 1024,
+            "retrieval.prompt_token_budget",
+            "must be at least 1024",
+        );
+        e.check(
             self.limits.max_body_bytes >= 1024,
             "limits.max_body_bytes",
             "must be at least 1024",
@@ -574,6 +661,54 @@ impl RawConfig {
         e.check(
             self.limits.max_concurrent_requests >= 1,
             "limits.max_concurrent_requests",
+            "must be at least 1",
+        );
+        e.check(
+            self.limits.max_async_documents >= 1,
+            "limits.max_async_documents",
+            "must be at least 1",
+        );
+        e.check(
+            !self.ingest.claim_idle.is_zero(),
+            "ingest.claim_idle",
+            "must be longer than zero",
+        );
+        let template = template_index_settings(&self.template);
+        e.check(
+            template.is_some(),
+            "template",
+            format!(
+                "{:?} is not a cell template (small, standard, large)",
+                self.template
+            ),
+        );
+        let mut vector = template.unwrap_or_default();
+        let v = &self.vector;
+        vector.hnsw_m = v.hnsw_m.unwrap_or(vector.hnsw_m);
+        vector.hnsw_ef_construct = v.hnsw_ef_construct.unwrap_or(vector.hnsw_ef_construct);
+        vector.hnsw_ef = v.hnsw_ef.unwrap_or(vector.hnsw_ef);
+        vector.scalar_quantization = v.scalar_quantization.unwrap_or(vector.scalar_quantization);
+        vector.vectors_on_disk = v.vectors_on_disk.unwrap_or(vector.vectors_on_disk);
+        vector.indexing_threshold_kb = v
+            .indexing_threshold_kb
+            .unwrap_or(vector.indexing_threshold_kb);
+        vector.optimize_after_points = v
+            .optimize_after_points
+            .unwrap_or(vector.optimize_after_points);
+        e.check(
+            (4..=128).contains(&vector.hnsw_m),
+            "vector.hnsw_m",
+            "must be between 4 and 128",
+        );
+        e.check(
+            vector.hnsw_ef_construct >= vector.hnsw_m,
+            "vector.hnsw_ef_construct",
+            "must be at least vector.hnsw_m",
+        );
+        e.check(vector.hnsw_ef >= 1, "vector.hnsw_ef", "must be at least 1");
+        e.check(
+            vector.optimize_after_points >= 1,
+            "vector.optimize_after_points",
             "must be at least 1",
         );
         e.check(
@@ -630,13 +765,17 @@ impl RawConfig {
                 default_top_k: self.retrieval.default_top_k,
                 max_top_k: self.retrieval.max_top_k,
                 score_floor: self.retrieval.score_floor,
+                prompt_token_budget: self.retrieval.prompt_token_budget,
             },
             limits: Limits {
                 max_body_bytes: self.limits.max_body_bytes,
                 max_documents: self.limits.max_documents,
                 max_query_chars: self.limits.max_query_chars,
                 max_concurrent_requests: self.limits.max_concurrent_requests,
+                max_async_documents: self.limits.max_async_documents,
             },
+            vector,
+            ingest_claim_idle: self.ingest.claim_idle,
             embedding_lru_capacity: self.embedding.lru_capacity,
             embedding_remote,
             providers,

@@ -24,6 +24,8 @@ pub enum CellError {
     NotReady(String),
     #[error("the cell is at its concurrency limit; retry shortly")]
     Overloaded,
+    #[error("{0}")]
+    QueueUnavailable(String),
     #[error(transparent)]
     Embedding(#[from] EmbedError),
     #[error(transparent)]
@@ -39,7 +41,9 @@ impl CellError {
             CellError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             CellError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             CellError::NotFound(_) => StatusCode::NOT_FOUND,
-            CellError::NotReady(_) | CellError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            CellError::NotReady(_) | CellError::Overloaded | CellError::QueueUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             CellError::Embedding(_) | CellError::Vector(_) => StatusCode::INTERNAL_SERVER_ERROR,
             CellError::AllProvidersFailed(_) => StatusCode::BAD_GATEWAY,
         }
@@ -53,6 +57,7 @@ impl CellError {
             CellError::NotFound(_) => "not_found",
             CellError::NotReady(_) => "not_ready",
             CellError::Overloaded => "overloaded",
+            CellError::QueueUnavailable(_) => "queue_unavailable",
             CellError::Embedding(_) | CellError::Vector(_) => "internal",
             CellError::AllProvidersFailed(_) => "upstream_unavailable",
         }

@@ -53,6 +53,8 @@ pub struct CellMetrics {
     pub guard_rejections: Family<ReasonLabels, Counter>,
     pub documents_ingested: Counter,
     pub chunks_ingested: Counter,
+    pub ingest_jobs_completed: Counter,
+    pub ingest_job_errors: Counter,
     pub tenant_tokens: Family<TenantTokenLabels, Counter>,
     pub tenant_cost_usd: Family<TenantLabels, Counter<f64, AtomicU64>>,
     pub hedges: Counter,
@@ -76,6 +78,8 @@ impl CellMetrics {
             guard_rejections: Family::default(),
             documents_ingested: Counter::default(),
             chunks_ingested: Counter::default(),
+            ingest_jobs_completed: Counter::default(),
+            ingest_job_errors: Counter::default(),
             tenant_tokens: Family::default(),
             tenant_cost_usd: Family::default(),
             hedges: Counter::default(),
@@ -151,6 +155,16 @@ impl CellMetrics {
             "cellnet_chunks_ingested",
             "Chunks written durably to the vector shard",
             m.chunks_ingested.clone(),
+        );
+        registry.register(
+            "cellnet_ingest_jobs_completed",
+            "Asynchronous ingestion jobs completed",
+            m.ingest_jobs_completed.clone(),
+        );
+        registry.register(
+            "cellnet_ingest_worker_errors",
+            "Ingestion worker rounds that failed and were retried (Redis or vector shard unavailable)",
+            m.ingest_job_errors.clone(),
         );
         m
     }

@@ -294,7 +294,11 @@ pub async fn chat_completions(
     };
     let id = format!("chatcmpl-{}", ctx.request_id);
     let created = now_secs();
-    let request = QueryRequest { query, top_k: None };
+    let request = QueryRequest {
+        query,
+        top_k: None,
+        filter: None,
+    };
     if req.stream.unwrap_or(false) {
         let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
         return match state.orchestrator.query_stream(&ctx, request).await {

@@ -15,6 +15,7 @@ use crate::config::{AzureCredential, Config, GoogleCredential, ProviderConfig};
 use crate::embed::{Embedder, MiniLm, QueryEmbedder};
 use crate::ingest::Ingestor;
 use crate::ingest::chunker::ChunkLimits;
+use crate::ingest::jobs::JobQueue;
 use crate::llm::AnyProvider;
 use crate::llm::azure::{AzureAuth, AzureOpenAi};
 use crate::llm::oauth::{OAuthTokens, TokenSource};
@@ -121,11 +122,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let shard_dir = config.data_dir.join("vectors");
     let dims = embedder.dimensions();
-    let shard = tokio::task::spawn_blocking(move || VectorShard::open(&shard_dir, dims)).await??;
+    let index_settings = config.vector;
+    let shard = tokio::task::spawn_blocking(move || {
+        VectorShard::open_with(&shard_dir, dims, index_settings)
+    })
+    .await??;
+    let optimizer = tokio::spawn(
+        shard
+            .clone()
+            .optimize_when_idle(std::time::Duration::from_secs(2)),
+    );
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(CellMetrics::register(&mut registry));
     let registry = Arc::new(registry);
     let redis = RedisConn::new(config.redis.clone(), config.redis_timeout)?;
+    let jobs = Arc::new(JobQueue::new(
+        redis.clone(),
+        &config.id,
+        config.redis_timeout,
+        config.ingest_claim_idle,
+        config.limits.max_async_documents,
+    ));
     let cache = SemanticCache::new(
         redis,
         CacheSettings {
@@ -183,10 +200,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limits: ChunkLimits::default(),
         metrics,
     });
+    let ingest_worker = tokio::spawn(jobs.clone().work(ingestor.clone()));
     let app = routes(AppState {
         cell_id: config.id.clone(),
         orchestrator,
         ingestor,
+        jobs,
         cluster,
         registry,
         max_body_bytes: config.limits.max_body_bytes,
@@ -235,6 +254,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         r = lease_task => anyhow::bail!("lease keeper stopped: {r:?}"),
         r = cache_sync => anyhow::bail!("cache sync stopped: {r:?}"),
         r = reporter => anyhow::bail!("provider reporter stopped: {r:?}"),
+        r = ingest_worker => anyhow::bail!("ingestion worker stopped: {r:?}"),
+        r = optimizer => anyhow::bail!("vector index optimiser stopped: {r:?}"),
     }
     // Leave the ring at once instead of waiting for the lease to expire.
     let alive = config.keys.cell_alive(&config.id);

@@ -125,6 +125,9 @@ pub struct TenantSummary {
     pub custom_limits: bool,
     /// The fallbacks in force: the tenant's own or its plan's.
     pub fallbacks: Fallbacks,
+    /// BM25 fused with vector retrieval.
+    #[serde(default)]
+    pub hybrid_retrieval: bool,
     pub created_at_ms: u64,
 }
 
@@ -160,6 +163,9 @@ pub struct UpdateTenant {
         skip_serializing_if = "Option::is_none"
     )]
     pub fallbacks: Option<Option<Fallbacks>>,
+    /// Turns BM25 fused with vector retrieval on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hybrid_retrieval: Option<bool>,
 }
 
 fn validate_plan(plan: &str) -> Result<(), AdminError> {
@@ -205,6 +211,7 @@ impl From<&TenantRecord> for TenantSummary {
             limits: t.effective_limits(),
             custom_limits: t.limits.is_some(),
             fallbacks: t.effective_fallbacks(),
+            hybrid_retrieval: t.hybrid_retrieval,
             created_at_ms: t.created_at_ms,
         }
     }
@@ -239,6 +246,7 @@ async fn create_tenant(
         cache_threshold: None,
         limits: None,
         fallbacks: None,
+        hybrid_retrieval: false,
         created_at_ms: now,
     };
     let created = state
@@ -320,6 +328,9 @@ async fn update_tenant(
         }
         if let Some(fallbacks) = update.fallbacks {
             record.fallbacks = fallbacks;
+        }
+        if let Some(hybrid) = update.hybrid_retrieval {
+            record.hybrid_retrieval = hybrid;
         }
         let value = encode(&record);
         let written = state

@@ -249,6 +249,9 @@ pub struct TenantRecord {
     /// Overrides the fallbacks of the tenant's plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallbacks: Option<Fallbacks>,
+    /// Retrieve by BM25 words as well as by vectors, fused by reciprocal rank.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hybrid_retrieval: bool,
     pub created_at_ms: u64,
 }
 

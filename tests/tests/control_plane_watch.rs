@@ -32,6 +32,7 @@ fn tenant(id: &str) -> TenantRecord {
         cache_threshold: None,
         limits: None,
         fallbacks: None,
+        hybrid_retrieval: false,
         created_at_ms: 0,
     }
 }

@@ -54,6 +54,7 @@ impl Lru {
 /// The pipeline's embedder. Cheap to clone.
 #[derive(Clone)]
 pub struct QueryEmbedder {
+    inner: Arc<dyn Embedder>,
     jobs: mpsc::Sender<Job>,
     lru: Arc<Mutex<Lru>>,
     capacity: usize,
@@ -65,8 +66,9 @@ impl QueryEmbedder {
     pub fn new(inner: Arc<dyn Embedder>, capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let dimensions = inner.dimensions();
-        tokio::spawn(worker(inner, rx));
+        tokio::spawn(worker(inner.clone(), rx));
         Self {
+            inner,
             jobs: tx,
             lru: Arc::default(),
             capacity,
@@ -76,6 +78,11 @@ impl QueryEmbedder {
 
     pub fn dimensions(&self) -> usize {
         self.dimensions
+    }
+
+    /// Tokens of `text` in the model's tokenizer.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.inner.count_tokens(text)
     }
 
     /// The embedding of `text`.

@@ -3,6 +3,7 @@
 //! valid, and nothing is acknowledged before it is on disk.
 
 pub mod chunker;
+pub mod jobs;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use crate::cache::SemanticCache;
 use crate::embed::{Embedder, embed_off_runtime};
 use crate::error::CellError;
 use crate::metrics::CellMetrics;
-use crate::vector::{ChunkRecord, VectorError, VectorShard};
+use crate::vector::{ChunkRecord, DocumentRecord, VectorError, VectorShard};
 use chunker::{ChunkLimits, chunk};
 
 /// Longest accepted document id.
@@ -25,12 +26,12 @@ const MAX_ID_BYTES: usize = 256;
 const EMBED_BATCH: usize = 32;
 
 /// One document in `POST /v1/documents`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentInput {
     pub id: String,
     pub text: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
 }
 
@@ -88,34 +89,38 @@ fn validate(req: &IngestRequest, max_documents: usize) -> Result<(), CellError> 
     }
     let mut seen = HashSet::new();
     for (i, d) in req.documents.iter().enumerate() {
-        if d.id.trim().is_empty() {
-            return Err(CellError::BadRequest(format!(
-                "documents[{i}].id must not be empty"
-            )));
-        }
-        if d.id.len() > MAX_ID_BYTES {
-            return Err(CellError::BadRequest(format!(
-                "documents[{i}].id is longer than {MAX_ID_BYTES} bytes"
-            )));
-        }
-        if d.text.trim().is_empty() {
-            return Err(CellError::BadRequest(format!(
-                "documents[{i}].text must not be empty"
-            )));
-        }
-        if let Some(m) = &d.metadata
-            && !m.is_object()
-        {
-            return Err(CellError::BadRequest(format!(
-                "documents[{i}].metadata must be a JSON object"
-            )));
-        }
-        if !seen.insert(d.id.as_str()) {
-            return Err(CellError::BadRequest(format!(
-                "documents[{i}].id {:?} appears twice in the batch",
-                d.id
-            )));
-        }
+        validate_document(i, d, &mut seen).map_err(CellError::BadRequest)?;
+    }
+    Ok(())
+}
+
+/// Checks `documents[i]`; `seen` holds the ids before it in the batch.
+pub fn validate_document<'a>(
+    i: usize,
+    d: &'a DocumentInput,
+    seen: &mut HashSet<&'a str>,
+) -> Result<(), String> {
+    if d.id.trim().is_empty() {
+        return Err(format!("documents[{i}].id must not be empty"));
+    }
+    if d.id.len() > MAX_ID_BYTES {
+        return Err(format!(
+            "documents[{i}].id is longer than {MAX_ID_BYTES} bytes"
+        ));
+    }
+    if d.text.trim().is_empty() {
+        return Err(format!("documents[{i}].text must not be empty"));
+    }
+    if let Some(m) = &d.metadata
+        && !m.is_object()
+    {
+        return Err(format!("documents[{i}].metadata must be a JSON object"));
+    }
+    if !seen.insert(d.id.as_str()) {
+        return Err(format!(
+            "documents[{i}].id {:?} appears twice in the batch",
+            d.id
+        ));
     }
     Ok(())
 }
@@ -132,12 +137,27 @@ impl Ingestor {
 
     async fn run(&self, tenant: &str, req: IngestRequest) -> Result<IngestResponse, CellError> {
         validate(&req, self.max_documents)?;
+        let documents = self.store(tenant, req.documents).await?;
+        // Older cached answers may now be wrong.
+        self.bump(tenant).await;
+        Ok(IngestResponse {
+            chunks: documents.iter().map(|d| d.chunks).sum(),
+            documents,
+        })
+    }
 
+    /// Chunks, embeds and writes `documents` (already validated) for
+    /// `tenant`, all durable at one flush before this returns.
+    pub async fn store(
+        &self,
+        tenant: &str,
+        documents: Vec<DocumentInput>,
+    ) -> Result<Vec<IngestedDocument>, CellError> {
         // Chunk (token counting is CPU work: off the runtime).
         let started = Instant::now();
         let embedder = self.embedder.clone();
         let limits = self.limits;
-        let texts: Vec<String> = req.documents.iter().map(|d| d.text.clone()).collect();
+        let texts: Vec<String> = documents.iter().map(|d| d.text.clone()).collect();
         let chunked: Vec<Vec<String>> = tokio::task::spawn_blocking(move || {
             let count = |s: &str| embedder.count_tokens(s);
             texts
@@ -163,47 +183,41 @@ impl Ingestor {
         }
         self.metrics.observe_stage("embed_chunks", started);
 
-        // Write each document durably.
+        // Write them all, durably.
         let started = Instant::now();
         let mut vectors = vectors.into_iter();
-        let mut out = Vec::with_capacity(req.documents.len());
-        let mut total = 0;
-        for (doc, chunks) in req.documents.into_iter().zip(chunked) {
-            let records: Vec<ChunkRecord> = chunks
-                .into_iter()
-                .zip(vectors.by_ref())
-                .map(|(text, vector)| ChunkRecord { text, vector })
-                .collect();
-            let shard = self.shard.clone();
-            let tenant_owned = tenant.to_owned();
-            let metadata = doc
-                .metadata
-                .unwrap_or_else(|| Value::Object(Default::default()));
-            let id = doc.id.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                shard.replace_document(&tenant_owned, &id, &metadata, records)
+        let ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+        let records: Vec<DocumentRecord> = documents
+            .into_iter()
+            .zip(chunked)
+            .map(|(doc, chunks)| DocumentRecord {
+                document: doc.id,
+                metadata: doc
+                    .metadata
+                    .unwrap_or_else(|| Value::Object(Default::default())),
+                chunks: chunks
+                    .into_iter()
+                    .zip(vectors.by_ref())
+                    .map(|(text, vector)| ChunkRecord { text, vector })
+                    .collect(),
             })
-            .await
-            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
-            total += written;
-            self.metrics.documents_ingested.inc();
-            self.metrics.chunks_ingested.inc_by(written as u64);
-            out.push(IngestedDocument {
-                id: doc.id,
-                chunks: written,
-            });
-        }
+            .collect();
+        let shard = self.shard.clone();
+        let tenant_owned = tenant.to_owned();
+        let counts =
+            tokio::task::spawn_blocking(move || shard.replace_documents(&tenant_owned, records))
+                .await
+                .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
         self.metrics.observe_stage("vector_write", started);
-
-        // Older cached answers may now be wrong.
-        if let Err(e) = self.cache.bump_knowledge_version(tenant).await {
-            self.metrics.cache_errors.inc();
-            tracing::warn!(error = %e, "could not bump the tenant's knowledge version");
-        }
-        Ok(IngestResponse {
-            documents: out,
-            chunks: total,
-        })
+        self.metrics.documents_ingested.inc_by(ids.len() as u64);
+        self.metrics
+            .chunks_ingested
+            .inc_by(counts.iter().sum::<usize>() as u64);
+        Ok(ids
+            .into_iter()
+            .zip(counts)
+            .map(|(id, chunks)| IngestedDocument { id, chunks })
+            .collect())
     }
 
     /// Removes a document; 404 if the tenant has no such document.
@@ -216,14 +230,12 @@ impl Ingestor {
         if removed == 0 {
             return Err(CellError::NotFound(format!("no document {document:?}")));
         }
-        if let Err(e) = self.cache.bump_knowledge_version(tenant).await {
-            self.metrics.cache_errors.inc();
-            tracing::warn!(error = %e, "could not bump the tenant's knowledge version");
-        }
+        self.bump(tenant).await;
         Ok(removed)
     }
 
-    async fn bump(&self, tenant: &str) {
+    /// Marks the tenant's cached answers as older than its documents.
+    pub async fn bump(&self, tenant: &str) {
         if let Err(e) = self.cache.bump_knowledge_version(tenant).await {
             self.metrics.cache_errors.inc();
             tracing::warn!(error = %e, "could not bump the tenant's knowledge version");

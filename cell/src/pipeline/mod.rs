@@ -19,7 +19,8 @@ use crate::error::CellError;
 use crate::llm::AnyProvider;
 use crate::llm::resilience::{AttemptError, Breaker, RetryPolicy, call_with_failover};
 use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels, ReasonLabels};
-use crate::vector::{Hit, VectorShard};
+use crate::vector::fusion::collapse_near_duplicates;
+use crate::vector::{Hit, MetadataFilter, Retrieval, VectorShard};
 
 /// What the pipeline answers when retrieval finds nothing relevant.
 pub const NO_ANSWER: &str = "I don't know: none of your documents answers this question.";
@@ -34,6 +35,10 @@ pub struct QueryRequest {
     pub query: String,
     #[serde(default)]
     pub top_k: Option<usize>,
+    /// Conditions on document metadata (see [`MetadataFilter`]). A filtered
+    /// question bypasses the semantic cache: its answer depends on the filter.
+    #[serde(default)]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// `POST /v1/query` answer.
@@ -158,6 +163,8 @@ pub struct RequestContext {
     pub cache_threshold: Option<f32>,
     /// Which fallbacks may answer for this tenant.
     pub fallbacks: control_plane::model::Fallbacks,
+    /// Fuse BM25 with vector retrieval for this tenant.
+    pub hybrid_retrieval: bool,
 }
 
 pub struct Orchestrator {
@@ -248,6 +255,10 @@ impl Orchestrator {
                 self.retrieval.max_top_k
             )));
         }
+        let filter = match &req.filter {
+            Some(value) => MetadataFilter::parse(value).map_err(CellError::BadRequest)?,
+            None => MetadataFilter::default(),
+        };
         let intent = intent::detect(&question);
         self.metrics.observe_stage("preprocess", started);
         if let Some(answer) = intent.canned_answer() {
@@ -282,13 +293,17 @@ impl Orchestrator {
         // Redis round trip.
         let started = Instant::now();
         let cache_span = info_span!("semantic_cache", tenant = %ctx.tenant, cell = %self.cell_id, outcome = tracing::field::Empty);
-        let version = match self
-            .cache
-            .lookup_exact(&ctx.tenant, &question)
-            .instrument(cache_span.clone())
-            .await
-        {
-            Ok((_, Some(entry))) => {
+        let lookup = async {
+            if filter.is_empty() {
+                Some(self.cache.lookup_exact(&ctx.tenant, &question).await)
+            } else {
+                None
+            }
+        };
+        // `None`: the cache is bypassed, neither read nor written.
+        let version = match lookup.instrument(cache_span.clone()).await {
+            None => None,
+            Some(Ok((_, Some(entry)))) => {
                 return Ok(Prepared::Answered(self.hit(
                     entry,
                     1.0,
@@ -296,8 +311,8 @@ impl Orchestrator {
                     &cache_span,
                 )));
             }
-            Ok((version, None)) => Some(version),
-            Err(e) => {
+            Some(Ok((version, None))) => Some(version),
+            Some(Err(e)) => {
                 self.metrics.cache_errors.inc();
                 tracing::warn!(parent: &cache_span, error = %e, "cache unavailable, bypassing");
                 None
@@ -370,21 +385,41 @@ impl Orchestrator {
             .get_or_create(&CacheLabels { outcome })
             .inc();
 
-        // Retrieve.
+        // Retrieve: deeper than top_k, so that near-duplicates can be
+        // dropped and top_k distinct passages remain.
         let started = Instant::now();
         let hits = {
             let shard = self.shard.clone();
             let tenant = ctx.tenant.clone();
             let vector = embedding.clone();
             let floor = self.retrieval.score_floor;
-            tokio::task::spawn_blocking(move || shard.search(&tenant, &vector, top_k, Some(floor)))
-                .instrument(
-                    info_span!("retrieve", tenant = %ctx.tenant, cell = %self.cell_id, top_k),
-                )
-                .await
-                .map_err(|e| {
-                    CellError::Vector(crate::vector::VectorError::Operation(e.to_string()))
-                })??
+            let text = ctx.hybrid_retrieval.then(|| question.clone());
+            let depth = (top_k * 2).min(self.retrieval.max_top_k * 2);
+            tokio::task::spawn_blocking(move || {
+                let hits = shard.search(
+                    &tenant,
+                    &Retrieval {
+                        vector: &vector,
+                        text: text.as_deref(),
+                        limit: depth,
+                        score_floor: Some(floor),
+                        filter: &filter,
+                        exact: false,
+                    },
+                )?;
+                Ok::<_, crate::vector::VectorError>(collapse_near_duplicates(hits, top_k))
+            })
+            .instrument(info_span!(
+                "retrieve",
+                tenant = %ctx.tenant,
+                cell = %self.cell_id,
+                top_k,
+                hybrid = ctx.hybrid_retrieval
+            ))
+            .await
+            .map_err(|e| {
+                CellError::Vector(crate::vector::VectorError::Operation(e.to_string()))
+            })??
         };
         self.metrics.observe_stage("retrieve", started);
         if hits.is_empty() {
@@ -408,7 +443,18 @@ impl Orchestrator {
             }));
         }
 
-        let request = prompt::build(&question, &hits, MAX_ANSWER_TOKENS);
+        let (request, quoted) = {
+            let count = |text: &str| self.embedder.count_tokens(text);
+            prompt::build(
+                &question,
+                &hits,
+                MAX_ANSWER_TOKENS,
+                self.retrieval.prompt_token_budget,
+                &count,
+            )
+        };
+        let mut hits = hits;
+        hits.truncate(quoted);
         Ok(Prepared::Ask(Ask {
             question,
             embedding,

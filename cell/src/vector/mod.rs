@@ -5,19 +5,37 @@
 //! delete takes a tenant and filters on it; there is no tenant-less search.
 //! Writes are flushed before they return, so an acknowledged write survives
 //! `kill -9`.
+//!
+//! Every chunk carries two vectors: the dense embedding and a sparse BM25
+//! vector of its words (IDF applied by the engine at query time), so lexical
+//! retrieval can be fused with vector retrieval per tenant without
+//! re-ingesting. New points land in an appendable segment that is searched
+//! exhaustively; [`VectorShard::optimize`] builds the HNSW index (and the
+//! quantized copy, when configured) in the background after bulk loads.
+
+pub mod filter;
+pub mod fusion;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use qdrant_edge::bm25_embed::{EdgeBm25, EdgeBm25Config};
+use qdrant_edge::external::ordered_float::NotNan;
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder,
-    EdgeShard, EdgeVectorParams, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match,
+    Condition, CountRequest, CreateIndex, CreateVectorName, DEFAULT_VECTOR_NAME, Distance,
+    EdgeConfigBuilder, EdgeOptimizersConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams,
+    FieldCondition, FieldIndexOperations, Filter, HnswIndexConfig, JsonPath, Match, Modifier,
     NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, Range, ScrollRequest, SearchRequest, UpdateOperation,
-    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector,
+    PointOperations, PointStruct, QuantizationConfig, QuantizationSearchParams, QueryEnum, Range,
+    ScalarQuantizationConfig, ScalarType, ScrollRequest, SearchParams, SearchRequest,
+    SparseVectorConfig, UpdateOperation, Vector, VectorInternal, VectorNameConfig,
+    VectorNameOperations, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::{Value, json};
+
+pub use filter::MetadataFilter;
 
 /// Payload fields.
 const TENANT: &str = "tenant";
@@ -25,6 +43,14 @@ const DOCUMENT: &str = "document_id";
 const CHUNK: &str = "chunk";
 const TEXT: &str = "text";
 const METADATA: &str = "metadata";
+/// The sparse BM25 vector's name.
+const LEXICAL: &str = "bm25";
+/// Average chunk length in words, for BM25's length normalisation: chunks
+/// hold at most 256 model tokens, about 100 to 180 words.
+const AVERAGE_CHUNK_WORDS: f64 = 120.0;
+/// Reciprocal-rank-fusion constant (the usual 60: flattens rank differences
+/// deep in either list).
+pub const RRF_K: f32 = 60.0;
 
 /// Namespace for point ids: uuid v5 of (tenant, document, chunk index), so
 /// re-ingesting a document overwrites its points instead of duplicating them.
@@ -39,6 +65,42 @@ pub enum VectorError {
     Operation(String),
 }
 
+/// How the shard indexes vectors; from the cell template, overridable in the
+/// cell config (`vector:`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IndexSettings {
+    /// HNSW links per node.
+    pub hnsw_m: usize,
+    /// HNSW candidate list while building.
+    pub hnsw_ef_construct: usize,
+    /// HNSW candidate list while searching.
+    pub hnsw_ef: usize,
+    /// Keep an int8 copy of the vectors for search (rescored with the
+    /// originals): about a quarter of the memory per vector.
+    pub scalar_quantization: bool,
+    /// Keep the original vectors in memory-mapped files rather than in
+    /// process memory (with quantization, only rescoring reads them).
+    pub vectors_on_disk: bool,
+    /// Segments larger than this (KiB of vectors) get an HNSW index.
+    pub indexing_threshold_kb: usize,
+    /// Points written since the last optimisation that trigger the next.
+    pub optimize_after_points: usize,
+}
+
+impl Default for IndexSettings {
+    fn default() -> Self {
+        Self {
+            hnsw_m: 16,
+            hnsw_ef_construct: 100,
+            hnsw_ef: 128,
+            scalar_quantization: false,
+            vectors_on_disk: false,
+            indexing_threshold_kb: 10_000,
+            optimize_after_points: 20_000,
+        }
+    }
+}
+
 fn op_err(e: impl std::fmt::Display) -> VectorError {
     VectorError::Operation(e.to_string())
 }
@@ -48,6 +110,14 @@ fn op_err(e: impl std::fmt::Display) -> VectorError {
 pub struct ChunkRecord {
     pub text: String,
     pub vector: Vec<f32>,
+}
+
+/// One document's chunks to store, replacing what it had.
+#[derive(Debug, Clone)]
+pub struct DocumentRecord {
+    pub document: String,
+    pub metadata: Value,
+    pub chunks: Vec<ChunkRecord>,
 }
 
 /// One search hit.
@@ -67,7 +137,27 @@ pub struct VectorShard {
     /// Serialises writes, flushes and index builds: the engine's flush takes
     /// its locks with `try_lock` and must not race another writer.
     writes: Arc<Mutex<()>>,
+    bm25: Arc<EdgeBm25>,
+    settings: IndexSettings,
+    /// Points written since the last optimisation.
+    unoptimized: Arc<AtomicUsize>,
     dimensions: usize,
+}
+
+/// One retrieval: the tenant's chunks nearest to `vector` (and, when `text`
+/// is given, fused by reciprocal rank with its best BM25 matches).
+#[derive(Debug, Clone, Copy)]
+pub struct Retrieval<'a> {
+    pub vector: &'a [f32],
+    /// The query's words, for hybrid retrieval; `None` for vectors only.
+    pub text: Option<&'a str>,
+    pub limit: usize,
+    /// Dense similarity below which a chunk is not relevant. With none above
+    /// it, nothing is returned, whatever the words match.
+    pub score_floor: Option<f32>,
+    pub filter: &'a MetadataFilter,
+    /// Search every point exactly instead of through the index.
+    pub exact: bool,
 }
 
 impl std::fmt::Debug for VectorShard {
@@ -130,22 +220,80 @@ fn must(conditions: Vec<Condition>) -> Filter {
 }
 
 impl VectorShard {
-    /// Opens the shard in `dir`, creating it on first use.
+    /// Opens the shard in `dir` with default index settings.
     pub fn open(dir: &Path, dimensions: usize) -> Result<Self, VectorError> {
+        Self::open_with(dir, dimensions, IndexSettings::default())
+    }
+
+    /// Opens the shard in `dir`, creating it on first use; index settings
+    /// that changed since are applied at the next optimisation.
+    pub fn open_with(
+        dir: &Path,
+        dimensions: usize,
+        settings: IndexSettings,
+    ) -> Result<Self, VectorError> {
         let fail = |e: &dyn std::fmt::Display| VectorError::Open {
             path: dir.display().to_string(),
             message: e.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         let existing = dir.join("edge_config.json").exists();
+        let hnsw = HnswIndexConfig {
+            m: settings.hnsw_m,
+            ef_construct: settings.hnsw_ef_construct,
+            ..HnswIndexConfig::default()
+        };
+        let optimizers = EdgeOptimizersConfig {
+            indexing_threshold: Some(settings.indexing_threshold_kb),
+            ..EdgeOptimizersConfig::default()
+        };
+        let quantization = settings.scalar_quantization.then(|| {
+            QuantizationConfig::from(ScalarQuantizationConfig {
+                r#type: ScalarType::Int8,
+                quantile: Some(0.99),
+                always_ram: Some(true),
+            })
+        });
         let shard = if existing {
-            EdgeShard::load(dir, None).map_err(|e| fail(&e))?
+            let shard = EdgeShard::load(dir, None).map_err(|e| fail(&e))?;
+            shard.set_hnsw_config(hnsw).map_err(|e| fail(&e))?;
+            shard
+                .set_optimizers_config(optimizers)
+                .map_err(|e| fail(&e))?;
+            // Shards made before lexical retrieval existed get its vector now;
+            // their chunks gain it when re-ingested.
+            let has_lexical = shard.config().sparse_vectors.contains_key(LEXICAL);
+            if !has_lexical {
+                shard
+                    .update(UpdateOperation::VectorNameOperation(
+                        VectorNameOperations::CreateVectorName(CreateVectorName {
+                            vector_name: LEXICAL.into(),
+                            config: VectorNameConfig::sparse(SparseVectorConfig {
+                                modifier: Some(Modifier::Idf),
+                                datatype: None,
+                            }),
+                        }),
+                    ))
+                    .map_err(|e| fail(&e))?;
+                shard.flush();
+            }
+            shard
         } else {
+            let mut dense = EdgeVectorParams::builder(dimensions, Distance::Cosine)
+                .on_disk(settings.vectors_on_disk);
+            if let Some(q) = quantization {
+                dense = dense.quantization_config(q);
+            }
             let config = EdgeConfigBuilder::new()
-                .vector(
-                    DEFAULT_VECTOR_NAME,
-                    EdgeVectorParams::builder(dimensions, Distance::Cosine).build(),
+                .vector(DEFAULT_VECTOR_NAME, dense.build())
+                .sparse_vector(
+                    LEXICAL,
+                    EdgeSparseVectorParams::builder()
+                        .modifier(Modifier::Idf)
+                        .build(),
                 )
+                .hnsw_config(hnsw)
+                .optimizers(optimizers)
                 .build();
             let shard = EdgeShard::new(dir, config).map_err(|e| fail(&e))?;
             for (field, schema) in [
@@ -165,11 +313,91 @@ impl VectorShard {
             shard.flush();
             shard
         };
+        let bm25 = EdgeBm25::new(EdgeBm25Config {
+            avg_len: NotNan::new(AVERAGE_CHUNK_WORDS).map_err(|e| fail(&e))?,
+            ..EdgeBm25Config::default()
+        })
+        .map_err(|e| fail(&e))?;
+        // Points left unindexed by an earlier run count as written since the
+        // last optimisation, so a restart after a bulk load still indexes them.
+        let info = shard.info();
+        let unindexed = info.points_count.saturating_sub(info.indexed_vectors_count);
         Ok(Self {
             shard: Arc::new(shard),
             writes: Arc::new(Mutex::new(())),
+            bm25: Arc::new(bm25),
+            settings,
+            unoptimized: Arc::new(AtomicUsize::new(unindexed)),
             dimensions,
         })
+    }
+
+    pub fn settings(&self) -> IndexSettings {
+        self.settings
+    }
+
+    /// A point's vectors: the dense embedding and the text's BM25 vector.
+    fn vectors(&self, dense: Vec<f32>, text: &str) -> Vectors {
+        let lexical = self.bm25.embed_document(text);
+        Vectors::new_named([
+            (DEFAULT_VECTOR_NAME, Vector::new_dense(dense)),
+            (LEXICAL, Vector::from(lexical)),
+        ])
+    }
+
+    /// Points written since the last optimisation.
+    pub fn unoptimized_points(&self) -> usize {
+        self.unoptimized.load(Ordering::Relaxed)
+    }
+
+    /// Builds the HNSW index (and quantized vectors) for what was written
+    /// since the last run, merging small segments. Blocks writes, not
+    /// searches, while it runs; returns whether anything changed.
+    pub fn optimize(&self) -> Result<bool, VectorError> {
+        self.write(|shard| {
+            // Writes wait on the lock, so everything counted is covered.
+            let changed = shard.optimize().map_err(op_err)?;
+            self.unoptimized.store(0, Ordering::Relaxed);
+            Ok(changed)
+        })
+    }
+
+    /// Runs [`Self::optimize`] in the background whenever enough points were
+    /// written since the last run and the writing has paused (nothing new
+    /// for a tick), so a bulk load is indexed once, at its end.
+    pub async fn optimize_when_idle(self, tick: std::time::Duration) {
+        let mut interval = tokio::time::interval(tick);
+        let mut last_seen = usize::MAX;
+        loop {
+            interval.tick().await;
+            let pending = self.unoptimized_points();
+            if pending >= self.settings.optimize_after_points && pending == last_seen {
+                let shard = self.clone();
+                let started = std::time::Instant::now();
+                match tokio::task::spawn_blocking(move || shard.optimize()).await {
+                    Ok(Ok(changed)) => {
+                        let (indexed, points) = self.indexed_share();
+                        tracing::info!(
+                            pending,
+                            changed,
+                            indexed,
+                            points,
+                            seconds = started.elapsed().as_secs_f64(),
+                            "vector index optimised"
+                        );
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "vector index optimisation failed"),
+                    Err(e) => tracing::error!(error = %e, "vector index optimisation panicked"),
+                }
+            }
+            last_seen = self.unoptimized_points();
+        }
+    }
+
+    /// Vectors held in the HNSW index, of all points.
+    pub fn indexed_share(&self) -> (usize, usize) {
+        let info = self.shard.info();
+        (info.indexed_vectors_count, info.points_count)
     }
 
     pub fn dimensions(&self) -> usize {
@@ -192,8 +420,6 @@ impl VectorShard {
     }
 
     /// Replaces `document`'s chunks for `tenant` with `chunks`, durably.
-    /// New points overwrite old ones in place (same ids), then chunks beyond
-    /// the new count are removed, so the document is never absent.
     pub fn replace_document(
         &self,
         tenant: &str,
@@ -201,36 +427,50 @@ impl VectorShard {
         metadata: &Value,
         chunks: Vec<ChunkRecord>,
     ) -> Result<usize, VectorError> {
-        let count = chunks.len();
-        let points: Vec<_> = chunks
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
+        let counts = self.replace_documents(
+            tenant,
+            vec![DocumentRecord {
+                document: document.to_owned(),
+                metadata: metadata.clone(),
+                chunks,
+            }],
+        )?;
+        Ok(counts[0])
+    }
+
+    /// Replaces each document's chunks for `tenant`, all durable at one
+    /// flush; returns each document's chunk count. New points overwrite old
+    /// ones in place (same ids), then chunks beyond the new count are removed,
+    /// so a re-ingested document is never absent.
+    pub fn replace_documents(
+        &self,
+        tenant: &str,
+        documents: Vec<DocumentRecord>,
+    ) -> Result<Vec<usize>, VectorError> {
+        let counts: Vec<usize> = documents.iter().map(|d| d.chunks.len()).collect();
+        let mut points = Vec::with_capacity(counts.iter().sum());
+        let mut stale = Vec::with_capacity(documents.len());
+        for doc in documents {
+            let count = doc.chunks.len();
+            for (i, c) in doc.chunks.into_iter().enumerate() {
                 let chunk = i as u32;
-                PointStruct::new(
-                    point_id(tenant, document, chunk),
-                    c.vector,
-                    json!({
-                        TENANT: tenant,
-                        DOCUMENT: document,
-                        CHUNK: chunk,
-                        TEXT: c.text,
-                        METADATA: metadata,
-                    }),
-                )
-                .into()
-            })
-            .collect();
-        self.write(|shard| {
-            if !points.is_empty() {
-                shard
-                    .update(UpdateOperation::PointOperation(
-                        PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
-                    ))
-                    .map_err(op_err)?;
+                points.push(
+                    PointStruct::new(
+                        point_id(tenant, &doc.document, chunk),
+                        self.vectors(c.vector, &c.text),
+                        json!({
+                            TENANT: tenant,
+                            DOCUMENT: doc.document,
+                            CHUNK: chunk,
+                            TEXT: c.text,
+                            METADATA: doc.metadata,
+                        }),
+                    )
+                    .into(),
+                );
             }
-            let mut stale = document_filter(tenant, document);
-            stale.push(Condition::Field(FieldCondition::new_range(
+            let mut conditions = document_filter(tenant, &doc.document);
+            conditions.push(Condition::Field(FieldCondition::new_range(
                 key(CHUNK),
                 Range {
                     gte: Some(OrderedFloat(count as f64)),
@@ -239,12 +479,26 @@ impl VectorShard {
                     lte: None,
                 },
             )));
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePointsByFilter(must(stale)),
-                ))
-                .map_err(op_err)?;
-            Ok(count)
+            stale.push(must(conditions));
+        }
+        let written = points.len();
+        self.write(|shard| {
+            if !points.is_empty() {
+                shard
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)),
+                    ))
+                    .map_err(op_err)?;
+            }
+            self.unoptimized.fetch_add(written, Ordering::Relaxed);
+            for filter in stale {
+                shard
+                    .update(UpdateOperation::PointOperation(
+                        PointOperations::DeletePointsByFilter(filter),
+                    ))
+                    .map_err(op_err)?;
+            }
+            Ok(counts)
         })
     }
 
@@ -370,7 +624,7 @@ impl VectorShard {
             .map(|p| {
                 PointStruct::new(
                     point_id(tenant, &p.document_id, p.chunk),
-                    p.vector,
+                    self.vectors(p.vector, &p.text),
                     json!({
                         TENANT: tenant,
                         DOCUMENT: p.document_id,
@@ -391,27 +645,88 @@ impl VectorShard {
                     PointOperations::UpsertPoints(PointInsertOperations::PointsList(structs)),
                 ))
                 .map_err(op_err)?;
+            self.unoptimized.fetch_add(count, Ordering::Relaxed);
             Ok(count)
         })
     }
 
-    /// The `limit` chunks of `tenant` nearest to `vector`, best first.
-    pub fn search(
+    /// The chunks of `tenant` that best match `query`, best first. Hybrid
+    /// retrieval fuses the dense and the lexical lists by reciprocal rank;
+    /// a hit's score is then its fused score.
+    pub fn search(&self, tenant: &str, query: &Retrieval<'_>) -> Result<Vec<Hit>, VectorError> {
+        let mut conditions = vec![tenant_condition(tenant)];
+        conditions.extend(query.filter.conditions(METADATA));
+        let filter = must(conditions);
+        let params = SearchParams {
+            hnsw_ef: Some(self.settings.hnsw_ef.max(query.limit)),
+            exact: query.exact,
+            quantization: self
+                .settings
+                .scalar_quantization
+                .then_some(QuantizationSearchParams {
+                    ignore: false,
+                    rescore: Some(true),
+                    oversampling: Some(2.0),
+                }),
+            ..SearchParams::default()
+        };
+        // Each list is deeper than the answer, so fusion has overlap to work on.
+        let depth = if query.text.is_some() {
+            (query.limit * 4).max(20)
+        } else {
+            query.limit
+        };
+        let dense = self.search_one(
+            tenant,
+            NamedQuery::default_dense(query.vector.to_vec()),
+            &filter,
+            params,
+            depth,
+            query.score_floor,
+        )?;
+        let Some(text) = query.text else {
+            return Ok(dense);
+        };
+        if dense.is_empty() {
+            // Nothing is semantically relevant: words alone do not make it so.
+            return Ok(dense);
+        }
+        let lexical_query = self.bm25.embed_query(text);
+        if lexical_query.indices.is_empty() {
+            let mut dense = dense;
+            dense.truncate(query.limit);
+            return Ok(dense);
+        }
+        let lexical = self.search_one(
+            tenant,
+            NamedQuery::new(VectorInternal::Sparse(lexical_query), LEXICAL),
+            &filter,
+            SearchParams::default(),
+            depth,
+            None,
+        )?;
+        Ok(fusion::reciprocal_rank(
+            &[dense, lexical],
+            RRF_K,
+            query.limit,
+        ))
+    }
+
+    fn search_one(
         &self,
         tenant: &str,
-        vector: &[f32],
+        query: NamedQuery<VectorInternal>,
+        filter: &Filter,
+        params: SearchParams,
         limit: usize,
         score_floor: Option<f32>,
     ) -> Result<Vec<Hit>, VectorError> {
         let points = self
             .shard
             .search(SearchRequest {
-                query: QueryEnum::Nearest(NamedQuery {
-                    query: vector.to_vec().into(),
-                    using: None,
-                }),
-                filter: Some(must(vec![tenant_condition(tenant)])),
-                params: None,
+                query: QueryEnum::Nearest(query),
+                filter: Some(filter.clone()),
+                params: Some(params),
                 limit,
                 offset: 0,
                 with_payload: Some(WithPayloadInterface::Bool(true)),
@@ -453,6 +768,22 @@ mod tests {
         v.into_iter().map(|x| x / n).collect()
     }
 
+    fn nearest(shard: &VectorShard, tenant: &str, vector: &[f32], limit: usize) -> Vec<Hit> {
+        shard
+            .search(
+                tenant,
+                &Retrieval {
+                    vector,
+                    text: None,
+                    limit,
+                    score_floor: None,
+                    filter: &MetadataFilter::default(),
+                    exact: false,
+                },
+            )
+            .unwrap()
+    }
+
     fn chunks(n: u32) -> Vec<ChunkRecord> {
         (0..n)
             .map(|i| ChunkRecord {
@@ -472,9 +803,9 @@ mod tests {
         shard
             .replace_document("b", "doc", &json!({}), chunks(3))
             .unwrap();
-        let hits = shard.search("a", &unit(1), 10, None).unwrap();
+        let hits = nearest(&shard, "a", &unit(1), 10);
         assert_eq!(hits.len(), 3);
-        assert!(shard.search("c", &unit(1), 10, None).unwrap().is_empty());
+        assert!(nearest(&shard, "c", &unit(1), 10).is_empty());
         assert_eq!(shard.count("b").unwrap(), 3);
     }
 
@@ -534,7 +865,7 @@ mod tests {
             5,
             "importing twice changes nothing"
         );
-        let hits = target.search("acme", &exported[2].vector, 1, None).unwrap();
+        let hits = nearest(&target, "acme", &exported[2].vector, 1);
         assert_eq!(hits[0].chunk, exported[2].chunk);
         let mut wrong = exported[0].clone();
         wrong.vector.pop();
@@ -556,7 +887,7 @@ mod tests {
         }
         let shard = VectorShard::open(dir.path(), 8).unwrap();
         assert_eq!(shard.count("a").unwrap(), 4);
-        let hits = shard.search("a", &unit(2), 1, None).unwrap();
+        let hits = nearest(&shard, "a", &unit(2), 1);
         assert_eq!(hits[0].chunk, 2);
         assert_eq!(hits[0].metadata, json!({"k": 1}));
     }

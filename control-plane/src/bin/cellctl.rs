@@ -107,6 +107,9 @@ enum TenantsCommand {
         /// Drop the tenant's own limits and use its plan's again.
         #[arg(long, conflicts_with = "rps")]
         plan_limits: bool,
+        /// Retrieve by BM25 words as well as vectors (on), or by vectors only (off).
+        #[arg(long, value_parser = ["on", "off"])]
+        hybrid: Option<String>,
     },
 }
 
@@ -207,9 +210,11 @@ async fn main() -> anyhow::Result<()> {
             burst,
             tokens_per_day,
             plan_limits,
+            hybrid,
         }) => {
             let mut update = control_plane::admin::UpdateTenant {
                 plan,
+                hybrid_retrieval: hybrid.map(|h| h == "on"),
                 ..Default::default()
             };
             if let Some(pin) = pin {
@@ -252,7 +257,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot reach the control plane at {base}"))?;
             let t: TenantSummary = read(resp).await?;
             println!(
-                "tenant {}: plan {}, limits {}{}, pin {}, cache threshold {}",
+                "tenant {}: plan {}, limits {}{}, pin {}, cache threshold {}, retrieval {}",
                 t.id,
                 t.plan,
                 describe_limits(&t.limits),
@@ -260,7 +265,12 @@ async fn main() -> anyhow::Result<()> {
                 t.pin.map(|p| p.join(",")).unwrap_or_else(|| "-".into()),
                 t.cache_threshold
                     .map(|t| t.to_string())
-                    .unwrap_or_else(|| "default".into())
+                    .unwrap_or_else(|| "default".into()),
+                if t.hybrid_retrieval {
+                    "hybrid"
+                } else {
+                    "vector"
+                }
             );
         }
         Command::Providers(ProvidersCommand::List) => {

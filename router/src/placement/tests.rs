@@ -37,6 +37,7 @@ fn tenant(id: &str) -> Arc<TenantRecord> {
         cache_threshold: None,
         limits: None,
         fallbacks: None,
+        hybrid_retrieval: false,
         created_at_ms: 0,
     })
 }
