@@ -249,11 +249,7 @@ async fn count_points(
     State(state): State<AppState>,
     Extension(ctx): Extension<RequestContext>,
 ) -> Result<Response, CellError> {
-    let shard = state.ingestor.shard.clone();
-    let tenant = ctx.tenant.clone();
-    let n = tokio::task::spawn_blocking(move || shard.count(&tenant))
-        .await
-        .map_err(|e| CellError::Vector(crate::vector::VectorError::Operation(e.to_string())))??;
+    let n = state.ingestor.shard.count(ctx.tenant.clone()).await?;
     Ok(Json(json!({"points": n})).into_response())
 }
 
@@ -271,16 +267,11 @@ async fn export_points(
     tokio::spawn(async move {
         let mut after = None;
         loop {
-            let (shard, tenant) = (shard.clone(), ctx.tenant.clone());
-            let page =
-                tokio::task::spawn_blocking(move || shard.export_page(&tenant, after, EXPORT_PAGE))
-                    .await;
+            let page = shard
+                .export_page(ctx.tenant.clone(), after.take(), EXPORT_PAGE)
+                .await;
             let (points, next) = match page {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-                    return;
-                }
+                Ok(p) => p,
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
                     return;

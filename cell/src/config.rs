@@ -201,6 +201,30 @@ struct RawVector {
     vectors_on_disk: Option<bool>,
     indexing_threshold_kb: Option<usize>,
     optimize_after_points: Option<usize>,
+    /// Keep the shard in an external Qdrant server instead of the embedded
+    /// engine.
+    qdrant_server: Option<RawQdrantServer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQdrantServer {
+    /// The server's gRPC endpoint, e.g. `http://qdrant:6334`.
+    url: String,
+    /// Environment variable holding the server's API key.
+    #[serde(default)]
+    api_key_env: Option<String>,
+    /// Collection of this cell; defaults to `cellnet-<cell id>`.
+    #[serde(default)]
+    collection: Option<String>,
+}
+
+/// An external Qdrant server holding the cell's vector shard.
+#[derive(Debug, Clone)]
+pub struct QdrantServerConfig {
+    pub url: String,
+    pub api_key: Option<Secret>,
+    pub collection: String,
 }
 
 /// The vector index settings of each cell template: `small` cells keep few
@@ -541,6 +565,8 @@ pub struct Config {
     pub retrieval: RetrievalConfig,
     pub limits: Limits,
     pub vector: crate::vector::IndexSettings,
+    /// Where the vector shard lives when not in the embedded engine.
+    pub qdrant_server: Option<QdrantServerConfig>,
     pub ingest_claim_idle: Duration,
     pub embedding_lru_capacity: usize,
     /// A provider to embed with instead of the local model.
@@ -711,6 +737,23 @@ impl RawConfig {
             "vector.optimize_after_points",
             "must be at least 1",
         );
+        let qdrant_server = self.vector.qdrant_server.as_ref().map(|q| {
+            e.check(
+                q.url.starts_with("http://") || q.url.starts_with("https://"),
+                "vector.qdrant_server.url",
+                "must be an http:// or https:// URL (the gRPC port)",
+            );
+            QdrantServerConfig {
+                url: q.url.clone(),
+                api_key: q.api_key_env.as_deref().map(|var| {
+                    secret_from_env(&mut e, "vector.qdrant_server.api_key_env".into(), var)
+                }),
+                collection: q
+                    .collection
+                    .clone()
+                    .unwrap_or_else(|| format!("cellnet-{}", self.id)),
+            }
+        });
         e.check(
             self.limits.max_query_chars >= 1,
             "limits.max_query_chars",
@@ -775,6 +818,7 @@ impl RawConfig {
                 max_async_documents: self.limits.max_async_documents,
             },
             vector,
+            qdrant_server,
             ingest_claim_idle: self.ingest.claim_idle,
             embedding_lru_capacity: self.embedding.lru_capacity,
             embedding_remote,

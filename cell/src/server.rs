@@ -23,7 +23,8 @@ use crate::llm::openai_compatible::OpenAiCompatible;
 use crate::llm::vertex::VertexAi;
 use crate::metrics::CellMetrics;
 use crate::pipeline::Orchestrator;
-use crate::vector::VectorShard;
+use crate::vector::server::QdrantServer;
+use crate::vector::{VectorShard, VectorStore};
 
 fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyProvider>> {
     config.providers.iter().map(|p| provider(p, http)).collect()
@@ -120,18 +121,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )?),
         None => Arc::new(tokio::task::spawn_blocking(move || MiniLm::load(&model_dir)).await??),
     };
-    let shard_dir = config.data_dir.join("vectors");
     let dims = embedder.dimensions();
     let index_settings = config.vector;
-    let shard = tokio::task::spawn_blocking(move || {
-        VectorShard::open_with(&shard_dir, dims, index_settings)
-    })
-    .await??;
-    let optimizer = tokio::spawn(
-        shard
-            .clone()
-            .optimize_when_idle(std::time::Duration::from_secs(2)),
-    );
+    let (shard, optimizer): (Arc<dyn VectorStore>, _) = match &config.qdrant_server {
+        None => {
+            let shard_dir = config.data_dir.join("vectors");
+            let shard = tokio::task::spawn_blocking(move || {
+                VectorShard::open_with(&shard_dir, dims, index_settings)
+            })
+            .await??;
+            let optimizer = tokio::spawn(
+                shard
+                    .clone()
+                    .optimize_when_idle(std::time::Duration::from_secs(2)),
+            );
+            (Arc::new(shard), Some(optimizer))
+        }
+        Some(server) => {
+            let store = QdrantServer::connect(
+                &server.url,
+                server.api_key.as_ref().map(|k| k.expose().to_owned()),
+                &server.collection,
+                dims,
+                index_settings,
+                Arc::new(crate::vector::lexical_model()?),
+            )
+            .await
+            .with_context(|| format!("cannot open the vector shard in Qdrant at {}", server.url))?;
+            tracing::info!(url = %server.url, collection = %server.collection, "vector shard in an external Qdrant server");
+            (Arc::new(store), None)
+        }
+    };
+    // The embedded engine's index builder, when there is one; never ends.
+    let optimizer = async move {
+        match optimizer {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(CellMetrics::register(&mut registry));
     let registry = Arc::new(registry);

@@ -17,7 +17,7 @@ use crate::cache::SemanticCache;
 use crate::embed::{Embedder, embed_off_runtime};
 use crate::error::CellError;
 use crate::metrics::CellMetrics;
-use crate::vector::{ChunkRecord, DocumentRecord, VectorError, VectorShard};
+use crate::vector::{ChunkRecord, DocumentRecord, VectorError, VectorStore};
 use chunker::{ChunkLimits, chunk};
 
 /// Longest accepted document id.
@@ -58,7 +58,7 @@ pub struct IngestResponse {
 pub struct Ingestor {
     pub cell_id: String,
     pub embedder: Arc<dyn Embedder>,
-    pub shard: VectorShard,
+    pub shard: Arc<dyn VectorStore>,
     pub cache: SemanticCache,
     pub max_documents: usize,
     pub limits: ChunkLimits,
@@ -202,12 +202,10 @@ impl Ingestor {
                     .collect(),
             })
             .collect();
-        let shard = self.shard.clone();
-        let tenant_owned = tenant.to_owned();
-        let counts =
-            tokio::task::spawn_blocking(move || shard.replace_documents(&tenant_owned, records))
-                .await
-                .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+        let counts = self
+            .shard
+            .replace_documents(tenant.to_owned(), records)
+            .await?;
         self.metrics.observe_stage("vector_write", started);
         self.metrics.documents_ingested.inc_by(ids.len() as u64);
         self.metrics
@@ -222,11 +220,10 @@ impl Ingestor {
 
     /// Removes a document; 404 if the tenant has no such document.
     pub async fn delete(&self, tenant: &str, document: &str) -> Result<usize, CellError> {
-        let shard = self.shard.clone();
-        let (t, d) = (tenant.to_owned(), document.to_owned());
-        let removed = tokio::task::spawn_blocking(move || shard.delete_document(&t, &d))
-            .await
-            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+        let removed = self
+            .shard
+            .delete_document(tenant.to_owned(), document.to_owned())
+            .await?;
         if removed == 0 {
             return Err(CellError::NotFound(format!("no document {document:?}")));
         }
@@ -244,11 +241,7 @@ impl Ingestor {
 
     /// Removes every document of `tenant`; returns the chunks removed.
     pub async fn delete_all(&self, tenant: &str) -> Result<usize, CellError> {
-        let shard = self.shard.clone();
-        let t = tenant.to_owned();
-        let removed = tokio::task::spawn_blocking(move || shard.delete_tenant(&t))
-            .await
-            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+        let removed = self.shard.delete_tenant(tenant.to_owned()).await?;
         self.bump(tenant).await;
         Ok(removed)
     }
@@ -271,11 +264,7 @@ impl Ingestor {
                 p.vector.len()
             )));
         }
-        let shard = self.shard.clone();
-        let t = tenant.to_owned();
-        let written = tokio::task::spawn_blocking(move || shard.import(&t, points))
-            .await
-            .map_err(|e| CellError::Vector(VectorError::Operation(e.to_string())))??;
+        let written = self.shard.import(tenant.to_owned(), points).await?;
         self.bump(tenant).await;
         Ok(written)
     }

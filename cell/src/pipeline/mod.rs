@@ -20,7 +20,7 @@ use crate::llm::AnyProvider;
 use crate::llm::resilience::{AttemptError, Breaker, RetryPolicy, call_with_failover};
 use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels, ReasonLabels};
 use crate::vector::fusion::collapse_near_duplicates;
-use crate::vector::{Hit, MetadataFilter, Retrieval, VectorShard};
+use crate::vector::{Hit, MetadataFilter, SearchQuery, VectorStore};
 
 /// What the pipeline answers when retrieval finds nothing relevant.
 pub const NO_ANSWER: &str = "I don't know: none of your documents answers this question.";
@@ -170,7 +170,7 @@ pub struct RequestContext {
 pub struct Orchestrator {
     pub cell_id: String,
     pub embedder: QueryEmbedder,
-    pub shard: VectorShard,
+    pub shard: Arc<dyn VectorStore>,
     pub cache: SemanticCache,
     pub providers: Vec<AnyProvider>,
     /// One circuit breaker per provider-region, in the same order.
@@ -388,27 +388,19 @@ impl Orchestrator {
         // Retrieve: deeper than top_k, so that near-duplicates can be
         // dropped and top_k distinct passages remain.
         let started = Instant::now();
-        let hits = {
-            let shard = self.shard.clone();
-            let tenant = ctx.tenant.clone();
-            let vector = embedding.clone();
-            let floor = self.retrieval.score_floor;
-            let text = ctx.hybrid_retrieval.then(|| question.clone());
-            let depth = (top_k * 2).min(self.retrieval.max_top_k * 2);
-            tokio::task::spawn_blocking(move || {
-                let hits = shard.search(
-                    &tenant,
-                    &Retrieval {
-                        vector: &vector,
-                        text: text.as_deref(),
-                        limit: depth,
-                        score_floor: Some(floor),
-                        filter: &filter,
-                        exact: false,
-                    },
-                )?;
-                Ok::<_, crate::vector::VectorError>(collapse_near_duplicates(hits, top_k))
-            })
+        let hits = self
+            .shard
+            .search(
+                ctx.tenant.clone(),
+                SearchQuery {
+                    vector: embedding.clone(),
+                    text: ctx.hybrid_retrieval.then(|| question.clone()),
+                    limit: (top_k * 2).min(self.retrieval.max_top_k * 2),
+                    score_floor: Some(self.retrieval.score_floor),
+                    filter,
+                    exact: false,
+                },
+            )
             .instrument(info_span!(
                 "retrieve",
                 tenant = %ctx.tenant,
@@ -416,11 +408,8 @@ impl Orchestrator {
                 top_k,
                 hybrid = ctx.hybrid_retrieval
             ))
-            .await
-            .map_err(|e| {
-                CellError::Vector(crate::vector::VectorError::Operation(e.to_string()))
-            })??
-        };
+            .await?;
+        let hits = collapse_near_duplicates(hits, top_k);
         self.metrics.observe_stage("retrieve", started);
         if hits.is_empty() {
             return Ok(Prepared::Answered(QueryResponse {

@@ -16,8 +16,9 @@ const MAX_CONDITIONS: usize = 16;
 /// Longest metadata key accepted in a filter.
 const MAX_KEY_BYTES: usize = 64;
 
+/// What one metadata key must hold.
 #[derive(Debug, Clone, PartialEq)]
-enum Expected {
+pub enum Expected {
     Text(String),
     Integer(i64),
     Bool(bool),
@@ -128,6 +129,11 @@ impl MetadataFilter {
 
     pub fn is_empty(&self) -> bool {
         self.conditions.is_empty()
+    }
+
+    /// The conditions as (metadata key, expectation), for other backends.
+    pub fn entries(&self) -> &[(String, Expected)] {
+        &self.conditions
     }
 
     /// The filter as engine conditions on `<payload_field>.<key>`.

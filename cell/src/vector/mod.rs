@@ -15,6 +15,7 @@
 
 pub mod filter;
 pub mod fusion;
+pub mod server;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -144,6 +145,143 @@ pub struct VectorShard {
     dimensions: usize,
 }
 
+/// A retrieval with owned parts, for the [`VectorStore`] trait.
+#[derive(Debug, Clone)]
+pub struct SearchQuery {
+    pub vector: Vec<f32>,
+    pub text: Option<String>,
+    pub limit: usize,
+    pub score_floor: Option<f32>,
+    pub filter: MetadataFilter,
+    pub exact: bool,
+}
+
+pub type StoreFuture<'a, T> = futures::future::BoxFuture<'a, Result<T, VectorError>>;
+
+/// The cell's vector shard, whichever engine holds it: Qdrant's embedded
+/// engine in the cell's data dir ([`VectorShard`], the default) or an
+/// external Qdrant server ([`server::QdrantServer`]). Every operation is
+/// scoped to one tenant, and every write is durable when it returns.
+pub trait VectorStore: Send + Sync {
+    /// Dimensions of the dense vectors.
+    fn dimensions(&self) -> usize;
+    /// Replaces each document's chunks; returns each one's chunk count.
+    fn replace_documents(
+        &self,
+        tenant: String,
+        documents: Vec<DocumentRecord>,
+    ) -> StoreFuture<'_, Vec<usize>>;
+    /// Removes a document; returns how many chunks it had.
+    fn delete_document(&self, tenant: String, document: String) -> StoreFuture<'_, usize>;
+    /// Chunks stored for the tenant.
+    fn count(&self, tenant: String) -> StoreFuture<'_, usize>;
+    /// Removes every chunk of the tenant; returns how many there were.
+    fn delete_tenant(&self, tenant: String) -> StoreFuture<'_, usize>;
+    /// One page of the tenant's points after the cursor `after`, with the
+    /// cursor of the next page when there is one.
+    fn export_page(
+        &self,
+        tenant: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, (Vec<ExportedPoint>, Option<String>)>;
+    /// Writes exported points into the tenant; importing twice changes nothing.
+    fn import(&self, tenant: String, points: Vec<ExportedPoint>) -> StoreFuture<'_, usize>;
+    /// The tenant's best chunks for the query, best first.
+    fn search(&self, tenant: String, query: SearchQuery) -> StoreFuture<'_, Vec<Hit>>;
+}
+
+/// Runs a blocking shard call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
+) -> Result<T, VectorError> {
+    tokio::task::spawn_blocking(f).await.map_err(op_err)?
+}
+
+fn cursor_text(id: &PointId) -> String {
+    match id {
+        PointId::Uuid(u) => u.to_string(),
+        PointId::NumId(n) => n.to_string(),
+    }
+}
+
+fn cursor_id(text: &str) -> Result<PointId, VectorError> {
+    if let Ok(u) = uuid::Uuid::parse_str(text) {
+        return Ok(PointId::Uuid(u));
+    }
+    text.parse::<u64>()
+        .map(PointId::NumId)
+        .map_err(|_| VectorError::Operation(format!("{text:?} is not an export cursor")))
+}
+
+impl VectorStore for VectorShard {
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn replace_documents(
+        &self,
+        tenant: String,
+        documents: Vec<DocumentRecord>,
+    ) -> StoreFuture<'_, Vec<usize>> {
+        let shard = self.clone();
+        Box::pin(blocking(move || {
+            shard.replace_documents(&tenant, documents)
+        }))
+    }
+
+    fn delete_document(&self, tenant: String, document: String) -> StoreFuture<'_, usize> {
+        let shard = self.clone();
+        Box::pin(blocking(move || shard.delete_document(&tenant, &document)))
+    }
+
+    fn count(&self, tenant: String) -> StoreFuture<'_, usize> {
+        let shard = self.clone();
+        Box::pin(blocking(move || shard.count(&tenant)))
+    }
+
+    fn delete_tenant(&self, tenant: String) -> StoreFuture<'_, usize> {
+        let shard = self.clone();
+        Box::pin(blocking(move || shard.delete_tenant(&tenant)))
+    }
+
+    fn export_page(
+        &self,
+        tenant: String,
+        after: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<'_, (Vec<ExportedPoint>, Option<String>)> {
+        let shard = self.clone();
+        Box::pin(blocking(move || {
+            let after = after.as_deref().map(cursor_id).transpose()?;
+            let (points, next) = shard.export_page(&tenant, after, limit)?;
+            Ok((points, next.as_ref().map(cursor_text)))
+        }))
+    }
+
+    fn import(&self, tenant: String, points: Vec<ExportedPoint>) -> StoreFuture<'_, usize> {
+        let shard = self.clone();
+        Box::pin(blocking(move || shard.import(&tenant, points)))
+    }
+
+    fn search(&self, tenant: String, query: SearchQuery) -> StoreFuture<'_, Vec<Hit>> {
+        let shard = self.clone();
+        Box::pin(blocking(move || {
+            shard.search(
+                &tenant,
+                &Retrieval {
+                    vector: &query.vector,
+                    text: query.text.as_deref(),
+                    limit: query.limit,
+                    score_floor: query.score_floor,
+                    filter: &query.filter,
+                    exact: query.exact,
+                },
+            )
+        }))
+    }
+}
+
 /// One retrieval: the tenant's chunks nearest to `vector` (and, when `text`
 /// is given, fused by reciprocal rank with its best BM25 matches).
 #[derive(Debug, Clone, Copy)]
@@ -180,9 +318,24 @@ pub struct ExportedPoint {
     pub vector: Vec<f32>,
 }
 
-pub fn point_id(tenant: &str, document: &str, chunk: u32) -> PointId {
+/// The BM25 model that turns chunk and query words into sparse vectors:
+/// English stop words and stemming, the usual k1 = 1.2 and b = 0.75.
+pub fn lexical_model() -> Result<EdgeBm25, VectorError> {
+    EdgeBm25::new(EdgeBm25Config {
+        avg_len: NotNan::new(AVERAGE_CHUNK_WORDS).map_err(op_err)?,
+        ..EdgeBm25Config::default()
+    })
+    .map_err(op_err)
+}
+
+/// A chunk's point id, the same in every backend.
+pub fn point_uuid(tenant: &str, document: &str, chunk: u32) -> uuid::Uuid {
     let name = format!("{tenant}\u{0}{document}\u{0}{chunk}");
-    PointId::Uuid(uuid::Uuid::new_v5(&POINT_NAMESPACE, name.as_bytes()))
+    uuid::Uuid::new_v5(&POINT_NAMESPACE, name.as_bytes())
+}
+
+pub fn point_id(tenant: &str, document: &str, chunk: u32) -> PointId {
+    PointId::Uuid(point_uuid(tenant, document, chunk))
 }
 
 /// A top-level payload key (no nesting, so no parsing needed).
@@ -313,11 +466,7 @@ impl VectorShard {
             shard.flush();
             shard
         };
-        let bm25 = EdgeBm25::new(EdgeBm25Config {
-            avg_len: NotNan::new(AVERAGE_CHUNK_WORDS).map_err(|e| fail(&e))?,
-            ..EdgeBm25Config::default()
-        })
-        .map_err(|e| fail(&e))?;
+        let bm25 = lexical_model()?;
         // Points left unindexed by an earlier run count as written since the
         // last optimisation, so a restart after a bulk load still indexes them.
         let info = shard.info();
