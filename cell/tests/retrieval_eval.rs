@@ -5,6 +5,7 @@
 //! and per kind of question, and fails below the bars.
 //!
 //! `cargo test -p cell --release --test retrieval_eval -- --nocapture`
+//! (`EVAL_RANKS=1` also prints the rank of every question in both modes)
 
 #![allow(
     clippy::unwrap_used,
@@ -135,6 +136,9 @@ fn retrieval_quality_on_the_evaluation_set() {
                 .iter()
                 .position(|d| relevant.contains(d))
                 .map(|p| p + 1);
+            if std::env::var("EVAL_RANKS").is_ok() {
+                println!("RANK {mode} {rank:?} {question}");
+            }
             scores.entry((mode, "all".into())).or_default().add(rank);
             scores.entry((mode, kind.clone())).or_default().add(rank);
             if mode == "vector" && rank.is_none_or(|r| r > 5) {

@@ -543,10 +543,15 @@ impl VectorShard {
         }
     }
 
-    /// Vectors held in the HNSW index, of all points.
+    /// Dense vectors held in an HNSW index, and all points. The engine counts
+    /// indexed vectors of every name together, and every point's sparse BM25
+    /// vector is indexed as written, so the dense count is the rest.
     pub fn indexed_share(&self) -> (usize, usize) {
         let info = self.shard.info();
-        (info.indexed_vectors_count, info.points_count)
+        (
+            info.indexed_vectors_count.saturating_sub(info.points_count),
+            info.points_count,
+        )
     }
 
     pub fn dimensions(&self) -> usize {
@@ -1023,6 +1028,54 @@ mod tests {
         assert_eq!(shard.delete_tenant("acme").unwrap(), 5);
         assert_eq!(shard.count("acme").unwrap(), 0);
         assert_eq!(shard.count("globex").unwrap(), 3);
+    }
+
+    #[test]
+    fn searches_go_on_while_the_index_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = IndexSettings {
+            // Index even this small shard.
+            indexing_threshold_kb: 1,
+            ..IndexSettings::default()
+        };
+        let shard = VectorShard::open_with(dir.path(), DIMS, settings).unwrap();
+        let points: Vec<ExportedPoint> = (0..3000u32)
+            .map(|i| ExportedPoint {
+                document_id: format!("d{i}"),
+                chunk: 0,
+                text: format!("point {i}"),
+                metadata: json!({}),
+                vector: unit(i),
+            })
+            .collect();
+        shard.import("a", points).unwrap();
+        assert_eq!(shard.unoptimized_points(), 3000);
+        assert_eq!(shard.indexed_share(), (0, 3000));
+
+        let builder = {
+            let shard = shard.clone();
+            std::thread::spawn(move || shard.optimize())
+        };
+        // Search until the build is over (at least once meanwhile).
+        loop {
+            assert_eq!(nearest(&shard, "a", &unit(7), 3).len(), 3);
+            if builder.is_finished() {
+                break;
+            }
+        }
+        assert!(builder.join().unwrap().unwrap(), "the index was built");
+        let (indexed, _) = shard.indexed_share();
+        assert!(indexed >= 3000, "indexed {indexed}");
+        assert_eq!(shard.unoptimized_points(), 0);
+        assert_eq!(shard.count("a").unwrap(), 3000);
+        // Writes go on after it, and the index survives a reopen.
+        shard
+            .replace_document("a", "late", &json!({}), chunks(1))
+            .unwrap();
+        drop(shard);
+        let shard = VectorShard::open_with(dir.path(), DIMS, settings).unwrap();
+        assert_eq!(shard.count("a").unwrap(), 3001);
+        assert!(shard.indexed_share().0 >= 3000);
     }
 
     #[test]
