@@ -1,7 +1,9 @@
 //! The vector shard at scale: loads N 384-d vectors into one tenant of a
-//! fresh shard, builds the index as the cell does after a bulk load, then
-//! measures search latency (p50/p99 over 1,000 queries, one thread) and
-//! recall@10 against exact search, and the process's memory.
+//! fresh shard (optimising along the way when the cell would), builds the
+//! index as the cell does after a bulk load, then
+//! measures search latency (p50/p99 over 1,000 queries, one thread),
+//! recall@10 against exact search (over the first 200), and the process's
+//! memory.
 //!
 //! The vectors are clustered like sentence embeddings (2,000 topics, each
 //! point a noisy copy of its topic), not uniform noise, on which no graph
@@ -23,6 +25,8 @@ use cell::vector::{ExportedPoint, MetadataFilter, Retrieval, VectorShard};
 const DIMS: usize = 384;
 const TOPICS: u64 = 2_000;
 const QUERIES: usize = 1_000;
+/// Queries also answered exactly, for recall (exact search scans everything).
+const RECALL_QUERIES: usize = 200;
 const K: usize = 10;
 const BATCH: usize = 10_000;
 
@@ -103,6 +107,10 @@ fn main() {
             })
             .collect();
         shard.import("bench", batch).expect("import");
+        // As the cell's background task does during a long bulk load.
+        if shard.optimization_due(false) {
+            shard.optimize().expect("optimize");
+        }
     }
     let load = started.elapsed();
     let started = Instant::now();
@@ -136,18 +144,20 @@ fn main() {
     }
     let mut latencies = Vec::with_capacity(QUERIES);
     let mut found = 0usize;
-    for q in &queries {
+    for (i, q) in queries.iter().enumerate() {
         let started = Instant::now();
         let approximate = search(q, false);
         latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        let exact = search(q, true);
-        found += approximate
-            .iter()
-            .filter(|h| exact.iter().any(|e| e.document_id == h.document_id))
-            .count();
+        if i < RECALL_QUERIES {
+            let exact = search(q, true);
+            found += approximate
+                .iter()
+                .filter(|h| exact.iter().any(|e| e.document_id == h.document_id))
+                .count();
+        }
     }
     latencies.sort_by(f64::total_cmp);
-    let recall = found as f64 / (QUERIES * K) as f64;
+    let recall = found as f64 / (RECALL_QUERIES * K) as f64;
     println!(
         "vector search: {points} points, template {template} (m {}, ef_construct {}, ef {}, int8 quantization {}, vectors on disk {})",
         settings.hnsw_m,
@@ -157,13 +167,13 @@ fn main() {
         settings.vectors_on_disk
     );
     println!(
-        "  load {:.1} s ({:.0} points/s), index build {:.1} s, indexed vectors {indexed} of {stored}",
+        "  load {:.1} s ({:.0} points/s, with the optimisations due meanwhile), final index build {:.1} s, indexed vectors {indexed} of {stored}",
         load.as_secs_f64(),
         points as f64 / load.as_secs_f64(),
         index.as_secs_f64()
     );
     println!(
-        "  search p50 {:.2} ms, p99 {:.2} ms, recall@{K} {:.3}",
+        "  search p50 {:.2} ms, p99 {:.2} ms, recall@{K} {:.3} (over {RECALL_QUERIES} queries)",
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99),
         recall

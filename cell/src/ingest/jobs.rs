@@ -311,6 +311,9 @@ impl JobQueue {
             match round.await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
+                    // Redis may have lost the group (a restart without
+                    // persistence): make it again next round.
+                    group_ready = false;
                     ingestor.metrics.ingest_job_errors.inc();
                     tracing::warn!(error = %e, retry_in = ?backoff, "ingestion worker round failed");
                     tokio::time::sleep(backoff).await;
@@ -494,10 +497,12 @@ impl JobQueue {
                 .await
                 .map_err(unavailable)?;
         }
-        self.finish(&entry, &mut conn).await?;
-        if wrote_any {
+        // Also when redoing an entry whose writes all happened before a
+        // crash: the bump may not have.
+        if wrote_any || !done.is_empty() {
             ingestor.bump(&entry.tenant).await;
         }
+        self.finish(&entry, &mut conn).await?;
         ingestor.metrics.ingest_jobs_completed.inc();
         tracing::info!(tenant = %entry.tenant, job = %entry.job, "ingestion job completed");
         Ok(())

@@ -511,16 +511,28 @@ impl VectorShard {
         })
     }
 
-    /// Runs [`Self::optimize`] in the background whenever enough points were
-    /// written since the last run and the writing has paused (nothing new
-    /// for a tick), so a bulk load is indexed once, at its end.
+    /// Whether enough was written since the last optimisation to run one:
+    /// `optimize_after_points` once writing has paused, or twice that even
+    /// while it goes on. The bound matters: the appendable segment searches
+    /// its vectors exhaustively, and the engine's in-memory BM25 index
+    /// rewrites a word's whole posting list on every insert, so a segment
+    /// left to grow makes each write slower than the last.
+    pub fn optimization_due(&self, writing_paused: bool) -> bool {
+        let pending = self.unoptimized_points();
+        let after = self.settings.optimize_after_points;
+        pending >= after.saturating_mul(2) || (writing_paused && pending >= after)
+    }
+
+    /// Runs [`Self::optimize`] in the background when [`Self::optimization_due`]
+    /// says so, looking every `tick` (writing has paused when nothing new was
+    /// written during one).
     pub async fn optimize_when_idle(self, tick: std::time::Duration) {
         let mut interval = tokio::time::interval(tick);
         let mut last_seen = usize::MAX;
         loop {
             interval.tick().await;
             let pending = self.unoptimized_points();
-            if pending >= self.settings.optimize_after_points && pending == last_seen {
+            if self.optimization_due(pending == last_seen) {
                 let shard = self.clone();
                 let started = std::time::Instant::now();
                 match tokio::task::spawn_blocking(move || shard.optimize()).await {
