@@ -287,6 +287,25 @@ impl Cluster {
         Ok((status, body, headers))
     }
 
+    /// The tenant's stored points, as exported by `GET /v1/points`.
+    pub async fn export_points(&self, key: &str) -> anyhow::Result<Vec<Value>> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/points", self.router.url))
+            .bearer_auth(key)
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            bail!("exporting points: {status} {}", resp.text().await?);
+        }
+        resp.text()
+            .await?
+            .lines()
+            .map(|l| Ok(serde_json::from_str(l)?))
+            .collect()
+    }
+
     /// Changes a tenant through the admin API (`PATCH /admin/tenants/{id}`).
     pub async fn update_tenant(&self, id: &str, update: &Value) -> anyhow::Result<Value> {
         let resp = self

@@ -78,17 +78,8 @@ fn redis_cli(cluster: &Cluster, args: &[&str]) -> String {
 
 /// Every stored point of the tenant, as document id → chunk indices.
 async fn chunks_by_document(cluster: &Cluster, key: &str) -> BTreeMap<String, Vec<u64>> {
-    let resp = cluster
-        .http
-        .get(format!("{}/v1/points", cluster.router.url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for line in resp.text().await.unwrap().lines() {
-        let point: Value = serde_json::from_str(line).unwrap();
+    for point in cluster.export_points(key).await.unwrap() {
         out.entry(point["document_id"].as_str().unwrap().to_owned())
             .or_default()
             .push(point["chunk"].as_u64().unwrap());

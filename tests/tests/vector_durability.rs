@@ -15,17 +15,8 @@ use serde_json::{Value, json};
 
 /// The tenant's points as document id → chunk count.
 async fn documents(cluster: &Cluster, key: &str) -> BTreeMap<String, usize> {
-    let resp = cluster
-        .http
-        .get(format!("{}/v1/points", cluster.router.url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
     let mut out = BTreeMap::new();
-    for line in resp.text().await.unwrap().lines() {
-        let point: Value = serde_json::from_str(line).unwrap();
+    for point in cluster.export_points(key).await.unwrap() {
         *out.entry(point["document_id"].as_str().unwrap().to_owned())
             .or_default() += 1;
     }

@@ -113,6 +113,53 @@ pub struct ChunkRecord {
     pub vector: Vec<f32>,
 }
 
+impl Hit {
+    /// A hit from a stored point's payload; `None` for another tenant's point
+    /// (defence in depth: every search filters on the tenant) or a malformed one.
+    fn from_payload(
+        tenant: &str,
+        payload: &serde_json::Map<String, Value>,
+        score: f32,
+    ) -> Option<Self> {
+        if payload.get(TENANT).and_then(Value::as_str) != Some(tenant) {
+            return None;
+        }
+        Some(Hit {
+            document_id: payload.get(DOCUMENT)?.as_str()?.to_owned(),
+            chunk: payload.get(CHUNK)?.as_u64()? as u32,
+            text: payload.get(TEXT)?.as_str()?.to_owned(),
+            score,
+            metadata: payload.get(METADATA).cloned().unwrap_or(Value::Null),
+        })
+    }
+}
+
+/// How deep each ranked list goes: deeper than the answer for hybrid
+/// retrieval, so that fusion has overlap to work on.
+fn list_depth(limit: usize, hybrid: bool) -> usize {
+    if hybrid { (limit * 4).max(20) } else { limit }
+}
+
+/// The BM25 query to fuse with the dense list, or `None` when the dense
+/// list is the answer (cut to `limit`): vectors-only retrieval; nothing
+/// semantically relevant, which words alone do not make so; or a query with
+/// no word left after stop words.
+fn lexical_step(
+    bm25: &EdgeBm25,
+    dense: &mut Vec<Hit>,
+    text: Option<&str>,
+    limit: usize,
+) -> Option<qdrant_edge::SparseVector> {
+    let query = text
+        .filter(|_| !dense.is_empty())
+        .map(|t| bm25.embed_query(t))
+        .filter(|q| !q.indices.is_empty());
+    if query.is_none() {
+        dense.truncate(limit);
+    }
+    query
+}
+
 /// One document's chunks to store, replacing what it had.
 #[derive(Debug, Clone)]
 pub struct DocumentRecord {
@@ -836,13 +883,8 @@ impl VectorShard {
                 }),
             ..SearchParams::default()
         };
-        // Each list is deeper than the answer, so fusion has overlap to work on.
-        let depth = if query.text.is_some() {
-            (query.limit * 4).max(20)
-        } else {
-            query.limit
-        };
-        let dense = self.search_one(
+        let depth = list_depth(query.limit, query.text.is_some());
+        let mut dense = self.search_one(
             tenant,
             NamedQuery::default_dense(query.vector.to_vec()),
             &filter,
@@ -850,19 +892,10 @@ impl VectorShard {
             depth,
             query.score_floor,
         )?;
-        let Some(text) = query.text else {
+        let Some(lexical_query) = lexical_step(&self.bm25, &mut dense, query.text, query.limit)
+        else {
             return Ok(dense);
         };
-        if dense.is_empty() {
-            // Nothing is semantically relevant: words alone do not make it so.
-            return Ok(dense);
-        }
-        let lexical_query = self.bm25.embed_query(text);
-        if lexical_query.indices.is_empty() {
-            let mut dense = dense;
-            dense.truncate(query.limit);
-            return Ok(dense);
-        }
         let lexical = self.search_one(
             tenant,
             NamedQuery::new(VectorInternal::Sparse(lexical_query), LEXICAL),
@@ -902,20 +935,7 @@ impl VectorShard {
             .map_err(op_err)?;
         Ok(points
             .into_iter()
-            .filter_map(|p| {
-                let payload = p.payload?.0;
-                // Defence in depth: the filter already guarantees this.
-                if payload.get(TENANT).and_then(Value::as_str) != Some(tenant) {
-                    return None;
-                }
-                Some(Hit {
-                    document_id: payload.get(DOCUMENT)?.as_str()?.to_owned(),
-                    chunk: payload.get(CHUNK)?.as_u64()? as u32,
-                    text: payload.get(TEXT)?.as_str()?.to_owned(),
-                    score: p.score,
-                    metadata: payload.get(METADATA).cloned().unwrap_or(Value::Null),
-                })
-            })
+            .filter_map(|p| Hit::from_payload(tenant, &p.payload?.0, p.score))
             .collect())
     }
 }

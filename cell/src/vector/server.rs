@@ -33,7 +33,8 @@ use serde_json::{Map, Value, json};
 use super::filter::Expected;
 use super::{
     CHUNK, DOCUMENT, DocumentRecord, ExportedPoint, Hit, IndexSettings, LEXICAL, METADATA,
-    SearchQuery, StoreFuture, TENANT, TEXT, VectorError, VectorStore, point_uuid,
+    SearchQuery, StoreFuture, TENANT, TEXT, VectorError, VectorStore, lexical_step, list_depth,
+    point_uuid,
 };
 
 /// The unnamed (default) dense vector's name in named-vector maps.
@@ -124,20 +125,9 @@ fn dense_vector(vectors: Option<VectorsOutput>) -> Option<Vec<f32>> {
     }
 }
 
-/// A search hit from a scored point; `None` for another tenant's point
-/// (defence in depth: the filter already excludes them) or a malformed one.
+/// A search hit from a scored point (see [`Hit::from_payload`]).
 fn hit(tenant: &str, point: ScoredPoint) -> Option<Hit> {
-    let payload = payload_json(point.payload);
-    if payload.get(TENANT).and_then(Value::as_str) != Some(tenant) {
-        return None;
-    }
-    Some(Hit {
-        document_id: payload.get(DOCUMENT)?.as_str()?.to_owned(),
-        chunk: payload.get(CHUNK)?.as_u64()? as u32,
-        text: payload.get(TEXT)?.as_str()?.to_owned(),
-        score: point.score,
-        metadata: payload.get(METADATA).cloned().unwrap_or(Value::Null),
-    })
+    Hit::from_payload(tenant, &payload_json(point.payload), point.score)
 }
 
 /// The shard in an external Qdrant server. Cheap to clone; async.
@@ -458,13 +448,8 @@ impl QdrantServer {
                     .oversampling(2.0),
             );
         }
-        // Each list is deeper than the answer, so fusion has overlap to work on.
-        let depth = if query.text.is_some() {
-            (query.limit * 4).max(20)
-        } else {
-            query.limit
-        };
-        let dense = self
+        let depth = list_depth(query.limit, query.text.is_some());
+        let mut dense = self
             .search_one(
                 tenant,
                 Query::new_nearest(VectorInput::new_dense(query.vector.clone())),
@@ -475,19 +460,11 @@ impl QdrantServer {
                 query.score_floor,
             )
             .await?;
-        let Some(text) = query.text.as_deref() else {
+        let Some(lexical_query) =
+            lexical_step(&self.bm25, &mut dense, query.text.as_deref(), query.limit)
+        else {
             return Ok(dense);
         };
-        if dense.is_empty() {
-            // Nothing is semantically relevant: words alone do not make it so.
-            return Ok(dense);
-        }
-        let lexical_query = self.bm25.embed_query(text);
-        if lexical_query.indices.is_empty() {
-            let mut dense = dense;
-            dense.truncate(query.limit);
-            return Ok(dense);
-        }
         let lexical = self
             .search_one(
                 tenant,
