@@ -314,6 +314,9 @@ impl JobQueue {
                     // Redis may have lost the group (a restart without
                     // persistence): make it again next round.
                     group_ready = false;
+                    // An entry that keeps failing must not hold up the new
+                    // ones: it is taken up again once idle, like any other.
+                    own_pending_done = true;
                     ingestor.metrics.ingest_job_errors.inc();
                     tracing::warn!(error = %e, retry_in = ?backoff, "ingestion worker round failed");
                     tokio::time::sleep(backoff).await;
