@@ -62,6 +62,13 @@ impl Guard {
         Ok(())
     }
 
+    /// How the process ended, if it has.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Waits for the process to exit and returns how it did.
     pub fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("the process is gone")?;
@@ -121,16 +128,29 @@ pub struct Etcd {
 impl Etcd {
     pub fn start() -> anyhow::Result<Self> {
         let data = tempfile::tempdir()?;
-        let (client_port, peer_port) = (free_port()?, free_port()?);
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let guard = spawn_etcd(data.path(), &client_url, client_port, peer_port)?;
-        Ok(Self {
-            guard,
-            client_url,
-            peer_port,
-            client_port,
-            data,
-        })
+        // A free port can be taken by another process before etcd binds it;
+        // etcd then exits at once, and new ports are tried.
+        let mut attempt = 1;
+        loop {
+            let (client_port, peer_port) = (free_port()?, free_port()?);
+            let client_url = format!("http://127.0.0.1:{client_port}");
+            match spawn_etcd(data.path(), &client_url, client_port, peer_port) {
+                Ok(guard) => {
+                    return Ok(Self {
+                        guard,
+                        client_url,
+                        peer_port,
+                        client_port,
+                        data,
+                    });
+                }
+                Err(e) if attempt < 3 && e.to_string().contains(ETCD_EXITED) => {
+                    let _ = std::fs::remove_dir_all(data.path().join("member"));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Stops etcd as a crash would.
@@ -151,6 +171,8 @@ impl Etcd {
     }
 }
 
+const ETCD_EXITED: &str = "etcd exited before it was ready";
+
 fn spawn_etcd(
     data: &Path,
     client_url: &str,
@@ -158,6 +180,7 @@ fn spawn_etcd(
     peer_port: u16,
 ) -> anyhow::Result<Guard> {
     {
+        let log = data.join("etcd.log");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let child = Command::new("etcd")
             .args(["--name", "test"])
@@ -169,14 +192,21 @@ fn spawn_etcd(
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("test={peer}")])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("cannot start etcd (is etcd-server installed?)")?;
-        let guard = Guard::new(child);
+        let mut guard = Guard::new(child);
         let addr = format!("127.0.0.1:{client_port}");
+        let mut exited = None;
         wait_for("etcd", Duration::from_secs(30), || {
-            http_get_ok(&addr, "/health")
+            exited = guard.exited();
+            exited.is_some() || http_get_ok(&addr, "/health")
         })?;
+        if let Some(status) = exited {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let last: Vec<&str> = said.lines().rev().take(3).collect();
+            bail!("{ETCD_EXITED} ({status}): {}", last.join(" | "));
+        }
         Ok(guard)
     }
 }
