@@ -210,21 +210,13 @@ impl SemanticCache {
         &self.tier
     }
 
+    /// A cache call within the Redis timeout (its error type fixed for
+    /// `?` inside async blocks).
     async fn bounded<T>(
         &self,
-        fut: impl std::future::Future<Output = Result<T, CacheError>>,
+        call: impl std::future::Future<Output = Result<T, CacheError>>,
     ) -> Result<T, CacheError> {
-        match tokio::time::timeout(self.settings.timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                // A broken connection is remade on the next call.
-                if matches!(e, CacheError::Redis(_)) {
-                    self.redis.reset();
-                }
-                Err(e)
-            }
-            Err(_) => Err(CacheError::Timeout(self.settings.timeout)),
-        }
+        self.redis.bounded(call).await
     }
 
     fn is_unbumped(&self, tenant: &str) -> bool {

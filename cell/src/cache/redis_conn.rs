@@ -101,6 +101,25 @@ impl RedisConn {
         Ok(conn)
     }
 
+    /// Runs a Redis call within the timeout. After a Redis error the shared
+    /// connection is dropped, so the next call makes a new one.
+    pub async fn bounded<T, E: Into<CacheError>>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, CacheError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let e = e.into();
+                if matches!(e, CacheError::Redis(_)) {
+                    self.reset();
+                }
+                Err(e)
+            }
+            Err(_) => Err(CacheError::Timeout(self.timeout)),
+        }
+    }
+
     /// Forgets the shared connection so the next call makes a new one.
     pub fn reset(&self) {
         self.current.store(None);

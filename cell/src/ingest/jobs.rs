@@ -162,22 +162,6 @@ impl JobQueue {
         self.redis.get().await
     }
 
-    async fn bounded<T>(
-        &self,
-        f: impl std::future::Future<Output = Result<T, redis::RedisError>>,
-    ) -> Result<T, CacheError> {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_connection_dropped() {
-                    self.redis.reset();
-                }
-                Err(e.into())
-            }
-            Err(_) => Err(CacheError::Timeout(self.timeout)),
-        }
-    }
-
     /// Queues `req` as a job of `tenant`; returns its status (that of the
     /// existing job when this request was queued before).
     pub async fn enqueue(
@@ -212,6 +196,7 @@ impl JobQueue {
             .arg(body)
             .arg(JOB_TTL.as_secs());
         let created: i64 = self
+            .redis
             .bounded(invocation.invoke_async(&mut conn))
             .await
             .map_err(unavailable)?;
@@ -227,6 +212,7 @@ impl JobQueue {
     pub async fn status(&self, tenant: &str, job: &str) -> Result<Option<JobStatus>, CellError> {
         let mut conn = self.conn().await.map_err(unavailable)?;
         let record: HashMap<String, String> = self
+            .redis
             .bounded(conn.hgetall(self.job_key(job)))
             .await
             .map_err(unavailable)?;
@@ -235,6 +221,7 @@ impl JobQueue {
             return Ok(None);
         }
         let outcomes: HashMap<usize, String> = self
+            .redis
             .bounded(conn.hgetall(self.outcomes_key(job)))
             .await
             .map_err(unavailable)?;
@@ -329,6 +316,7 @@ impl JobQueue {
     async fn create_group(&self) -> Result<(), CellError> {
         let mut conn = self.conn().await.map_err(unavailable)?;
         let created: Result<(), CacheError> = self
+            .redis
             .bounded(conn.xgroup_create_mkstream(self.stream(), GROUP, "0"))
             .await;
         match created {
@@ -344,6 +332,7 @@ impl JobQueue {
             .group(GROUP, consumer)
             .count(1);
         let reply: Option<redis::streams::StreamReadReply> = self
+            .redis
             .bounded(conn.xread_options(&[self.stream()], &["0"], &options))
             .await
             .map_err(unavailable)?;
@@ -353,6 +342,7 @@ impl JobQueue {
     async fn claim_idle(&self, consumer: &str) -> Result<Option<Entry>, CellError> {
         let mut conn = self.conn().await.map_err(unavailable)?;
         let reply: redis::streams::StreamAutoClaimReply = self
+            .redis
             .bounded(conn.xautoclaim_options(
                 self.stream(),
                 GROUP,
@@ -403,6 +393,7 @@ impl JobQueue {
         let job_key = self.job_key(&entry.job);
         let outcomes_key = self.outcomes_key(&entry.job);
         let started: (bool, ()) = self
+            .redis
             .bounded(
                 redis::pipe()
                     .hset_nx(&job_key, "started_at", now_secs())
@@ -415,6 +406,7 @@ impl JobQueue {
             tracing::info!(tenant = %entry.tenant, job = %entry.job, "ingestion job started");
         }
         let done: HashSet<usize> = self
+            .redis
             .bounded(conn.hkeys::<_, Vec<usize>>(&outcomes_key))
             .await
             .map_err(unavailable)?
@@ -454,6 +446,7 @@ impl JobQueue {
             .collect();
         if !refused.is_empty() {
             let _: () = self
+                .redis
                 .bounded(conn.hset_multiple(&outcomes_key, &refused))
                 .await
                 .map_err(unavailable)?;
@@ -478,15 +471,18 @@ impl JobQueue {
                 })
                 .collect();
             let _: () = self
+                .redis
                 .bounded(conn.hset_multiple(&outcomes_key, &outcomes))
                 .await
                 .map_err(unavailable)?;
             let _: () = self
+                .redis
                 .bounded(conn.expire(&outcomes_key, JOB_TTL.as_secs() as i64))
                 .await
                 .map_err(unavailable)?;
             // Still at work on it: keep other workers from taking it over.
             let _: redis::Value = self
+                .redis
                 .bounded(
                     redis::cmd("XCLAIM")
                         .arg(self.stream())
@@ -515,6 +511,7 @@ impl JobQueue {
     async fn finish(&self, entry: &Entry, conn: &mut CacheConn) -> Result<(), CellError> {
         let job_key = self.job_key(&entry.job);
         let _: () = self
+            .redis
             .bounded(
                 redis::pipe()
                     .hset(&job_key, "state", "completed")

@@ -29,10 +29,11 @@ use qdrant_edge::{
     EdgeConfigBuilder, EdgeOptimizersConfig, EdgeShard, EdgeSparseVectorParams, EdgeVectorParams,
     FieldCondition, FieldIndexOperations, Filter, HnswIndexConfig, JsonPath, Match, Modifier,
     NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QuantizationConfig, QuantizationSearchParams, QueryEnum, Range,
-    ScalarQuantizationConfig, ScalarType, ScrollRequest, SearchParams, SearchRequest,
-    SparseVectorConfig, UpdateOperation, Vector, VectorInternal, VectorNameConfig,
-    VectorNameOperations, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
+    PointOperations, PointStruct, PointStructPersisted, QuantizationConfig,
+    QuantizationSearchParams, QueryEnum, Range, ScalarQuantizationConfig, ScalarType,
+    ScrollRequest, SearchParams, SearchRequest, SparseVectorConfig, UpdateOperation, Vector,
+    VectorInternal, VectorNameConfig, VectorNameOperations, VectorStructInternal, Vectors,
+    WithPayloadInterface, WithVector,
 };
 use serde_json::{Value, json};
 
@@ -111,6 +112,66 @@ fn op_err(e: impl std::fmt::Display) -> VectorError {
 pub struct ChunkRecord {
     pub text: String,
     pub vector: Vec<f32>,
+}
+
+/// What every backend stores for one chunk.
+struct StoredChunk {
+    id: uuid::Uuid,
+    dense: Vec<f32>,
+    lexical: qdrant_edge::SparseVector,
+    payload: Value,
+}
+
+impl StoredChunk {
+    /// The chunk's id, its dense vector, its text's BM25 vector and its
+    /// payload, the same in every backend (so exports move between them).
+    fn new(bm25: &EdgeBm25, tenant: &str, p: ExportedPoint) -> Self {
+        Self {
+            id: point_uuid(tenant, &p.document_id, p.chunk),
+            dense: p.vector,
+            lexical: bm25.embed_document(&p.text),
+            payload: json!({
+                TENANT: tenant,
+                DOCUMENT: p.document_id,
+                CHUNK: p.chunk,
+                TEXT: p.text,
+                METADATA: p.metadata,
+            }),
+        }
+    }
+}
+
+/// Documents to replace, as the points to write and, per document, how many
+/// chunks it now has (its chunks from that index on are stale).
+fn document_points(documents: Vec<DocumentRecord>) -> (Vec<ExportedPoint>, Vec<(String, usize)>) {
+    let mut points = Vec::new();
+    let mut counts = Vec::with_capacity(documents.len());
+    for doc in documents {
+        counts.push((doc.document.clone(), doc.chunks.len()));
+        for (i, c) in doc.chunks.into_iter().enumerate() {
+            points.push(ExportedPoint {
+                document_id: doc.document.clone(),
+                chunk: i as u32,
+                text: c.text,
+                metadata: doc.metadata.clone(),
+                vector: c.vector,
+            });
+        }
+    }
+    (points, counts)
+}
+
+/// Refuses points whose vectors do not have the shard's dimensions.
+fn check_dimensions(points: &[ExportedPoint], dimensions: usize) -> Result<(), VectorError> {
+    match points.iter().find(|p| p.vector.len() != dimensions) {
+        Some(p) => Err(VectorError::Operation(format!(
+            "point {}#{} has {} dimensions, not {dimensions}",
+            p.document_id,
+            p.chunk,
+            p.vector.len(),
+        ))),
+        None => Ok(()),
+    }
 }
 
 impl Hit {
@@ -532,13 +593,18 @@ impl VectorShard {
         self.settings
     }
 
-    /// A point's vectors: the dense embedding and the text's BM25 vector.
-    fn vectors(&self, dense: Vec<f32>, text: &str) -> Vectors {
-        let lexical = self.bm25.embed_document(text);
-        Vectors::new_named([
-            (DEFAULT_VECTOR_NAME, Vector::new_dense(dense)),
-            (LEXICAL, Vector::from(lexical)),
-        ])
+    /// One point as the engine stores it (see [`StoredChunk`]).
+    fn point(&self, tenant: &str, p: ExportedPoint) -> PointStructPersisted {
+        let c = StoredChunk::new(&self.bm25, tenant, p);
+        PointStruct::new(
+            PointId::Uuid(c.id),
+            Vectors::new_named([
+                (DEFAULT_VECTOR_NAME, Vector::new_dense(c.dense)),
+                (LEXICAL, Vector::from(c.lexical)),
+            ]),
+            c.payload,
+        )
+        .into()
     }
 
     /// Points written since the last optimisation.
@@ -660,40 +726,24 @@ impl VectorShard {
         tenant: &str,
         documents: Vec<DocumentRecord>,
     ) -> Result<Vec<usize>, VectorError> {
-        let counts: Vec<usize> = documents.iter().map(|d| d.chunks.len()).collect();
-        let mut points = Vec::with_capacity(counts.iter().sum());
-        let mut stale = Vec::with_capacity(documents.len());
-        for doc in documents {
-            let count = doc.chunks.len();
-            for (i, c) in doc.chunks.into_iter().enumerate() {
-                let chunk = i as u32;
-                points.push(
-                    PointStruct::new(
-                        point_id(tenant, &doc.document, chunk),
-                        self.vectors(c.vector, &c.text),
-                        json!({
-                            TENANT: tenant,
-                            DOCUMENT: doc.document,
-                            CHUNK: chunk,
-                            TEXT: c.text,
-                            METADATA: doc.metadata,
-                        }),
-                    )
-                    .into(),
-                );
-            }
-            let mut conditions = document_filter(tenant, &doc.document);
-            conditions.push(Condition::Field(FieldCondition::new_range(
-                key(CHUNK),
-                Range {
-                    gte: Some(OrderedFloat(count as f64)),
-                    gt: None,
-                    lt: None,
-                    lte: None,
-                },
-            )));
-            stale.push(must(conditions));
-        }
+        let (points, counts) = document_points(documents);
+        let points: Vec<_> = points.into_iter().map(|p| self.point(tenant, p)).collect();
+        let stale: Vec<Filter> = counts
+            .iter()
+            .map(|(document, count)| {
+                let mut conditions = document_filter(tenant, document);
+                conditions.push(Condition::Field(FieldCondition::new_range(
+                    key(CHUNK),
+                    Range {
+                        gte: Some(OrderedFloat(*count as f64)),
+                        gt: None,
+                        lt: None,
+                        lte: None,
+                    },
+                )));
+                must(conditions)
+            })
+            .collect();
         let written = points.len();
         self.write(|shard| {
             if !points.is_empty() {
@@ -711,7 +761,7 @@ impl VectorShard {
                     ))
                     .map_err(op_err)?;
             }
-            Ok(counts)
+            Ok(counts.into_iter().map(|(_, count)| count).collect())
         })
     }
 
@@ -820,35 +870,9 @@ impl VectorShard {
     /// Writes exported points into `tenant`, durably; the ids are derived
     /// again, so importing the same export twice changes nothing.
     pub fn import(&self, tenant: &str, points: Vec<ExportedPoint>) -> Result<usize, VectorError> {
+        check_dimensions(&points, self.dimensions)?;
         let count = points.len();
-        for p in &points {
-            if p.vector.len() != self.dimensions {
-                return Err(VectorError::Operation(format!(
-                    "point {}#{} has {} dimensions, not {}",
-                    p.document_id,
-                    p.chunk,
-                    p.vector.len(),
-                    self.dimensions
-                )));
-            }
-        }
-        let structs: Vec<_> = points
-            .into_iter()
-            .map(|p| {
-                PointStruct::new(
-                    point_id(tenant, &p.document_id, p.chunk),
-                    self.vectors(p.vector, &p.text),
-                    json!({
-                        TENANT: tenant,
-                        DOCUMENT: p.document_id,
-                        CHUNK: p.chunk,
-                        TEXT: p.text,
-                        METADATA: p.metadata,
-                    }),
-                )
-                .into()
-            })
-            .collect();
+        let structs: Vec<_> = points.into_iter().map(|p| self.point(tenant, p)).collect();
         if structs.is_empty() {
             return Ok(0);
         }

@@ -28,13 +28,13 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use qdrant_edge::bm25_embed::EdgeBm25;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::filter::Expected;
 use super::{
     CHUNK, DOCUMENT, DocumentRecord, ExportedPoint, Hit, IndexSettings, LEXICAL, METADATA,
-    SearchQuery, StoreFuture, TENANT, TEXT, VectorError, VectorStore, lexical_step, list_depth,
-    point_uuid,
+    SearchQuery, StoreFuture, StoredChunk, TENANT, TEXT, VectorError, VectorStore,
+    check_dimensions, document_points, lexical_step, list_depth,
 };
 
 /// The unnamed (default) dense vector's name in named-vector maps.
@@ -235,23 +235,17 @@ impl QdrantServer {
         self.dimensions
     }
 
-    /// One stored point: the dense embedding under the default name, the
-    /// text's BM25 vector under [`LEXICAL`], and the embedded engine's payload.
+    /// One point as the server stores it (see [`StoredChunk`]).
     fn point(&self, tenant: &str, p: ExportedPoint) -> Result<PointStruct, VectorError> {
-        let id = point_uuid(tenant, &p.document_id, p.chunk).to_string();
-        let lexical = self.bm25.embed_document(&p.text);
+        let c = StoredChunk::new(&self.bm25, tenant, p);
         let vectors = NamedVectors::default()
-            .add_vector(DENSE, Vector::new_dense(p.vector))
-            .add_vector(LEXICAL, Vector::new_sparse(lexical.indices, lexical.values));
-        let payload = Payload::try_from(json!({
-            TENANT: tenant,
-            DOCUMENT: p.document_id,
-            CHUNK: p.chunk,
-            TEXT: p.text,
-            METADATA: p.metadata,
-        }))
-        .map_err(qdrant_err)?;
-        Ok(PointStruct::new(id, vectors, payload))
+            .add_vector(DENSE, Vector::new_dense(c.dense))
+            .add_vector(
+                LEXICAL,
+                Vector::new_sparse(c.lexical.indices, c.lexical.values),
+            );
+        let payload = Payload::try_from(c.payload).map_err(qdrant_err)?;
+        Ok(PointStruct::new(c.id.to_string(), vectors, payload))
     }
 
     /// Writes points and waits for the server to apply them.
@@ -311,31 +305,25 @@ impl QdrantServer {
         tenant: &str,
         documents: Vec<DocumentRecord>,
     ) -> Result<Vec<usize>, VectorError> {
-        let counts: Vec<usize> = documents.iter().map(|d| d.chunks.len()).collect();
-        let mut points = Vec::with_capacity(counts.iter().sum());
-        let mut stale = Vec::with_capacity(documents.len());
-        for doc in documents {
-            let count = doc.chunks.len();
-            for (i, c) in doc.chunks.into_iter().enumerate() {
-                let chunk = ExportedPoint {
-                    document_id: doc.document.clone(),
-                    chunk: i as u32,
-                    text: c.text,
-                    metadata: doc.metadata.clone(),
-                    vector: c.vector,
-                };
-                points.push(self.point(tenant, chunk)?);
-            }
-            let mut beyond = document_filter(tenant, &doc.document);
-            beyond.must.push(Condition::range(
-                CHUNK,
-                Range {
-                    gte: Some(count as f64),
-                    ..Range::default()
-                },
-            ));
-            stale.push(Condition::from(beyond));
-        }
+        let (points, counts) = document_points(documents);
+        let points = points
+            .into_iter()
+            .map(|p| self.point(tenant, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let stale: Vec<Condition> = counts
+            .iter()
+            .map(|(document, count)| {
+                let mut beyond = document_filter(tenant, document);
+                beyond.must.push(Condition::range(
+                    CHUNK,
+                    Range {
+                        gte: Some(*count as f64),
+                        ..Range::default()
+                    },
+                ));
+                Condition::from(beyond)
+            })
+            .collect();
         self.upsert(points).await?;
         // One request for every document's stale chunks. Never with an empty
         // `should`: that would match, and delete, all of the tenant's points.
@@ -344,7 +332,7 @@ impl QdrantServer {
             filter.should = stale;
             self.delete(filter).await?;
         }
-        Ok(counts)
+        Ok(counts.into_iter().map(|(_, count)| count).collect())
     }
 
     /// Removes every chunk of `document`; returns how many there were.
@@ -413,15 +401,7 @@ impl QdrantServer {
         tenant: &str,
         points: Vec<ExportedPoint>,
     ) -> Result<usize, VectorError> {
-        if let Some(p) = points.iter().find(|p| p.vector.len() != self.dimensions) {
-            return Err(VectorError::Operation(format!(
-                "point {}#{} has {} dimensions, not {}",
-                p.document_id,
-                p.chunk,
-                p.vector.len(),
-                self.dimensions
-            )));
-        }
+        check_dimensions(&points, self.dimensions)?;
         let count = points.len();
         let structs = points
             .into_iter()
