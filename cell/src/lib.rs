@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod server;
+pub mod simd;
 pub mod vector;

@@ -7,9 +7,10 @@
 //! wants near-duplicates (cosine ≥ ~0.9), which almost always fall in the
 //! query's own nearest lists, so a few probes suffice.
 //!
-//! Each list keeps its rows' vectors contiguously as 8-bit codes (in i16
-//! lanes: half the bytes of the f32 vectors, read in one sequential sweep);
-//! the best few by code are then re-scored exactly from the f32 matrix. Rows are
+//! Each list keeps its rows' vectors contiguously as 8-bit codes (a quarter
+//! of the bytes of the f32 vectors, read in one sequential sweep: the scan is
+//! bound by memory, not arithmetic); the best few by code are then re-scored
+//! exactly from the f32 matrix. Rows are
 //! indices into the tenant's vector matrix; rows appended after the build
 //! (`covered..`) are not in any list and are scanned in full until the next
 //! build.
@@ -19,9 +20,9 @@ const ROWS_PER_LIST: usize = 1000;
 /// Most coarse centroids and lists under each (1,024 lists in all).
 const MAX_SIDE: usize = 32;
 /// Coarse centroids whose lists are considered.
-const COARSE_PROBES: usize = 3;
+const COARSE_PROBES: usize = 4;
 /// Lists scanned per lookup.
-pub const PROBES: usize = 10;
+pub const PROBES: usize = 16;
 /// Rows re-scored exactly after the 8-bit pre-score.
 pub const RESCORE: usize = 32;
 /// Vectors sampled to train centroids.
@@ -48,16 +49,15 @@ pub struct Ivf {
     covered: usize,
 }
 
-/// One list: its rows and their codes (8-bit values held in i16 lanes, which
-/// SSE2 multiplies and adds pairwise in one instruction), row-major.
+/// One list: its rows and their 8-bit codes, row-major.
 #[derive(Debug, Clone, Default)]
 pub struct List {
     pub rows: Vec<u32>,
-    codes: Vec<i16>,
+    codes: Vec<i8>,
 }
 
 impl List {
-    fn push(&mut self, row: u32, code: &[i16]) {
+    fn push(&mut self, row: u32, code: &[i8]) {
         self.rows.push(row);
         self.codes.extend_from_slice(code);
     }
@@ -74,35 +74,51 @@ impl List {
         }
     }
 
-    /// (approximate score × scale², row) of every row.
-    pub fn scores<'a>(
-        &'a self,
-        query: &'a [i16],
-        dims: usize,
-    ) -> impl Iterator<Item = (i32, u32)> + 'a {
-        self.codes
-            .chunks_exact(dims)
-            .zip(&self.rows)
-            .map(move |(code, &r)| (dot_i8(code, query), r))
+    /// Keeps in `best` (sorted, best first) the `keep` rows with the
+    /// highest approximate score (× scale²) seen so far.
+    #[inline(always)]
+    fn prescore(&self, query: &[i8], dims: usize, keep: usize, best: &mut Vec<(i32, u32)>) {
+        for (code, &r) in self.codes.chunks_exact(dims).zip(&self.rows) {
+            let score = dot_i8(code, query);
+            if best.len() < keep || best.last().is_some_and(|(w, _)| score > *w) {
+                let at = best.partition_point(|(t, _)| *t >= score);
+                best.insert(at, (score, r));
+                best.truncate(keep);
+            }
+        }
     }
 }
 
-/// Integer dot product of two codes, written so the compiler vectorises it.
-fn dot_i8(a: &[i16], b: &[i16]) -> i32 {
-    // Pairs of i16 products summed into i32 lanes: the shape of SSE2's pmaddwd.
-    let mut acc = [0i32; 8];
-    for (ca, cb) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
-        for l in 0..8 {
-            acc[l] += i32::from(ca[2 * l]) * i32::from(cb[2 * l])
-                + i32::from(ca[2 * l + 1]) * i32::from(cb[2 * l + 1]);
+/// The probed lists' best rows by code: the whole lookup's hot loop, run
+/// through [`crate::simd::vectorized`].
+struct Scan<'a> {
+    ivf: &'a Ivf,
+    query: &'a [f32],
+    code: Vec<i8>,
+    keep: usize,
+}
+
+impl pulp::WithSimd for Scan<'_> {
+    type Output = Vec<(i32, u32)>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
+        let mut best = Vec::with_capacity(self.keep + 1);
+        for l in self.ivf.probe(self.query) {
+            self.ivf.lists[l].prescore(&self.code, self.ivf.dims, self.keep, &mut best);
         }
+        best
     }
-    let tail = a.len() / 16 * 16;
-    let mut sum: i32 = acc.iter().sum();
-    for i in tail..a.len() {
-        sum += i32::from(a[i]) * i32::from(b[i]);
-    }
-    sum
+}
+
+/// Integer dot product of two codes, written so that the compiler
+/// vectorises it (integer sums may be reordered freely).
+#[inline(always)]
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum()
 }
 
 fn row(vectors: &[f32], dims: usize, i: usize) -> &[f32] {
@@ -214,15 +230,13 @@ impl Ivf {
         };
         // Assign every row, on both cores.
         let half = len / 2;
+        let assign = |rows: std::ops::Range<usize>| {
+            rows.map(|i| ivf.list_for(row(vectors, dims, i)) as u32)
+                .collect::<Vec<_>>()
+        };
         let (first, second) = std::thread::scope(|s| {
-            let a = s.spawn(|| {
-                (0..half)
-                    .map(|i| ivf.list_for(row(vectors, dims, i)) as u32)
-                    .collect::<Vec<_>>()
-            });
-            let b = (half..len)
-                .map(|i| ivf.list_for(row(vectors, dims, i)) as u32)
-                .collect::<Vec<_>>();
+            let a = s.spawn(|| assign(0..half));
+            let b = assign(half..len);
             (a.join().unwrap_or_default(), b)
         });
         ivf.list_of = first.into_iter().chain(second).collect();
@@ -253,7 +267,8 @@ impl Ivf {
     }
 
     /// The lists to scan for `query`, best first.
-    pub fn probe(&self, query: &[f32]) -> Vec<usize> {
+    #[inline(always)]
+    fn probe(&self, query: &[f32]) -> Vec<usize> {
         let mut coarse: Vec<(f32, usize)> = self
             .coarse
             .chunks_exact(self.dims)
@@ -273,14 +288,25 @@ impl Ivf {
         fine.into_iter().take(PROBES).map(|(_, l)| l).collect()
     }
 
-    pub fn list(&self, l: usize) -> &List {
-        &self.lists[l]
+    /// The 8-bit code of a vector.
+    pub fn code(&self, v: &[f32]) -> Vec<i8> {
+        v.iter()
+            .map(|x| (x * self.scale).round().clamp(-127.0, 127.0) as i8)
+            .collect()
     }
 
-    /// The 8-bit code of a vector.
-    pub fn code(&self, v: &[f32]) -> Vec<i16> {
-        v.iter()
-            .map(|x| (x * self.scale).round().clamp(-127.0, 127.0) as i16)
+    /// The `keep` rows of the probed lists with the best approximate score
+    /// for `query`, best first.
+    pub fn prescore(&self, query: &[f32], keep: usize) -> Vec<u32> {
+        let scan = Scan {
+            ivf: self,
+            query,
+            code: self.code(query),
+            keep,
+        };
+        crate::simd::vectorized(scan)
+            .into_iter()
+            .map(|(_, r)| r)
             .collect()
     }
 
@@ -321,6 +347,44 @@ impl Ivf {
             let code = self.code(v);
             self.lists[l].push(pos as u32, &code);
             self.list_of[pos] = l as u32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in -127..=127 (and in ±1 for floats).
+    fn values(n: usize, seed: i32) -> Vec<i8> {
+        (0..n as i32)
+            .map(|i| ((i * 37 + seed * 11) % 255 - 127) as i8)
+            .collect()
+    }
+
+    #[test]
+    fn code_dot_products_are_exact_at_every_length() {
+        // Lengths around the 32-byte blocks the compiler vectorises, and the
+        // extremes of the code range, where a narrower sum would overflow.
+        for n in [0, 1, 31, 32, 33, 383, 384, 385] {
+            let a = values(n, 1);
+            let b = values(n, 2);
+            let want: i32 = a.iter().zip(&b).map(|(&x, &y)| x as i32 * y as i32).sum();
+            assert_eq!(dot_i8(&a, &b), want, "length {n}");
+            let vectorised = crate::simd::vectorized(DotI8(&a, &b));
+            assert_eq!(vectorised, want, "length {n}, vectorised");
+        }
+        let max = vec![127i8; 384];
+        assert_eq!(dot_i8(&max, &max), 127 * 127 * 384);
+    }
+
+    struct DotI8<'a>(&'a [i8], &'a [i8]);
+
+    impl pulp::WithSimd for DotI8<'_> {
+        type Output = i32;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> i32 {
+            dot_i8(self.0, self.1)
         }
     }
 }
