@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use tokio::time::Instant;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(about = "Open-loop HTTP load at a fixed rate with an HDR latency histogram")]
@@ -139,14 +139,20 @@ async fn main() -> anyhow::Result<()> {
     let total = ((args.warmup + args.duration).as_secs_f64() * f64::from(args.rate)) as u64;
     let warmup_count = (args.warmup.as_secs_f64() * f64::from(args.rate)) as u64;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
+    // Requests are paced by a thread of their own: the runtime's timers tick
+    // every millisecond, which at thousands of requests a second would send
+    // them in bursts and count up to a millisecond of timer lag as latency.
+    let runtime = tokio::runtime::Handle::current();
     let start = Instant::now();
-    let sender = {
-        let client = client.clone();
-        let url = args.url.clone();
-        tokio::spawn(async move {
+    let url = args.url.clone();
+    std::thread::Builder::new()
+        .name("loadgen-pacer".into())
+        .spawn(move || {
             for i in 0..total {
                 let due = start + interval.mul_f64(i as f64);
-                tokio::time::sleep_until(due).await;
+                if let Some(ahead) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(ahead);
+                }
                 let this_body = body.as_ref().map(|b| {
                     if varies {
                         bytes::Bytes::from(
@@ -168,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
                     }
                 }
                 let tx = tx.clone();
-                tokio::spawn(async move {
+                runtime.spawn(async move {
                     let status = match request.send().await {
                         Ok(r) => {
                             let status = r.status().as_u16();
@@ -185,9 +191,7 @@ async fn main() -> anyhow::Result<()> {
                     });
                 });
             }
-        })
-    };
-    drop(sender);
+        })?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let mut ok = 0u64;
     let mut failed: std::collections::BTreeMap<String, u64> = Default::default();
