@@ -7,6 +7,7 @@
     reason = "test code: a panic is a failed test"
 )]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use control_plane::model::TenantLimits;
@@ -24,7 +25,7 @@ fn limits(rps: f64, burst: u32, tokens_per_day: Option<u64>) -> TenantLimits {
 }
 
 /// Requests admitted out of `n` sent at once, alternating between routers.
-async fn admitted(routers: &[&Limiter], tenant: &str, l: &TenantLimits, n: usize) -> usize {
+async fn admitted(routers: &[&Arc<Limiter>], tenant: &str, l: &TenantLimits, n: usize) -> usize {
     let mut ok = 0;
     for i in 0..n {
         if routers[i % routers.len()].admit(tenant, l).await.is_ok() {
@@ -37,8 +38,8 @@ async fn admitted(routers: &[&Limiter], tenant: &str, l: &TenantLimits, n: usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routers_share_one_bucket_per_tenant() {
     let redis = Redis::start().unwrap();
-    let a = Limiter::new(Some(&redis.url), TIMEOUT).unwrap();
-    let b = Limiter::new(Some(&redis.url), TIMEOUT).unwrap();
+    let a = Arc::new(Limiter::new(Some(&redis.url), TIMEOUT).unwrap());
+    let b = Arc::new(Limiter::new(Some(&redis.url), TIMEOUT).unwrap());
 
     // A slow tenant: every request is a lease of one token.
     let slow = limits(1.0, 10, None);
@@ -77,10 +78,43 @@ async fn routers_share_one_bucket_per_tenant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_lease_is_taken_before_the_last_is_spent() {
+    let redis = Redis::start().unwrap();
+    let a = Arc::new(Limiter::new(Some(&redis.url), TIMEOUT).unwrap());
+    // Leases of 100 tokens (50 ms of the rate); the bucket holds 2,000.
+    let l = limits(2000.0, 2000, None);
+    for i in 0..1000 {
+        assert!(a.admit("acme", &l).await.is_ok(), "request {i} refused");
+        // Let a lease taken in the background land before going on, as it
+        // would between requests arriving at this rate.
+        a.refills_settled().await;
+    }
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    // Only the very first request waited on Redis; the other leases were
+    // taken while requests were answered from the one before.
+    assert_eq!(count(&a.stats.waited_for_store), 1);
+    let trips = count(&a.stats.store_round_trips);
+    assert!(
+        (10..=12).contains(&trips),
+        "{trips} leases for 1,000 requests"
+    );
+
+    // A slow tenant's lease is one token: never taken ahead, so a lease
+    // that lapses unused cannot eat into its rate.
+    let slow = limits(1.0, 5, None);
+    for _ in 0..5 {
+        assert!(a.admit("globex", &slow).await.is_ok());
+    }
+    a.refills_settled().await;
+    assert_eq!(count(&a.stats.waited_for_store), 6);
+    assert!(a.admit("globex", &slow).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quota_spent_through_one_router_is_refused_by_another() {
     let redis = Redis::start().unwrap();
-    let a = Limiter::new(Some(&redis.url), TIMEOUT).unwrap();
-    let b = Limiter::new(Some(&redis.url), TIMEOUT).unwrap();
+    let a = Arc::new(Limiter::new(Some(&redis.url), TIMEOUT).unwrap());
+    let b = Arc::new(Limiter::new(Some(&redis.url), TIMEOUT).unwrap());
     let l = limits(1.0, 1, Some(1_000));
 
     assert_eq!(a.admit("acme", &l).await.unwrap(), 0);
@@ -97,7 +131,7 @@ async fn a_quota_spent_through_one_router_is_refused_by_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_each_router_limits_on_its_own_and_recovers() {
     let mut redis = Redis::start().unwrap();
-    let a = Limiter::new(Some(&redis.url), TIMEOUT).unwrap();
+    let a = Arc::new(Limiter::new(Some(&redis.url), TIMEOUT).unwrap());
     let l = limits(1.0, 3, None);
     assert!(a.admit("acme", &l).await.is_ok());
     redis.kill();

@@ -10,10 +10,9 @@
 //! Each list keeps its rows' vectors contiguously as 8-bit codes (a quarter
 //! of the bytes of the f32 vectors, read in one sequential sweep: the scan is
 //! bound by memory, not arithmetic); the best few by code are then re-scored
-//! exactly from the f32 matrix. Rows are
-//! indices into the tenant's vector matrix; rows appended after the build
-//! (`covered..`) are not in any list and are scanned in full until the next
-//! build.
+//! exactly from the f32 matrix. Rows are indices into the tenant's vector
+//! matrix; rows appended after the build (`covered..`) are not in any list
+//! and are scanned in full until the next build.
 
 /// Rows per list the partition aims for: a probe reads about this many vectors.
 const ROWS_PER_LIST: usize = 1000;

@@ -6,8 +6,14 @@
 //! [`LEASE_WINDOW`] worth of the tenant's rate) and spends them locally, so
 //! the hot path touches Redis about once per lease. Leased tokens come out of
 //! the shared bucket, so all routers together never exceed the tenant's rate;
-//! unused leases lapse after [`LEASE_TTL`]. When Redis refuses a lease the
-//! router remembers until when, and answers 429 locally until then.
+//! unused leases lapse after [`LEASE_TTL`]. Once less than half a lease is
+//! left, the next lease is taken in the background, so that a request waits
+//! on Redis only when a tenant's traffic jumps. Not taken ahead: a lease of
+//! a single token (a tenant so slow that it could lapse unused and cost the
+//! tenant part of its rate), and any lease while the shared bucket holds
+//! less than two more (it could sit in one router while another refuses).
+//! When Redis refuses a lease the router remembers until when, and answers
+//! 429 locally until then.
 //!
 //! Token quotas: cells report each answer's LLM tokens in
 //! `x-cellnet-usage-tokens`; the router adds them to the tenant's counter for
@@ -41,7 +47,7 @@ const SECONDS_PER_DAY: u64 = 86_400;
 
 /// Takes up to ARGV[3] tokens from the bucket KEYS[1] (rate ARGV[1]/s, burst
 /// ARGV[2]) on Redis's own clock, and returns {granted, ms until a token is
-/// due, tokens used today (KEYS[2])}.
+/// due, tokens used today (KEYS[2]), tokens left in the bucket}.
 const LEASE_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -65,7 +71,7 @@ if granted == 0 then
   wait = math.ceil((1 - tokens) * 1000 / rate)
 end
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
-return {granted, wait, used}
+return {granted, wait, used, math.floor(tokens)}
 "#;
 
 /// Why a request was refused.
@@ -79,6 +85,10 @@ pub enum Refusal {
 #[derive(Debug)]
 struct TenantBudget {
     leased: u32,
+    /// A lease is being taken in the background.
+    refilling: bool,
+    /// Tokens left in the shared bucket at the last lease.
+    bucket_left: u64,
     lease_expires: Instant,
     denied_until: Option<Instant>,
     /// (UTC day, tokens used that day as last seen).
@@ -91,6 +101,8 @@ impl TenantBudget {
     fn new(now: Instant, limits: &TenantLimits) -> Self {
         Self {
             leased: 0,
+            refilling: false,
+            bucket_left: 0,
             lease_expires: now,
             denied_until: None,
             used: (0, 0),
@@ -115,6 +127,16 @@ impl TenantBudget {
     }
 }
 
+/// Redis's answer to a lease.
+struct Lease {
+    granted: u32,
+    /// Until a token is due, when none was granted.
+    wait: Duration,
+    used_today: u64,
+    /// Tokens left in the shared bucket.
+    left: u64,
+}
+
 /// What the limiter needs from the shared store.
 #[derive(Clone)]
 struct Store {
@@ -137,7 +159,7 @@ impl Store {
         day: u64,
         limits: &TenantLimits,
         want: u32,
-    ) -> Result<(u32, Duration, u64), String> {
+    ) -> Result<Lease, String> {
         let mut conn = self.conn().await?;
         let mut invocation = self.script.prepare_invoke();
         invocation
@@ -146,12 +168,17 @@ impl Store {
             .arg(limits.requests_per_second)
             .arg(limits.burst)
             .arg(want);
-        let reply: (u32, u64, u64) =
+        let reply: (u32, u64, u64, u64) =
             tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn))
                 .await
                 .map_err(|_| "timed out".to_owned())?
                 .map_err(|e| e.to_string())?;
-        Ok((reply.0, Duration::from_millis(reply.1), reply.2))
+        Ok(Lease {
+            granted: reply.0,
+            wait: Duration::from_millis(reply.1),
+            used_today: reply.2,
+            left: reply.3,
+        })
     }
 
     async fn add_usage(&self, tenant: &str, day: u64, tokens: u64) -> Result<u64, String> {
@@ -194,8 +221,17 @@ fn utc_day() -> (u64, Duration) {
 /// Counts of the limiter's decisions, for metrics.
 #[derive(Debug, Default)]
 pub struct LimiterStats {
+    /// Leases asked of Redis, in the background or not.
     pub store_round_trips: std::sync::atomic::AtomicU64,
+    /// Requests that waited for a lease from Redis.
+    pub waited_for_store: std::sync::atomic::AtomicU64,
     pub store_errors: std::sync::atomic::AtomicU64,
+}
+
+/// Tokens one lease asks for: [`LEASE_WINDOW`] of the tenant's rate.
+fn lease_size(limits: &TenantLimits) -> u32 {
+    ((limits.requests_per_second * LEASE_WINDOW.as_secs_f64()).ceil() as u32)
+        .clamp(1, limits.burst.max(1))
 }
 
 pub struct Limiter {
@@ -203,6 +239,8 @@ pub struct Limiter {
     budgets: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TenantBudget>>>>,
     /// Until when Redis is not asked again after a failure.
     store_down_until: Mutex<Option<Instant>>,
+    /// Background leases under way.
+    refills: tokio::sync::watch::Sender<usize>,
     pub stats: LimiterStats,
 }
 
@@ -226,6 +264,7 @@ impl Limiter {
             }),
             budgets: Mutex::default(),
             store_down_until: Mutex::default(),
+            refills: tokio::sync::watch::Sender::new(0),
             stats: LimiterStats::default(),
         }
     }
@@ -270,7 +309,11 @@ impl Limiter {
 
     /// Admits one request of `tenant` and returns the tokens it has used
     /// today as far as this router knows; or says why not and for how long.
-    pub async fn admit(&self, tenant: &str, limits: &TenantLimits) -> Result<u64, Refusal> {
+    pub async fn admit(
+        self: &Arc<Self>,
+        tenant: &str,
+        limits: &TenantLimits,
+    ) -> Result<u64, Refusal> {
         let budget = self.budget(tenant, limits);
         let mut b = budget.lock().await;
         let now = Instant::now();
@@ -283,6 +326,15 @@ impl Limiter {
                 retry_after: until_midnight,
             });
         }
+        let used_today = if b.used.0 == day { b.used.1 } else { 0 };
+        let want = lease_size(limits);
+        // Leased tokens are this router's to spend, even if a lease asked
+        // for later was refused.
+        if b.leased > 0 && now < b.lease_expires {
+            b.leased -= 1;
+            self.refill_ahead(&mut b, &budget, tenant, limits, want, now);
+            return Ok(used_today);
+        }
         if let Some(until) = b.denied_until {
             if now < until {
                 return Err(Refusal::RateLimited {
@@ -291,43 +343,97 @@ impl Limiter {
             }
             b.denied_until = None;
         }
-        let used_today = if b.used.0 == day { b.used.1 } else { 0 };
-        if b.leased > 0 && now < b.lease_expires {
-            b.leased -= 1;
-            return Ok(used_today);
-        }
         let Some(store) = self.store_usable(now) else {
             return b.take_fallback(now, limits).map(|()| used_today);
         };
-        let want = ((limits.requests_per_second * LEASE_WINDOW.as_secs_f64()).ceil() as u32)
-            .clamp(1, limits.burst);
         self.stats
             .store_round_trips
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats
+            .waited_for_store
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match store.lease(tenant, day, limits, want).await {
-            Ok((granted, wait, used)) => {
-                b.used = (day, used);
+            Ok(lease) => {
+                b.used = (day, lease.used_today);
+                b.bucket_left = lease.left;
                 if let Some(quota) = limits.tokens_per_day
-                    && used >= quota
+                    && lease.used_today >= quota
                 {
                     return Err(Refusal::QuotaExceeded {
                         retry_after: until_midnight,
                     });
                 }
-                if granted == 0 {
-                    let wait = wait.max(Duration::from_millis(1));
+                if lease.granted == 0 {
+                    let wait = lease.wait.max(Duration::from_millis(1));
                     b.denied_until = Some(now + wait);
                     return Err(Refusal::RateLimited { retry_after: wait });
                 }
-                b.leased = granted - 1;
+                b.leased = lease.granted - 1;
                 b.lease_expires = now + LEASE_TTL;
-                Ok(used)
+                self.refill_ahead(&mut b, &budget, tenant, limits, want, now);
+                Ok(lease.used_today)
             }
             Err(e) => {
                 self.store_failed(&e);
                 b.take_fallback(now, limits).map(|()| used_today)
             }
         }
+    }
+
+    /// Takes the tenant's next lease in the background once less than half
+    /// of one is left, so that the requests after this one need not wait.
+    fn refill_ahead(
+        self: &Arc<Self>,
+        b: &mut TenantBudget,
+        budget: &Arc<tokio::sync::Mutex<TenantBudget>>,
+        tenant: &str,
+        limits: &TenantLimits,
+        want: u32,
+        now: Instant,
+    ) {
+        // Not while the shared bucket runs low: a lease taken ahead there
+        // could sit unspent in this router while another one refuses.
+        if want < 2 || b.refilling || b.leased >= want / 2 || b.bucket_left < 2 * u64::from(want) {
+            return;
+        }
+        let Some(store) = self.store_usable(now).cloned() else {
+            return;
+        };
+        b.refilling = true;
+        self.refills.send_modify(|n| *n += 1);
+        let limiter = self.clone();
+        let budget = budget.clone();
+        let tenant = tenant.to_owned();
+        let limits = *limits;
+        tokio::spawn(async move {
+            let (day, _) = utc_day();
+            limiter
+                .stats
+                .store_round_trips
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let leased = store.lease(&tenant, day, &limits, want).await;
+            let mut b = budget.lock().await;
+            b.refilling = false;
+            match leased {
+                Ok(lease) => {
+                    b.used = (day, lease.used_today);
+                    b.bucket_left = lease.left;
+                    if lease.granted > 0 {
+                        b.leased += lease.granted;
+                        b.lease_expires = Instant::now() + LEASE_TTL;
+                    }
+                }
+                Err(e) => limiter.store_failed(&e),
+            }
+            drop(b);
+            limiter.refills.send_modify(|n| *n -= 1);
+        });
+    }
+
+    /// Waits until no lease is being taken in the background.
+    pub async fn refills_settled(&self) {
+        let mut refills = self.refills.subscribe();
+        let _ = refills.wait_for(|n| *n == 0).await;
     }
 
     /// Adds an answer's LLM tokens to the tenant's count for today.

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use control_plane::model::TenantLimits;
@@ -14,7 +15,7 @@ fn limits(rps: f64, burst: u32, tokens_per_day: Option<u64>) -> TenantLimits {
 
 #[tokio::test(start_paused = true)]
 async fn a_router_without_a_store_limits_locally_to_burst_then_rate() {
-    let limiter = Limiter::new(None, Duration::from_millis(100)).unwrap();
+    let limiter = Arc::new(Limiter::new(None, Duration::from_millis(100)).unwrap());
     let l = limits(2.0, 3, None);
     for _ in 0..3 {
         limiter.admit("acme", &l).await.unwrap();
@@ -33,7 +34,7 @@ async fn a_router_without_a_store_limits_locally_to_burst_then_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn tenants_have_separate_buckets() {
-    let limiter = Limiter::new(None, Duration::from_millis(100)).unwrap();
+    let limiter = Arc::new(Limiter::new(None, Duration::from_millis(100)).unwrap());
     let l = limits(1.0, 1, None);
     limiter.admit("acme", &l).await.unwrap();
     assert!(limiter.admit("acme", &l).await.is_err());
@@ -42,7 +43,7 @@ async fn tenants_have_separate_buckets() {
 
 #[tokio::test(start_paused = true)]
 async fn a_spent_quota_refuses_until_midnight() {
-    let limiter = Limiter::new(None, Duration::from_millis(100)).unwrap();
+    let limiter = Arc::new(Limiter::new(None, Duration::from_millis(100)).unwrap());
     let l = limits(100.0, 100, Some(1000));
     limiter.admit("acme", &l).await.unwrap();
     limiter.record_usage("acme", &l, 600).await;
