@@ -39,6 +39,20 @@ impl Default for ClusterOptions {
     }
 }
 
+impl ClusterOptions {
+    /// Two cells in two regions (cell-a in eu-west, cell-b in us-east): one
+    /// replica set holding every tenant.
+    pub fn two_regions() -> Self {
+        Self {
+            cells: vec![
+                ("cell-a".into(), "eu-west".into()),
+                ("cell-b".into(), "us-east".into()),
+            ],
+            ..Self::default()
+        }
+    }
+}
+
 pub struct Cluster {
     pub etcd: Etcd,
     pub redis: Redis,
@@ -234,13 +248,7 @@ impl Cluster {
     pub async fn wait_for_tenant(&self, key: &str) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let status = self
-                .http
-                .delete(format!("{}/v1/cache", self.router.url))
-                .bearer_auth(key)
-                .send()
-                .await?
-                .status();
+            let status = self.purge_cache(key).await?;
             if status.is_success() {
                 return Ok(());
             }
@@ -249,6 +257,17 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// `DELETE /v1/cache` for the tenant: its next answers are fresh.
+    pub async fn purge_cache(&self, key: &str) -> anyhow::Result<reqwest::StatusCode> {
+        Ok(self
+            .http
+            .delete(format!("{}/v1/cache", self.router.url))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .status())
     }
 
     pub async fn post(

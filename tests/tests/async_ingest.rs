@@ -92,15 +92,7 @@ async fn chunks_by_document(cluster: &Cluster, key: &str) -> BTreeMap<String, Ve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_job_reports_progress_and_per_document_errors() {
-    let cluster = Cluster::start(ClusterOptions {
-        cells: vec![
-            ("cell-a".into(), "eu-west".into()),
-            ("cell-b".into(), "us-east".into()),
-        ],
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
+    let cluster = Cluster::start(ClusterOptions::two_regions()).await.unwrap();
     let acme = cluster.create_tenant("acme").await.unwrap();
     let globex = cluster.create_tenant("globex").await.unwrap();
     cluster.wait_for_tenant(&acme).await.unwrap();

@@ -159,12 +159,7 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{body}");
-        cluster
-            .http
-            .delete(format!("{}/v1/cache", cluster.router.url))
-            .bearer_auth(&vip)
-            .send()
-            .await?;
+        cluster.purge_cache(&vip).await?;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     Ok(())
@@ -193,13 +188,7 @@ async fn a_slow_first_region_is_hedged_after_its_p95() {
         let cluster = &cluster;
         let key = key.clone();
         async move {
-            cluster
-                .http
-                .delete(format!("{}/v1/cache", cluster.router.url))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap();
+            cluster.purge_cache(&key).await.unwrap();
             let (status, body, _) = cluster
                 .post(&key, "/v1/query", &json!({"query": q}))
                 .await

@@ -25,14 +25,7 @@ async fn tenant_with_documents(cluster: &Cluster, id: &str) -> String {
 
 /// A fresh (uncached) answer; returns the provider that gave it.
 async fn fresh_answer(cluster: &Cluster, key: &str) -> String {
-    let purged = cluster
-        .http
-        .delete(format!("{}/v1/cache", cluster.router.url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert!(purged.status().is_success());
+    assert!(cluster.purge_cache(key).await.unwrap().is_success());
     let (status, body, _) = cluster
         .post(
             key,

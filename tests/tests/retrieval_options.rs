@@ -34,14 +34,7 @@ fn corpus() -> Value {
 
 /// The document cited first for `question` with one passage, asked fresh.
 async fn top_document(cluster: &Cluster, key: &str, question: &str) -> String {
-    let resp = cluster
-        .http
-        .delete(format!("{}/v1/cache", cluster.router.url))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
+    assert!(cluster.purge_cache(key).await.unwrap().is_success());
     let (status, body, _) = cluster
         .post(key, "/v1/query", &json!({"query": question, "top_k": 1}))
         .await

@@ -185,12 +185,8 @@ async fn streamed_answers_count_against_the_token_quota() -> anyhow::Result<()> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cells_at_their_concurrency_limit_shed_with_503() -> anyhow::Result<()> {
     let cluster = Cluster::start(ClusterOptions {
-        cells: vec![
-            ("cell-a".into(), "eu-west".into()),
-            ("cell-b".into(), "us-east".into()),
-        ],
         router_settings: json!({"max_in_flight_per_cell": 1}),
-        ..ClusterOptions::default()
+        ..ClusterOptions::two_regions()
     })
     .await?;
     let key = cluster.create_tenant("umbrella").await?;

@@ -37,15 +37,7 @@ async fn count(cluster: &Cluster, key: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_delete_all_and_import_round_trip_within_one_tenant() {
-    let cluster = Cluster::start(ClusterOptions {
-        cells: vec![
-            ("cell-a".into(), "eu-west".into()),
-            ("cell-b".into(), "us-east".into()),
-        ],
-        ..ClusterOptions::default()
-    })
-    .await
-    .unwrap();
+    let cluster = Cluster::start(ClusterOptions::two_regions()).await.unwrap();
     let acme = cluster.create_tenant("acme").await.unwrap();
     let globex = cluster.create_tenant("globex").await.unwrap();
     cluster.wait_for_tenant(&acme).await.unwrap();

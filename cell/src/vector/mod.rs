@@ -426,6 +426,28 @@ pub struct ExportedPoint {
     pub vector: Vec<f32>,
 }
 
+impl ExportedPoint {
+    /// A stored point as exported; `None` for another tenant's point
+    /// (defence in depth: every export filters on the tenant).
+    fn from_payload(
+        tenant: &str,
+        payload: &serde_json::Map<String, Value>,
+        vector: Vec<f32>,
+    ) -> Option<Self> {
+        if payload.get(TENANT).and_then(Value::as_str) != Some(tenant) {
+            return None;
+        }
+        let field = |name: &str| payload.get(name).cloned().unwrap_or(Value::Null);
+        Some(ExportedPoint {
+            document_id: field(DOCUMENT).as_str().unwrap_or_default().to_owned(),
+            chunk: field(CHUNK).as_u64().unwrap_or_default() as u32,
+            text: field(TEXT).as_str().unwrap_or_default().to_owned(),
+            metadata: field(METADATA),
+            vector,
+        })
+    }
+}
+
 /// The BM25 model that turns chunk and query words into sparse vectors:
 /// English stop words and stemming, the usual k1 = 1.2 and b = 0.75.
 pub fn lexical_model() -> Result<EdgeBm25, VectorError> {
@@ -841,10 +863,6 @@ impl VectorShard {
             let Some(payload) = r.payload.map(|p| p.0) else {
                 continue;
             };
-            // Defence in depth: the filter already guarantees this.
-            if payload.get(TENANT).and_then(Value::as_str) != Some(tenant) {
-                continue;
-            }
             let vector = match r.vector {
                 Some(VectorStructInternal::Single(v)) => v,
                 Some(VectorStructInternal::Named(mut named)) => {
@@ -855,14 +873,7 @@ impl VectorShard {
                 }
                 _ => continue,
             };
-            let field = |name: &str| payload.get(name).cloned().unwrap_or(Value::Null);
-            points.push(ExportedPoint {
-                document_id: field(DOCUMENT).as_str().unwrap_or_default().to_owned(),
-                chunk: field(CHUNK).as_u64().unwrap_or_default() as u32,
-                text: field(TEXT).as_str().unwrap_or_default().to_owned(),
-                metadata: field(METADATA),
-                vector,
-            });
+            points.extend(ExportedPoint::from_payload(tenant, &payload, vector));
         }
         Ok((points, next))
     }

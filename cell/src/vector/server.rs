@@ -33,8 +33,8 @@ use serde_json::{Map, Value};
 use super::filter::Expected;
 use super::{
     CHUNK, DOCUMENT, DocumentRecord, ExportedPoint, Hit, IndexSettings, LEXICAL, METADATA,
-    SearchQuery, StoreFuture, StoredChunk, TENANT, TEXT, VectorError, VectorStore,
-    check_dimensions, document_points, lexical_step, list_depth,
+    SearchQuery, StoreFuture, StoredChunk, TENANT, VectorError, VectorStore, check_dimensions,
+    document_points, lexical_step, list_depth,
 };
 
 /// The unnamed (default) dense vector's name in named-vector maps.
@@ -375,21 +375,10 @@ impl QdrantServer {
         let mut points = Vec::with_capacity(response.result.len());
         for record in response.result {
             let payload = payload_json(record.payload);
-            // Defence in depth: the filter already guarantees this.
-            if payload.get(TENANT).and_then(Value::as_str) != Some(tenant) {
-                continue;
-            }
             let Some(vector) = dense_vector(record.vectors) else {
                 continue;
             };
-            let field = |name: &str| payload.get(name).cloned().unwrap_or(Value::Null);
-            points.push(ExportedPoint {
-                document_id: field(DOCUMENT).as_str().unwrap_or_default().to_owned(),
-                chunk: field(CHUNK).as_u64().unwrap_or_default() as u32,
-                text: field(TEXT).as_str().unwrap_or_default().to_owned(),
-                metadata: field(METADATA),
-                vector,
-            });
+            points.extend(ExportedPoint::from_payload(tenant, &payload, vector));
         }
         Ok((points, response.next_page_offset.and_then(cursor)))
     }
