@@ -1,4 +1,5 @@
-//! all-MiniLM-L6-v2 in candle: single-query latency and batch throughput.
+//! all-MiniLM-L6-v2 as the cell runs it (tokenizer and `encoder`): single-query
+//! latency and batch throughput.
 //!
 //! `cargo bench -p cell --bench embedding`
 

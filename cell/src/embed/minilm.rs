@@ -1,14 +1,13 @@
-//! all-MiniLM-L6-v2 in pure Rust with candle: BERT forward pass, mean pooling
-//! under the attention mask, L2 normalisation, 384 dimensions. The files come
-//! from a local folder filled at set-up (`scripts/fetch-model.sh`); nothing is
+//! all-MiniLM-L6-v2 in pure Rust: the tokenizer from Hugging Face's
+//! `tokenizers`, the BERT forward pass, mean pooling and L2 normalisation
+//! from the workspace's `encoder`; 384 dimensions. The files come from a
+//! local folder filled at set-up (`scripts/fetch-model.sh`); nothing is
 //! fetched at run time.
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use encoder::{BertConfig, BertEncoder};
+use tokenizers::{Tokenizer, TruncationParams};
 
 use super::{EmbedError, Embedder, MINILM_DIMENSIONS};
 
@@ -18,11 +17,14 @@ pub const MAX_TOKENS: usize = 256;
 pub const MODEL_ID: &str = "all-MiniLM-L6-v2";
 
 pub struct MiniLm {
-    model: BertModel,
+    encoder: BertEncoder,
+    /// Cuts each text at [`MAX_TOKENS`]; never pads, as every text is
+    /// encoded on its own.
     tokenizer: Tokenizer,
-    /// A second tokenizer without padding or truncation, for counting.
+    /// A second tokenizer without truncation, for counting.
     counter: Tokenizer,
-    device: Device,
+    /// Threads a batch of texts is spread over.
+    threads: usize,
 }
 
 impl std::fmt::Debug for MiniLm {
@@ -40,67 +42,38 @@ impl MiniLm {
         };
         let config_text = std::fs::read_to_string(dir.join("config.json"))
             .map_err(|e| fail(format!("config.json: {e}")))?;
-        let config: BertConfig =
-            serde_json::from_str(&config_text).map_err(|e| fail(format!("config.json: {e}")))?;
+        let config = BertConfig::from_json(&config_text).map_err(|e| fail(e.to_string()))?;
+        if config.hidden_size != MINILM_DIMENSIONS {
+            return Err(fail(format!(
+                "config.json: hidden_size {} is not {MINILM_DIMENSIONS}",
+                config.hidden_size
+            )));
+        }
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
+        // The shipped tokenizer pads every input to a fixed 128 tokens.
+        tokenizer.with_padding(None);
         let mut counter = tokenizer.clone();
-        counter.with_padding(None);
         counter
             .with_truncation(None)
             .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
-        // The shipped tokenizer pads every input to a fixed 128 tokens; pad a
-        // batch only to its longest member instead, and cut at the model's limit.
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
+                max_length: MAX_TOKENS.min(config.max_position_embeddings),
                 ..TruncationParams::default()
             }))
             .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
         let weights = std::fs::read(dir.join("model.safetensors"))
             .map_err(|e| fail(format!("model.safetensors: {e}")))?;
-        let device = Device::Cpu;
-        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)
+        let encoder = BertEncoder::from_safetensors(&weights, &config)
             .map_err(|e| fail(format!("model.safetensors: {e}")))?;
-        let model = BertModel::load(vb, &config).map_err(|e| fail(format!("weights: {e}")))?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
-            model,
+            encoder,
             tokenizer,
             counter,
-            device,
+            threads,
         })
-    }
-
-    fn forward(&self, texts: &[&str]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let ids: Vec<Tensor> = encodings
-            .iter()
-            .map(|e| Tensor::new(e.get_ids(), &self.device))
-            .collect::<candle_core::Result<_>>()?;
-        let masks: Vec<Tensor> = encodings
-            .iter()
-            .map(|e| Tensor::new(e.get_attention_mask(), &self.device))
-            .collect::<candle_core::Result<_>>()?;
-        let input_ids = Tensor::stack(&ids, 0)?;
-        let attention_mask = Tensor::stack(&masks, 0)?;
-        let token_type_ids = input_ids.zeros_like()?;
-        let hidden = self
-            .model
-            .forward(&input_ids, &token_type_ids, Some(&attention_mask))?;
-        // Mean over real tokens only: padding must not pull the average.
-        let mask = attention_mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
 }
 
@@ -113,7 +86,17 @@ impl Embedder for MiniLm {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.forward(texts)
+        let encodings = match texts {
+            // One text skips the batch path and its thread pool.
+            [text] => self.tokenizer.encode(*text, true).map(|e| vec![e]),
+            _ => self.tokenizer.encode_batch(texts.to_vec(), true),
+        }
+        .map_err(|e| EmbedError::Inference(format!("tokenizing: {e}")))?;
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        // One short query is fastest on the calling thread alone.
+        let threads = if texts.len() == 1 { 1 } else { self.threads };
+        self.encoder
+            .embed_many(&ids, threads)
             .map_err(|e| EmbedError::Inference(e.to_string()))
     }
 
@@ -152,6 +135,40 @@ mod tests {
         }
         let norm: f32 = v[0].iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    /// Embeddings of all-MiniLM-L6-v2 recorded with candle's BERT (f32), the
+    /// cell's embedder before `encoder`: short and long questions, one word,
+    /// non-ASCII text and a text cut at 256 tokens.
+    #[test]
+    fn matches_recorded_reference_embeddings() {
+        let m = model().unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/minilm_reference.jsonl"
+        );
+        let lines = std::fs::read_to_string(path).unwrap();
+        let mut references = Vec::new();
+        for line in lines.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = record["text"].as_str().unwrap().to_owned();
+            let vector: Vec<f32> = serde_json::from_value(record["embedding"].clone()).unwrap();
+            references.push((text, vector));
+        }
+        assert!(references.len() >= 10);
+        let texts: Vec<&str> = references.iter().map(|(t, _)| t.as_str()).collect();
+        let batched = m.embed_batch(&texts).unwrap();
+        for ((text, want), in_batch) in references.iter().zip(&batched) {
+            let alone = &m.embed_batch(&[text]).unwrap()[0];
+            for got in [alone, in_batch] {
+                let worst = got
+                    .iter()
+                    .zip(want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < 1e-5, "{text:?}: off by {worst}");
+            }
+        }
     }
 
     #[test]
