@@ -142,10 +142,14 @@ impl Store {
     pub async fn connect(settings: EtcdSettings) -> Result<Self, StoreError> {
         // No per-request timeout on the channel: long-lived calls (watch, lease
         // keep-alive, election campaign) must not be cut by it. Deadlines are
-        // applied per call in `retrying`.
+        // applied per call in `retrying`. Pings no more often than every 10 s:
+        // etcd refuses clients that ping more often than its
+        // --grpc-keepalive-min-time (5 s by default) while no data flows, and
+        // closes the connection, so an idle watch would be cut every few
+        // seconds.
         let options = ConnectOptions::new()
             .with_connect_timeout(settings.connect_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
         let client = Client::connect(&settings.endpoints, Some(options)).await?;
         Ok(Self { client, settings })
