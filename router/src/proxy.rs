@@ -22,7 +22,7 @@ use crate::error::RouterError;
 use crate::limits::{Limiter, Refusal, USAGE_HEADER};
 use crate::metrics::{CellLabels, RouterMetrics, StatusLabels};
 use crate::placement::{Placement, Target};
-use crate::replication::{Hint, Hints};
+use crate::replication::{Hint, Hints, ReplayLock};
 use crate::upstreams::{InFlight, Upstreams};
 
 /// How often pending hints are looked at, besides every change of the cluster view.
@@ -546,11 +546,29 @@ pub async fn replay_hints(state: Arc<ProxyState>) {
     }
 }
 
+/// Replays `target`'s hints if no other router is doing so.
 async fn replay_to(state: &ProxyState, key: &[u8], target: &Target) {
+    match state.hints.pending(&target.cell).await {
+        Ok(0) | Err(_) => return,
+        Ok(_) => {}
+    }
+    let Ok(Some(lock)) = state.hints.lock_replay(&target.cell).await else {
+        return;
+    };
+    replay_under(state, key, target, &lock).await;
+    if let Err(e) = state.hints.unlock_replay(lock).await {
+        tracing::warn!(cell = %target.cell, error = %e, "cannot release the replay lock; it lapses by itself");
+    }
+}
+
+async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &ReplayLock) {
     let Ok(pending) = state.hints.oldest(&target.cell).await else {
         return;
     };
     for (id, hint) in pending {
+        if !lock.has_time() {
+            return;
+        }
         let sent = signed_request(
             state,
             key,

@@ -15,6 +15,13 @@ use crate::redis_conn::{ConnError, LazyRedis};
 
 /// Most hints replayed per cell in one round.
 const REPLAY_BATCH: usize = 100;
+/// How long one router holds the right to replay a cell's hints. The lock
+/// lapses by itself if that router dies mid-round; a round stops taking new
+/// hints once half of it has passed.
+const REPLAY_LEASE: Duration = Duration::from_secs(30);
+/// Deletes the replay lock only if it is still the caller's.
+const UNLOCK: &str =
+    r"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
 /// A write that a replica has not yet received.
 #[derive(Debug, Clone)]
@@ -45,6 +52,28 @@ pub struct Hints {
 
 fn stream(cell: &str) -> String {
     format!("cn:hints:{cell}")
+}
+
+fn replay_lock(cell: &str) -> String {
+    format!("cn:hints:{cell}:replaying")
+}
+
+/// The right to replay one cell's hints, held by one router at a time:
+/// were two routers to replay the same stream, one could deliver an old
+/// write after the other had delivered a newer one (a document deleted,
+/// then brought back).
+#[derive(Debug)]
+pub struct ReplayLock {
+    cell: String,
+    token: String,
+    taken: tokio::time::Instant,
+}
+
+impl ReplayLock {
+    /// Whether there is time left to replay another hint under this lock.
+    pub fn has_time(&self) -> bool {
+        self.taken.elapsed() < REPLAY_LEASE / 2
+    }
 }
 
 impl Hints {
@@ -112,6 +141,43 @@ impl Hints {
             ));
         }
         Ok(out)
+    }
+
+    /// Takes the right to replay `cell`'s hints, or `None` while another
+    /// router holds it.
+    pub async fn lock_replay(&self, cell: &str) -> Result<Option<ReplayLock>, HintError> {
+        let mut conn = self.conn().await?;
+        let token = uuid::Uuid::new_v4().to_string();
+        let taken = tokio::time::Instant::now();
+        let mut command = redis::cmd("SET");
+        command
+            .arg(replay_lock(cell))
+            .arg(&token)
+            .arg("NX")
+            .arg("PX")
+            .arg(REPLAY_LEASE.as_millis() as u64);
+        let set = command.query_async::<Option<String>>(&mut conn);
+        let set = tokio::time::timeout(self.timeout, set)
+            .await
+            .map_err(|_| HintError::Timeout)??;
+        Ok(set.map(|_| ReplayLock {
+            cell: cell.to_owned(),
+            token,
+            taken,
+        }))
+    }
+
+    /// Gives the replay right back, unless it has lapsed and another router
+    /// holds it now.
+    pub async fn unlock_replay(&self, lock: ReplayLock) -> Result<(), HintError> {
+        let mut conn = self.conn().await?;
+        let script = redis::Script::new(UNLOCK);
+        let mut call = script.key(replay_lock(&lock.cell));
+        call.arg(&lock.token);
+        tokio::time::timeout(self.timeout, call.invoke_async::<i64>(&mut conn))
+            .await
+            .map_err(|_| HintError::Timeout)??;
+        Ok(())
     }
 
     /// Forgets a delivered hint.
