@@ -312,6 +312,20 @@ async fn route(
                 tracing::warn!(cell = %target.cell, status = %resp.status(), "cell failed, trying the next one");
                 failures.push(format!("{}: HTTP {}", target.cell, resp.status()));
             }
+            Ok(Ok(resp))
+                if resp.status() == StatusCode::NOT_FOUND
+                    && is_job_read(&parts.method, parts.uri.path())
+                    && attempt + 1 < targets.len() =>
+            {
+                // A job is known to the replicas its write reached; one that
+                // was down learns of it only when its hint is replayed.
+                state.upstreams.record_success(&target.cell);
+                state
+                    .metrics
+                    .upstream
+                    .get_or_create(&outcome("job_not_here"))
+                    .inc();
+            }
             Ok(Ok(resp)) => {
                 state
                     .metrics
@@ -364,6 +378,11 @@ async fn route(
         return Err(RouterError::Overloaded);
     }
     Err(RouterError::AllCellsFailed(failures.join("; ")))
+}
+
+/// A read of an asynchronous ingestion job's status.
+fn is_job_read(method: &Method, path: &str) -> bool {
+    *method == Method::GET && path.starts_with("/v1/jobs/")
 }
 
 /// Writes that every replica must receive.

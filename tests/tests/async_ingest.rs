@@ -269,3 +269,63 @@ async fn kill_9_mid_job_loses_no_acknowledged_document() {
         done["chunks"].as_u64().unwrap()
     );
 }
+
+/// A job lives on the replicas its write reached. One that was down gets it
+/// only when its hint is replayed; until then the router asks the next
+/// replica instead of answering 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_known_to_one_replica_is_found_through_the_router() {
+    let cluster = Cluster::start(ClusterOptions::two_regions()).await.unwrap();
+    let key = cluster.create_tenant("acme").await.unwrap();
+    cluster.wait_for_tenant(&key).await.unwrap();
+    let signing_key = cluster.cell_auth_key().await.unwrap();
+
+    // One job written to each cell alone, as a router would sign it: one of
+    // the two is on the replica the router reads second.
+    let mut jobs = Vec::new();
+    for (n, (_, cell)) in cluster.cells.iter().enumerate() {
+        let body = serde_json::to_vec(&json!({"documents": [
+            {"id": format!("doc-{n}"), "text": "Opening hours. The Lyon shop opens at nine."}
+        ]}))
+        .unwrap();
+        let (path, request_id, now) = (
+            "/v1/documents?async=true",
+            format!("req-one-replica-{n}"),
+            common::signing::now_secs(),
+        );
+        let signature = common::signing::sign(
+            &signing_key,
+            &common::signing::SignedParts {
+                method: "POST",
+                path_and_query: path,
+                tenant: "acme",
+                request_id: &request_id,
+                timestamp: now,
+                body: &body,
+            },
+        );
+        let resp = cluster
+            .http
+            .post(format!("{}{path}", cell.url))
+            .header("content-type", "application/json")
+            .header("x-cellnet-tenant", "acme")
+            .header("x-request-id", &request_id)
+            .header(common::signing::TIMESTAMP_HEADER, now)
+            .header(common::signing::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let accepted: Value = resp.json().await.unwrap();
+        jobs.push(accepted["job_id"].as_str().unwrap().to_owned());
+    }
+    for id in &jobs {
+        let (status, body) = job(&cluster, &key, id).await;
+        assert_eq!(status, 200, "job {id}: {body}");
+        assert_eq!(body["documents"], 1, "{body}");
+    }
+    // A job no replica knows is still 404.
+    let (status, _) = job(&cluster, &key, "no-such-job").await;
+    assert_eq!(status, 404);
+}
