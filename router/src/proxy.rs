@@ -620,22 +620,16 @@ async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &Re
 /// Streams a cell's response back to the client, holding the cell's
 /// in-flight slot until the last byte is through.
 fn relay(
-    resp: reqwest::Response,
+    mut resp: reqwest::Response,
     slot: InFlight,
     on_usage: Option<Box<dyn FnOnce(u64) + Send>>,
 ) -> Response {
-    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut headers = HeaderMap::with_capacity(resp.headers().len());
-    for (name, value) in resp.headers() {
-        if HOP_BY_HOP.contains(&name.as_str()) {
-            continue;
-        }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_ref()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.insert(n, v);
-        }
+    let status = resp.status();
+    // reqwest and axum share the `http` crate's types: the cell's headers
+    // are passed on as they are, less the hop-by-hop ones.
+    let mut headers = std::mem::take(resp.headers_mut());
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
     }
     let mut scanner = on_usage.map(|f| (crate::limits::StreamUsage::default(), Some(f)));
     let body = futures::StreamExt::map(resp.bytes_stream(), move |chunk| {
