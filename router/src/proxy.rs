@@ -588,7 +588,7 @@ async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &Re
         if !lock.has_time() {
             return;
         }
-        let sent = signed_request(
+        let send = signed_request(
             state,
             key,
             target,
@@ -598,10 +598,11 @@ async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &Re
                 HeaderValue::from_static("application/json"),
             )],
         )
-        .send()
-        .await;
+        .send();
+        // Bounded, so that the round ends while this router still holds the lock.
+        let sent = tokio::time::timeout(lock.time_left(), send).await;
         match sent {
-            Ok(resp) if resp.status().is_success() || resp.status().is_client_error() => {
+            Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_client_error() => {
                 if !resp.status().is_success() {
                     tracing::warn!(cell = %target.cell, status = %resp.status(), "hint refused, dropping it");
                 }

@@ -74,6 +74,11 @@ impl ReplayLock {
     pub fn has_time(&self) -> bool {
         self.taken.elapsed() < REPLAY_LEASE / 2
     }
+
+    /// How long a replay may still take and end before the lease lapses.
+    pub fn time_left(&self) -> Duration {
+        REPLAY_LEASE.saturating_sub(self.taken.elapsed())
+    }
 }
 
 impl Hints {

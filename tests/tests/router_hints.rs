@@ -38,6 +38,9 @@ async fn one_router_at_a_time_replays_a_cells_hints() {
         .expect("the first router takes the lock");
     assert!(held.has_time());
     assert!(
+        held.time_left() > Duration::from_secs(20) && held.time_left() <= Duration::from_secs(30)
+    );
+    assert!(
         second.lock_replay("cell-1").await.unwrap().is_none(),
         "a second router must not replay the same cell at the same time"
     );
