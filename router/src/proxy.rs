@@ -223,6 +223,7 @@ async fn route(
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let mut failures: Vec<String> = Vec::new();
     let mut busy = 0;
+    let mut job_not_found = None;
 
     for (attempt, target) in targets.iter().enumerate() {
         if attempt > 0 {
@@ -325,6 +326,8 @@ async fn route(
                     .upstream
                     .get_or_create(&outcome("job_not_here"))
                     .inc();
+                // The answer if no other replica can be asked.
+                job_not_found.get_or_insert((resp, slot));
             }
             Ok(Ok(resp)) => {
                 state
@@ -373,6 +376,11 @@ async fn route(
                 return Ok(response);
             }
         }
+    }
+    if let Some((resp, slot)) = job_not_found {
+        let mut response = relay(resp, slot, None);
+        quota_headers(&mut response, &limits, used_today);
+        return Ok(response);
     }
     if busy == targets.len() {
         return Err(RouterError::Overloaded);

@@ -275,7 +275,7 @@ async fn kill_9_mid_job_loses_no_acknowledged_document() {
 /// replica instead of answering 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_known_to_one_replica_is_found_through_the_router() {
-    let cluster = Cluster::start(ClusterOptions::two_regions()).await.unwrap();
+    let mut cluster = Cluster::start(ClusterOptions::two_regions()).await.unwrap();
     let key = cluster.create_tenant("acme").await.unwrap();
     cluster.wait_for_tenant(&key).await.unwrap();
     let signing_key = cluster.cell_auth_key().await.unwrap();
@@ -325,7 +325,27 @@ async fn a_job_known_to_one_replica_is_found_through_the_router() {
         assert_eq!(status, 200, "job {id}: {body}");
         assert_eq!(body["documents"], 1, "{body}");
     }
-    // A job no replica knows is still 404.
+    // A job no replica knows is still 404, also when the replica asked
+    // second cannot be reached.
     let (status, _) = job(&cluster, &key, "no-such-job").await;
     assert_eq!(status, 404);
+    // Reads go to the tenant's replicas in one order; a question shows it.
+    let (_, _, headers) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "When does the shop open?"}),
+        )
+        .await
+        .unwrap();
+    let first = headers["x-cellnet-cell"].to_str().unwrap().to_owned();
+    let second = cluster
+        .cells
+        .iter()
+        .map(|(id, _)| id.clone())
+        .find(|id| *id != first)
+        .unwrap();
+    cluster.cell_mut(&second).unwrap().kill();
+    let (status, body) = job(&cluster, &key, "no-such-job").await;
+    assert_eq!(status, 404, "{body}");
 }
