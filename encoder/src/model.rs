@@ -132,14 +132,18 @@ impl Weights<'_> {
     }
 
     fn norm(&self, prefix: &str, size: usize) -> Result<Norm, LoadError> {
-        // Older checkpoints name the layer norm's parameters gamma and beta.
-        let weight = self
-            .get(&format!("{prefix}.weight"), &[size])
-            .or_else(|_| self.get(&format!("{prefix}.gamma"), &[size]))?;
-        let bias = self
-            .get(&format!("{prefix}.bias"), &[size])
-            .or_else(|_| self.get(&format!("{prefix}.beta"), &[size]))?;
-        Ok(Norm { weight, bias })
+        // Older checkpoints name the layer norm's parameters gamma and beta;
+        // when neither name is there, the error names today's.
+        let either = |name: &str, old_name: &str| {
+            self.get(&format!("{prefix}.{name}"), &[size]).or_else(|e| {
+                self.get(&format!("{prefix}.{old_name}"), &[size])
+                    .map_err(|_| e)
+            })
+        };
+        Ok(Norm {
+            weight: either("weight", "gamma")?,
+            bias: either("bias", "beta")?,
+        })
     }
 
     fn linear(&self, prefix: &str, outputs: usize, inputs: usize) -> Result<Linear, LoadError> {
@@ -667,6 +671,15 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("has shape [8, 30], expected [30, 8]"),
+            "{err}"
+        );
+
+        let mut unnormed = tensors();
+        unnormed.retain(|(n, _, _)| n != "encoder.layer.0.output.LayerNorm.bias");
+        let err = BertEncoder::from_safetensors(&serialize(&unnormed), &config()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("encoder.layer.0.output.LayerNorm.bias is missing"),
             "{err}"
         );
 
