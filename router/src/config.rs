@@ -19,6 +19,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Whole-request deadline, across every cell tried; LLM answers can be slow.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+const MAX_WORKERS: usize = 256;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +55,10 @@ struct RawConfig {
     /// whose replica is down is refused (503) and limits are per router.
     #[serde(default)]
     redis: Option<RawRedis>,
+    /// Threads that serve tenant connections, each with a runtime of its
+    /// own; by default one per core.
+    #[serde(default)]
+    workers: Option<usize>,
 }
 
 /// Passive outlier detection; see `upstreams`.
@@ -133,11 +138,15 @@ pub struct Config {
     pub max_in_flight: usize,
     pub outliers: OutlierSettings,
     pub redis_url: Option<String>,
+    pub workers: usize,
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = read_yaml(path)?;
+        Self::validate(read_yaml(path)?)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
         let mut e = ConfigErrors::new();
         let listen = raw.listen.parse().unwrap_or_else(|_| {
             e.push(
@@ -201,6 +210,14 @@ impl Config {
             "outliers.max_ejection",
             "base_ejection must be positive and max_ejection at least base_ejection",
         );
+        let workers = raw.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        e.check(
+            (1..=MAX_WORKERS).contains(&workers),
+            "workers",
+            format!("must be between 1 and {MAX_WORKERS}"),
+        );
         e.finish(Config {
             listen,
             etcd,
@@ -221,6 +238,43 @@ impl Config {
                 max_ejection: raw.outliers.max_ejection,
             },
             redis_url: raw.redis.map(|r| r.url),
+            workers,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        let raw: RawConfig = common::config::parse_yaml(yaml)?;
+        Config::validate(raw).map_err(|e| e.to_string())
+    }
+
+    const MINIMAL: &str = "listen: 127.0.0.1:0\netcd: {endpoints: [\"http://127.0.0.1:2379\"]}\n";
+
+    #[test]
+    fn a_minimal_config_serves_with_a_worker_per_core() {
+        let config = parse(MINIMAL).unwrap();
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(config.workers, cores);
+        assert_eq!(config.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    }
+
+    #[test]
+    fn reports_every_bad_field() {
+        let yaml = "listen: nope\netcd: {endpoints: [\"http://127.0.0.1:2379\"]}\nreplicas: 0\nworkers: 0\nmax_in_flight: 0\nmax_body_bytes: 10\n";
+        let err = parse(yaml).unwrap_err();
+        for field in [
+            "listen",
+            "replicas",
+            "workers",
+            "max_in_flight",
+            "max_body_bytes",
+        ] {
+            assert!(err.contains(field), "{field} missing from: {err}");
+        }
+        assert!(err.contains("between 1 and 256"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! The global router: authenticates tenants, places each on cells with a
 //! consistent-hash ring, and proxies to the first cell that answers.
-//! Modules follow the request path: `auth` → `placement` → `proxy`.
+//! Modules follow the request path: `workers` (connections) → `auth` →
+//! `placement` → `proxy`.
 
 pub mod auth;
 pub mod config;
@@ -13,3 +14,4 @@ pub mod redis_conn;
 pub mod replication;
 pub mod server;
 pub mod upstreams;
+pub mod workers;

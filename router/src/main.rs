@@ -11,7 +11,9 @@ struct Args {
     config: PathBuf,
 }
 
-#[tokio::main]
+/// The control runtime: the cluster watch, placement, hint replay and the
+/// listener. Requests are served on the router's own worker threads.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     common::process::init_tracing();
     common::process::install_crypto_provider();

@@ -32,6 +32,7 @@ pub struct ProxyState {
     pub config: Config,
     pub cluster: ClusterWatch,
     pub placement: ArcSwap<Placement>,
+    /// The control runtime's client to the cells, for hint replay.
     pub http: reqwest::Client,
     pub metrics: RouterMetrics,
     pub hints: Hints,
@@ -47,6 +48,23 @@ impl ProxyState {
     pub fn placement(&self) -> Arc<Placement> {
         self.placement.load_full()
     }
+}
+
+/// What a worker thread's handlers see: the router's shared state and the
+/// worker's own client to the cells, whose connections live on that worker.
+#[derive(Clone)]
+pub struct WorkerState {
+    pub shared: Arc<ProxyState>,
+    pub http: reqwest::Client,
+}
+
+/// The client a router uses to reach cells.
+pub fn cell_client(config: &Config) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
 }
 
 /// Rebuilds the placement whenever the cluster view changes, until the
@@ -97,7 +115,13 @@ fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        // From the thread's generator, seeded once: `new_v4` asks the kernel
+        // for every id, a system call per request.
+        .unwrap_or_else(|| {
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .to_string()
+        })
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, RouterError> {
@@ -120,11 +144,15 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 }
 
 /// The handler for every tenant route.
-pub async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+pub async fn forward(State(worker): State<WorkerState>, request: Request) -> Response {
+    let state = &worker.shared;
     let id = request_id(request.headers());
     let span = info_span!("route", request_id = %id, tenant = tracing::field::Empty, cell = tracing::field::Empty);
     let mut response = match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => match route(&state, request, &id).instrument(span).await {
+        Ok(_permit) => match route(state, &worker.http, request, &id)
+            .instrument(span)
+            .await
+        {
             Ok(r) => r,
             Err(e) => e.into_response(),
         },
@@ -163,6 +191,7 @@ fn quota_headers(response: &mut Response, limits: &TenantLimits, used_today: u64
 
 async fn route(
     state: &ProxyState,
+    http: &reqwest::Client,
     request: Request,
     request_id: &str,
 ) -> Result<Response, RouterError> {
@@ -215,7 +244,8 @@ async fn route(
         };
         let placement = state.placement();
         let members = placement.replicas_of(&tenant.id, tenant.pin.as_deref());
-        let mut response = replicate(state, &signing_key, &members, &hint, &forwarded).await?;
+        let mut response =
+            replicate(state, http, &signing_key, &members, &hint, &forwarded).await?;
         quota_headers(&mut response, &limits, used_today);
         return Ok(response);
     }
@@ -242,7 +272,7 @@ async fn route(
             continue;
         };
         let outgoing = signed_request(
-            state,
+            http,
             &signing_key,
             target,
             &Hint {
@@ -414,7 +444,7 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
 /// A request to `target`, carrying the tenant context and the router's
 /// signature over it (made now, so a replayed hint is signed afresh).
 pub(crate) fn signed_request(
-    state: &ProxyState,
+    http: &reqwest::Client,
     key: &[u8],
     target: &Target,
     hint: &Hint,
@@ -433,8 +463,7 @@ pub(crate) fn signed_request(
         },
     );
     let method = Method::from_bytes(hint.method.as_bytes()).unwrap_or(Method::POST);
-    let mut request = state
-        .http
+    let mut request = http
         .request(
             method,
             format!("{}{}", target.endpoint, hint.path_and_query),
@@ -455,6 +484,7 @@ pub(crate) fn signed_request(
 /// member has it or holds a hint for it.
 async fn replicate(
     state: &ProxyState,
+    http: &reqwest::Client,
     key: &[u8],
     members: &[Target],
     hint: &Hint,
@@ -466,11 +496,9 @@ async fn replicate(
     }
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let sends = live.iter().map(|t| async move {
-        let sent = tokio::time::timeout_at(
-            deadline,
-            signed_request(state, key, t, hint, headers).send(),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout_at(deadline, signed_request(http, key, t, hint, headers).send())
+                .await;
         match sent {
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -597,7 +625,7 @@ async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &Re
             return;
         }
         let send = signed_request(
-            state,
+            &state.http,
             key,
             target,
             &hint,

@@ -1,5 +1,7 @@
 //! One Redis connection for the router, opened on first use and kept
 //! (it reconnects by itself), shared by the hint store and the rate limiter.
+//! Its driving task runs on the runtime the connection was made from
+//! (the control runtime), whichever worker first asks for it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,10 @@ pub enum ConnError {
 pub struct LazyRedis {
     client: redis::Client,
     conn: Arc<Mutex<Option<ConnectionManager>>>,
+    /// Where the connection's task is spawned: the runtime it was opened
+    /// from, which outlives any one worker's. Outside a runtime, whichever
+    /// runtime first asks.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl LazyRedis {
@@ -26,6 +32,7 @@ impl LazyRedis {
         Ok(Self {
             client: redis::Client::open(url)?,
             conn: Arc::default(),
+            runtime: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -35,9 +42,22 @@ impl LazyRedis {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = tokio::time::timeout(timeout, ConnectionManager::new(self.client.clone()))
-            .await
-            .map_err(|_| ConnError::Timeout)??;
+        let connect = ConnectionManager::new(self.client.clone());
+        let mut connecting = match &self.runtime {
+            Some(runtime) => runtime.spawn(connect),
+            None => tokio::spawn(connect),
+        };
+        let c = match tokio::time::timeout(timeout, &mut connecting).await {
+            Ok(Ok(connected)) => connected?,
+            // The runtime it was made from is shutting down.
+            Ok(Err(stopped)) => {
+                return Err(redis::RedisError::from(std::io::Error::other(stopped)).into());
+            }
+            Err(_) => {
+                connecting.abort();
+                return Err(ConnError::Timeout);
+            }
+        };
         *slot = Some(c.clone());
         Ok(c)
     }

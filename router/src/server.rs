@@ -16,9 +16,10 @@ use crate::config::Config;
 use crate::limits::Limiter;
 use crate::metrics::RouterMetrics;
 use crate::placement::Placement;
-use crate::proxy::{ProxyState, forward};
+use crate::proxy::{ProxyState, WorkerState, cell_client, forward};
 use crate::replication::Hints;
 use crate::upstreams::Upstreams;
+use crate::workers::Workers;
 
 /// Routes without authentication: health, readiness and metrics. Everything
 /// else is a tenant route and requires an API key.
@@ -28,10 +29,10 @@ const RATE_LIMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis
 
 pub const UNAUTHENTICATED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-/// The service. Every tenant route goes through `forward`, which
+/// One worker's service. Every tenant route goes through `forward`, which
 /// authenticates, places and proxies; the body limit is enforced there so that
 /// an over-long body is a 413 before any cell sees it.
-pub fn app(state: Arc<ProxyState>, registry: Arc<prometheus_client::registry::Registry>) -> Router {
+pub fn app(state: WorkerState, registry: Arc<prometheus_client::registry::Registry>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -47,8 +48,8 @@ pub fn app(state: Arc<ProxyState>, registry: Arc<prometheus_client::registry::Re
 }
 
 /// Ready when at least one cell takes traffic.
-async fn readyz(State(state): State<Arc<ProxyState>>) -> impl IntoResponse {
-    let cells = state.placement().cell_count();
+async fn readyz(State(state): State<WorkerState>) -> impl IntoResponse {
+    let cells = state.shared.placement().cell_count();
     if cells > 0 {
         (StatusCode::OK, format!("ok: {cells} cells\n"))
     } else {
@@ -61,14 +62,10 @@ async fn readyz(State(state): State<Arc<ProxyState>>) -> impl IntoResponse {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
-    let (cluster, watch_task) = ClusterWatch::start(store, config.keys.clone())
+    let (cluster, mut watch_task) = ClusterWatch::start(store, config.keys.clone())
         .await
         .context("cannot read the cluster state from etcd")?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(config.connect_timeout)
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()?;
+    let http = cell_client(&config)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let initial = Placement::build(&cluster.snapshot(), config.placement);
@@ -93,19 +90,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         upstreams: Upstreams::new(config.outliers, config.max_in_flight_per_cell),
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
     });
-    let replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
-    let placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));
+    let mut replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
+    let mut placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));
+    let registry = Arc::new(registry);
+    let apps = (0..config.workers)
+        .map(|_| {
+            let worker = WorkerState {
+                shared: state.clone(),
+                http: cell_client(&config)?,
+            };
+            Ok(app(worker, registry.clone()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut workers = Workers::start(apps)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "router listening");
+    tracing::info!(%addr, workers = config.workers, "router listening");
     common::process::announce_ready("router", addr);
-    let server = axum::serve(listener, app(state, Arc::new(registry)))
-        .with_graceful_shutdown(common::process::shutdown_signal());
-    tokio::select! {
-        result = server => result?,
-        r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
-        r = replayer => anyhow::bail!("hint replay stopped: {r:?}"),
-        r = placer => anyhow::bail!("placement stopped: {r:?}"),
+    let shutdown = common::process::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => workers.dispatch(stream)?,
+                // Out of file descriptors and the like: the connection is
+                // lost, the listener is not.
+                Err(e) => tracing::warn!(error = %e, "cannot accept a connection"),
+            },
+            () = &mut shutdown => break,
+            r = &mut watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
+            r = &mut replayer => anyhow::bail!("hint replay stopped: {r:?}"),
+            r = &mut placer => anyhow::bail!("placement stopped: {r:?}"),
+        }
     }
+    // New connections are refused from here on; those open finish what they took.
+    drop(listener);
+    workers.drain().await;
     Ok(())
 }
