@@ -41,16 +41,22 @@ cell_key="$(etcdctl --endpoints "http://127.0.0.1:$etcd_port" get /cellnet/secre
 router_pid="$(pgrep -f "$bin_dir/router" | head -1)"
 
 echo "tenant $tenant on $cell ($cell_url); $(nproc) cores; $DURATION per run"
+# CPU seconds (user + system) the router has used so far.
+router_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$router_pid/stat"; }
 for rate in $RATES; do
+  cpu_before="$(router_cpu)"
   via_router="$("$bin_dir/loadgen" --url "$ROUTER_URL/v1/query" --rate "$rate" --duration "$DURATION" \
     --body "$body" -H "Authorization: Bearer $key" --json)"
+  cpu_after="$(router_cpu)"
   rss_kib="$(awk '/VmRSS/{print $2}' "/proc/$router_pid/status")"
   direct="$("$bin_dir/loadgen" --url "$cell_url/v1/query" --rate "$rate" --duration "$DURATION" \
     --body "$body" --cell-key-hex "$cell_key" --tenant "$tenant" --json)"
-  python3 - "$rate" "$via_router" "$direct" "$rss_kib" <<'PY'
+  python3 - "$rate" "$via_router" "$direct" "$rss_kib" "$cpu_before" "$cpu_after" <<'PY'
 import json, sys
 rate, r, d, rss = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
-print(f"rate {rate}/s  router RSS {rss/1024:.1f} MiB")
+cpu = float(sys.argv[6]) - float(sys.argv[5])
+per_request = cpu / max(1, r['ok'] + sum(r['failed'].values())) * 1e6
+print(f"rate {rate}/s  router RSS {rss/1024:.1f} MiB  router CPU {per_request:.0f} us/request")
 for name, x in (("router", r), ("cell direct", d)):
     print(f"  {name:12} ok {x['ok']:>7} failed {x['failed']}  achieved {x['achieved_rate']:.0f}/s  "
           f"p50 {x['p50_ms']:.3f}  p99 {x['p99_ms']:.3f}  p99.9 {x['p999_ms']:.3f}  max {x['max_ms']:.3f} ms")

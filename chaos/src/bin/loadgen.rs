@@ -8,13 +8,31 @@
 //! With `--cell-key-hex` and `--tenant` it signs each request as a router
 //! would, so the same load can go straight to a cell: the difference between
 //! the two runs is what the router adds.
+//!
+//! The generator shares the machine with what it measures, so it is built to
+//! cost little: one runtime thread sends every request and reads every
+//! response, on HTTP/1.1 connections of its own reused from a free list; a
+//! pacing thread only wakes it when requests are due (Tokio's timers tick
+//! every millisecond, which at thousands of requests a second would send
+//! them in bursts and count the lag as latency).
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::Parser;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use std::time::Instant;
+use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::sync::Notify;
 
 #[derive(Parser)]
 #[command(about = "Open-loop HTTP load at a fixed rate with an HDR latency histogram")]
@@ -90,125 +108,214 @@ struct Outcome {
     measured: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Where requests go: an `http://host:port/path` URL taken apart once.
+#[derive(Debug)]
+struct Target {
+    authority: String,
+    host_header: HeaderValue,
+    path_and_query: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> anyhow::Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("--url {url:?} is not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("--url must be an http:// URL (TLS is not supported), got {url:?}");
+        }
+        let authority = uri
+            .authority()
+            .with_context(|| format!("--url {url:?} has no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        Ok(Self {
+            authority: format!("{}:{port}", authority.host()),
+            host_header: HeaderValue::from_str(authority.as_str())?,
+            path_and_query: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+        })
+    }
+}
+
+/// Open connections that are free for the next request.
+type FreeList = Rc<RefCell<Vec<SendRequest<Full<Bytes>>>>>;
+
+/// A free connection, or a new one.
+async fn connection(target: &Target, free: &FreeList) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    while let Some(sender) = free.borrow_mut().pop() {
+        if sender.is_ready() {
+            return Ok(sender);
+        }
+    }
+    let stream = tokio::net::TcpStream::connect(&target.authority).await?;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // Ends when the server closes the connection or the sender is dropped.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// One request; the connection goes back to the free list once its answer is read.
+async fn exchange(
+    target: &Target,
+    free: &FreeList,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<u16> {
+    let mut sender = connection(target, free).await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await?;
+    free.borrow_mut().push(sender);
+    Ok(status)
+}
+
+/// Wakes `due` at each request's due time, from a thread of its own: a
+/// thread sleeps to the microsecond, where a Tokio timer would round up to
+/// the next millisecond. Wake-ups not yet taken fold into one.
+fn start_pacer(
+    start: Instant,
+    interval: Duration,
+    total: u64,
+    due: Arc<Notify>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("loadgen-pacer".into())
+        .spawn(move || {
+            for i in 0..total {
+                let at = start + interval.mul_f64(i as f64);
+                if let Some(ahead) = at.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(ahead);
+                }
+                due.notify_one();
+            }
+        })?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.rate == 0 {
         bail!("--rate must be at least 1");
     }
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(4096)
-        .build()?;
-    let mut headers = reqwest::header::HeaderMap::new();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let target = Target::parse(&args.url)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(HOST, target.host_header.clone());
     for h in &args.headers {
         let (name, value) = h
             .split_once(':')
             .with_context(|| format!("header {h:?} is not Name: value"))?;
         headers.insert(
-            reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())?,
-            reqwest::header::HeaderValue::from_str(value.trim())?,
+            HeaderName::from_bytes(name.trim().as_bytes())?,
+            HeaderValue::from_str(value.trim())?,
         );
     }
     if args.body.is_some() {
-        headers.insert(
-            reqwest::header::CONTENT_TYPE,
-            reqwest::header::HeaderValue::from_static("application/json"),
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    let body = args.body.clone().map(bytes::Bytes::from);
+    let body = args.body.clone().map(Bytes::from);
     let varies = args.body.as_deref().is_some_and(|b| b.contains("{i}"));
+    let method = if body.is_some() {
+        Method::POST
+    } else {
+        Method::GET
+    };
     let signer = match (&args.cell_key_hex, &args.tenant) {
-        (Some(hex_key), Some(tenant)) => {
-            let url = reqwest::Url::parse(&args.url).context("--url is not a URL")?;
-            let path_and_query = match url.query() {
-                Some(q) => format!("{}?{q}", url.path()),
-                None => url.path().to_owned(),
-            };
-            Some(std::sync::Arc::new(Signer {
-                key: hex::decode(hex_key.trim()).context("--cell-key-hex is not hex")?,
-                tenant: tenant.clone(),
-                method: if body.is_some() { "POST" } else { "GET" },
-                path_and_query,
-            }))
-        }
+        (Some(hex_key), Some(tenant)) => Some(Signer {
+            key: hex::decode(hex_key.trim()).context("--cell-key-hex is not hex")?,
+            tenant: tenant.clone(),
+            method: if body.is_some() { "POST" } else { "GET" },
+            path_and_query: target.path_and_query.clone(),
+        }),
         _ => None,
     };
     let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate));
     let total = ((args.warmup + args.duration).as_secs_f64() * f64::from(args.rate)) as u64;
     let warmup_count = (args.warmup.as_secs_f64() * f64::from(args.rate)) as u64;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Outcome>();
-    // Requests are paced by a thread of their own: the runtime's timers tick
-    // every millisecond, which at thousands of requests a second would send
-    // them in bursts and count up to a millisecond of timer lag as latency.
-    let runtime = tokio::runtime::Handle::current();
-    let start = Instant::now();
-    let url = args.url.clone();
-    std::thread::Builder::new()
-        .name("loadgen-pacer".into())
-        .spawn(move || {
-            for i in 0..total {
-                let due = start + interval.mul_f64(i as f64);
-                if let Some(ahead) = due.checked_duration_since(Instant::now()) {
-                    std::thread::sleep(ahead);
-                }
-                let this_body = body.as_ref().map(|b| {
-                    if varies {
-                        bytes::Bytes::from(
-                            String::from_utf8_lossy(b).replace("{i}", &i.to_string()),
-                        )
-                    } else {
-                        b.clone()
-                    }
-                });
-                let mut request = match &this_body {
-                    Some(b) => client.post(&url).body(b.clone()),
-                    None => client.get(&url),
-                }
-                .headers(headers.clone());
-                if let Some(signer) = &signer {
-                    let bytes = this_body.as_deref().unwrap_or_default();
-                    for (name, value) in signer.headers(bytes, i) {
-                        request = request.header(name, value);
-                    }
-                }
-                let tx = tx.clone();
-                runtime.spawn(async move {
-                    let status = match request.send().await {
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            let _ = r.bytes().await;
-                            Some(status)
-                        }
-                        Err(_) => None,
-                    };
-                    let micros = due.elapsed().as_micros() as u64;
-                    let _ = tx.send(Outcome {
-                        micros,
-                        status,
-                        measured: i >= warmup_count,
-                    });
-                });
+    let request = |i: u64| -> anyhow::Result<Request<Full<Bytes>>> {
+        let this_body = match &body {
+            Some(b) if varies => {
+                Bytes::from(String::from_utf8_lossy(b).replace("{i}", &i.to_string()))
             }
-        })?;
+            Some(b) => b.clone(),
+            None => Bytes::new(),
+        };
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(target.path_and_query.as_str())
+            .body(Full::new(this_body.clone()))?;
+        *request.headers_mut() = headers.clone();
+        if let Some(signer) = &signer {
+            for (name, value) in signer.headers(&this_body, i) {
+                request
+                    .headers_mut()
+                    .insert(name, HeaderValue::from_str(&value)?);
+            }
+        }
+        Ok(request)
+    };
+
+    let free: FreeList = Rc::default();
+    let start = Instant::now();
+    let pace = Arc::new(Notify::new());
+    start_pacer(start, interval, total, pace.clone())?;
+    let mut in_flight = FuturesUnordered::new();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
     let mut ok = 0u64;
     let mut failed: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut received = 0u64;
-    while received < total {
-        let Some(o) = rx.recv().await else { break };
-        received += 1;
-        if !o.measured {
-            continue;
-        }
-        match o.status {
-            Some(s) if (200..300).contains(&s) => {
-                ok += 1;
-                histogram.record(o.micros.max(1))?;
+    let mut next = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            Some(o) = in_flight.next(), if !in_flight.is_empty() => {
+                let o: Outcome = o;
+                if !o.measured {
+                    continue;
+                }
+                match o.status {
+                    Some(s) if (200..300).contains(&s) => {
+                        ok += 1;
+                        histogram.record(o.micros.max(1))?;
+                    }
+                    Some(s) => *failed.entry(s.to_string()).or_default() += 1,
+                    None => *failed.entry("transport".into()).or_default() += 1,
+                }
             }
-            Some(s) => *failed.entry(s.to_string()).or_default() += 1,
-            None => *failed.entry("transport".into()).or_default() += 1,
+            () = pace.notified(), if next < total => {
+                // Every request due by now, each timed from when it was due.
+                let now = Instant::now();
+                while next < total {
+                    let due = start + interval.mul_f64(next as f64);
+                    if due > now {
+                        break;
+                    }
+                    let (i, request) = (next, request(next)?);
+                    let (target, free) = (&target, &free);
+                    in_flight.push(async move {
+                        let sent = tokio::time::timeout(args.timeout, exchange(target, free, request));
+                        let status = match sent.await {
+                            Ok(Ok(status)) => Some(status),
+                            Ok(Err(_)) | Err(_) => None,
+                        };
+                        Outcome {
+                            micros: due.elapsed().as_micros() as u64,
+                            status,
+                            measured: i >= warmup_count,
+                        }
+                    });
+                    next += 1;
+                }
+            }
+            else => break,
         }
     }
     let elapsed = start.elapsed().as_secs_f64() - args.warmup.as_secs_f64();
@@ -236,4 +343,30 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_is_taken_apart_once() {
+        let t = Target::parse("http://127.0.0.1:18080/v1/query?x=1").unwrap();
+        assert_eq!(t.authority, "127.0.0.1:18080");
+        assert_eq!(t.host_header, "127.0.0.1:18080");
+        assert_eq!(t.path_and_query, "/v1/query?x=1");
+        let t = Target::parse("http://localhost").unwrap();
+        assert_eq!(t.authority, "localhost:80");
+        assert_eq!(t.path_and_query, "/");
+    }
+
+    #[test]
+    fn urls_it_cannot_send_to_say_why() {
+        let err = Target::parse("https://example.com/")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http://") && err.contains("TLS"), "{err}");
+        let err = Target::parse("not a url").unwrap_err().to_string();
+        assert!(err.contains("not a URL"), "{err}");
+    }
 }
