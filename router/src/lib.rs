@@ -4,6 +4,7 @@
 //! `placement` → `proxy`.
 
 pub mod auth;
+pub mod cell_client;
 pub mod config;
 pub mod error;
 pub mod limits;

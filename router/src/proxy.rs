@@ -16,7 +16,11 @@ use control_plane::model::TenantLimits;
 use control_plane::watch::ClusterWatch;
 use tracing::{Instrument, info_span};
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+
 use crate::auth::authenticate;
+use crate::cell_client::{CellClient, CellError};
 use crate::config::Config;
 use crate::error::RouterError;
 use crate::limits::{Limiter, Refusal, USAGE_HEADER};
@@ -33,7 +37,7 @@ pub struct ProxyState {
     pub cluster: ClusterWatch,
     pub placement: ArcSwap<Placement>,
     /// The control runtime's client to the cells, for hint replay.
-    pub http: reqwest::Client,
+    pub http: CellClient,
     pub metrics: RouterMetrics,
     pub hints: Hints,
     pub limiter: Arc<Limiter>,
@@ -55,16 +59,7 @@ impl ProxyState {
 #[derive(Clone)]
 pub struct WorkerState {
     pub shared: Arc<ProxyState>,
-    pub http: reqwest::Client,
-}
-
-/// The client a router uses to reach cells.
-pub fn cell_client(config: &Config) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(config.connect_timeout)
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
+    pub http: CellClient,
 }
 
 /// Rebuilds the placement whenever the cluster view changes, until the
@@ -191,7 +186,7 @@ fn quota_headers(response: &mut Response, limits: &TenantLimits, used_today: u64
 
 async fn route(
     state: &ProxyState,
-    http: &reqwest::Client,
+    http: &CellClient,
     request: Request,
     request_id: &str,
 ) -> Result<Response, RouterError> {
@@ -272,9 +267,7 @@ async fn route(
             continue;
         };
         let outgoing = signed_request(
-            http,
             &signing_key,
-            target,
             &Hint {
                 tenant: tenant.id.clone(),
                 method: parts.method.as_str().to_owned(),
@@ -285,7 +278,7 @@ async fn route(
             &forwarded,
         );
         let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline, outgoing.send()).await;
+        let result = tokio::time::timeout_at(deadline, http.send(&target.endpoint, outgoing)).await;
         let outcome = |o: &'static str| CellLabels {
             cell: target.cell.to_string(),
             outcome: o,
@@ -441,15 +434,13 @@ fn forwarded_headers(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
         .collect()
 }
 
-/// A request to `target`, carrying the tenant context and the router's
+/// A request for a cell, carrying the tenant context and the router's
 /// signature over it (made now, so a replayed hint is signed afresh).
 pub(crate) fn signed_request(
-    http: &reqwest::Client,
     key: &[u8],
-    target: &Target,
     hint: &Hint,
     headers: &[(HeaderName, HeaderValue)],
-) -> reqwest::RequestBuilder {
+) -> axum::http::Request<Full<Bytes>> {
     let timestamp = common::signing::now_secs();
     let signature = common::signing::sign(
         key,
@@ -463,18 +454,24 @@ pub(crate) fn signed_request(
         },
     );
     let method = Method::from_bytes(hint.method.as_bytes()).unwrap_or(Method::POST);
-    let mut request = http
-        .request(
-            method,
-            format!("{}{}", target.endpoint, hint.path_and_query),
-        )
-        .header(common::headers::REQUEST_ID, hint.request_id.as_str())
-        .header(common::headers::TENANT, hint.tenant.as_str())
-        .header(common::signing::TIMESTAMP_HEADER, timestamp)
-        .header(common::signing::SIGNATURE_HEADER, signature)
-        .body(hint.body.clone());
+    let mut request = axum::http::Request::new(Full::new(hint.body.clone()));
+    *request.method_mut() = method;
+    *request.uri_mut() = hint
+        .path_and_query
+        .parse()
+        .unwrap_or_else(|_| axum::http::Uri::from_static("/"));
+    let signed = request.headers_mut();
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            signed.insert(name, v);
+        }
+    };
+    set(common::headers::REQUEST_ID, &hint.request_id);
+    set(common::headers::TENANT, &hint.tenant);
+    set(common::signing::TIMESTAMP_HEADER, &timestamp.to_string());
+    set(common::signing::SIGNATURE_HEADER, &signature);
     for (name, value) in headers {
-        request = request.header(name.clone(), value.clone());
+        signed.insert(name.clone(), value.clone());
     }
     request
 }
@@ -484,7 +481,7 @@ pub(crate) fn signed_request(
 /// member has it or holds a hint for it.
 async fn replicate(
     state: &ProxyState,
-    http: &reqwest::Client,
+    http: &CellClient,
     key: &[u8],
     members: &[Target],
     hint: &Hint,
@@ -496,15 +493,13 @@ async fn replicate(
     }
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let sends = live.iter().map(|t| async move {
-        let sent =
-            tokio::time::timeout_at(deadline, signed_request(http, key, t, hint, headers).send())
-                .await;
+        let request = signed_request(key, hint, headers);
+        let sent = tokio::time::timeout_at(deadline, http.send(&t.endpoint, request)).await;
         match sent {
             Ok(Ok(resp)) => {
-                let status = resp.status();
-                let resp_headers = resp.headers().clone();
-                match resp.bytes().await {
-                    Ok(b) => Ok((status, resp_headers, b)),
+                let (parts, body) = resp.into_parts();
+                match body.collect().await {
+                    Ok(b) => Ok((parts.status, parts.headers, b.to_bytes())),
                     Err(e) => Err(e.to_string()),
                 }
             }
@@ -563,24 +558,14 @@ async fn replicate(
 pub const REPLICAS_HEADER: &str = "x-cellnet-replicas";
 pub const HINTED_HEADER: &str = "x-cellnet-hinted";
 
-fn buffered(
-    status: reqwest::StatusCode,
-    headers: &reqwest::header::HeaderMap,
-    body: Bytes,
-) -> Response {
+fn buffered(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
     let mut response = Response::new(Body::from(body));
-    *response.status_mut() =
-        StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    *response.status_mut() = status;
     for (name, value) in headers {
-        if HOP_BY_HOP.contains(&name.as_str()) || name.as_str() == "content-length" {
+        if HOP_BY_HOP.contains(&name.as_str()) || name == axum::http::header::CONTENT_LENGTH {
             continue;
         }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_ref()),
-            HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            response.headers_mut().insert(n, v);
-        }
+        response.headers_mut().append(name, value.clone());
     }
     response
 }
@@ -624,23 +609,27 @@ async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &Re
         if !lock.has_time() {
             return;
         }
-        let send = signed_request(
-            &state.http,
+        let request = signed_request(
             key,
-            target,
             &hint,
             &[(
                 HeaderName::from_static("content-type"),
                 HeaderValue::from_static("application/json"),
             )],
-        )
-        .send();
+        );
+        let send = async {
+            let resp = state.http.send(&target.endpoint, request).await?;
+            let status = resp.status();
+            // Read to the end, so that the connection can be used again.
+            resp.into_body().collect().await?;
+            Ok::<_, CellError>(status)
+        };
         // Bounded, so that the round ends while this router still holds the lock.
         let sent = tokio::time::timeout(lock.time_left(), send).await;
         match sent {
-            Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_client_error() => {
-                if !resp.status().is_success() {
-                    tracing::warn!(cell = %target.cell, status = %resp.status(), "hint refused, dropping it");
+            Ok(Ok(status)) if status.is_success() || status.is_client_error() => {
+                if !status.is_success() {
+                    tracing::warn!(cell = %target.cell, %status, "hint refused, dropping it");
                 }
                 if state.hints.delivered(&target.cell, &id).await.is_err() {
                     return;
@@ -657,30 +646,25 @@ async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &Re
 /// Streams a cell's response back to the client, holding the cell's
 /// in-flight slot until the last byte is through.
 fn relay(
-    mut resp: reqwest::Response,
+    resp: axum::http::Response<Incoming>,
     slot: InFlight,
     on_usage: Option<Box<dyn FnOnce(u64) + Send>>,
 ) -> Response {
-    let status = resp.status();
-    // reqwest and axum share the `http` crate's types: the cell's headers
-    // are passed on as they are, less the hop-by-hop ones.
-    let mut headers = std::mem::take(resp.headers_mut());
+    let (mut parts, body) = resp.into_parts();
+    // The cell's headers are passed on as they are, less the hop-by-hop ones.
     for name in HOP_BY_HOP {
-        headers.remove(*name);
+        parts.headers.remove(*name);
     }
     let mut scanner = on_usage.map(|f| (crate::limits::StreamUsage::default(), Some(f)));
-    let body = futures::StreamExt::map(resp.bytes_stream(), move |chunk| {
+    let body = body.map_frame(move |frame| {
         let _held = &slot;
-        if let (Ok(bytes), Some((usage, callback))) = (&chunk, scanner.as_mut())
+        if let (Some(bytes), Some((usage, callback))) = (frame.data_ref(), scanner.as_mut())
             && let Some(tokens) = usage.feed(bytes)
             && let Some(f) = callback.take()
         {
             f(tokens);
         }
-        chunk
+        frame
     });
-    let mut response = Response::new(Body::from_stream(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = headers;
-    response
+    Response::from_parts(parts, Body::new(body))
 }

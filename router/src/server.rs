@@ -12,11 +12,12 @@ use axum::routing::{any, get};
 use control_plane::store::Store;
 use control_plane::watch::ClusterWatch;
 
+use crate::cell_client::CellClient;
 use crate::config::Config;
 use crate::limits::Limiter;
 use crate::metrics::RouterMetrics;
 use crate::placement::Placement;
-use crate::proxy::{ProxyState, WorkerState, cell_client, forward};
+use crate::proxy::{ProxyState, WorkerState, forward};
 use crate::replication::Hints;
 use crate::upstreams::Upstreams;
 use crate::workers::Workers;
@@ -65,7 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (cluster, mut watch_task) = ClusterWatch::start(store, config.keys.clone())
         .await
         .context("cannot read the cluster state from etcd")?;
-    let http = cell_client(&config)?;
+    let http = CellClient::new(config.connect_timeout);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
     let initial = Placement::build(&cluster.snapshot(), config.placement);
@@ -97,11 +98,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map(|_| {
             let worker = WorkerState {
                 shared: state.clone(),
-                http: cell_client(&config)?,
+                http: CellClient::new(config.connect_timeout),
             };
-            Ok(app(worker, registry.clone()))
+            app(worker, registry.clone())
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect();
     let mut workers = Workers::start(apps)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
