@@ -38,6 +38,10 @@ struct RawConfig {
     connect_timeout: Duration,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
+    /// A client must send a request's headers within this, or its
+    /// connection is closed: slow clients cannot hold connections open.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    header_read_timeout: Duration,
     #[serde(default = "default_max_body")]
     max_body_bytes: usize,
     /// Requests this router sends to one cell at once; beyond it the next
@@ -121,6 +125,12 @@ fn default_request_timeout() -> Duration {
     DEFAULT_REQUEST_TIMEOUT
 }
 
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn default_header_read_timeout() -> Duration {
+    DEFAULT_HEADER_READ_TIMEOUT
+}
+
 fn default_max_body() -> usize {
     DEFAULT_MAX_BODY_BYTES
 }
@@ -133,6 +143,7 @@ pub struct Config {
     pub placement: PlacementSettings,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
     pub max_in_flight_per_cell: usize,
     pub max_in_flight: usize,
@@ -185,6 +196,11 @@ impl Config {
             "must be longer than connect_timeout",
         );
         e.check(
+            !raw.header_read_timeout.is_zero(),
+            "header_read_timeout",
+            "must be greater than zero",
+        );
+        e.check(
             raw.max_body_bytes >= 1024,
             "max_body_bytes",
             "must be at least 1024",
@@ -229,6 +245,7 @@ impl Config {
             },
             connect_timeout: raw.connect_timeout,
             request_timeout: raw.request_timeout,
+            header_read_timeout: raw.header_read_timeout,
             max_body_bytes: raw.max_body_bytes,
             max_in_flight_per_cell: raw.max_in_flight_per_cell,
             max_in_flight: raw.max_in_flight,
@@ -260,11 +277,12 @@ mod tests {
         let cores = std::thread::available_parallelism().unwrap().get();
         assert_eq!(config.workers, cores);
         assert_eq!(config.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(config.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
     }
 
     #[test]
     fn reports_every_bad_field() {
-        let yaml = "listen: nope\netcd: {endpoints: [\"http://127.0.0.1:2379\"]}\nreplicas: 0\nworkers: 0\nmax_in_flight: 0\nmax_body_bytes: 10\n";
+        let yaml = "listen: nope\netcd: {endpoints: [\"http://127.0.0.1:2379\"]}\nreplicas: 0\nworkers: 0\nmax_in_flight: 0\nmax_body_bytes: 10\nheader_read_timeout: 0s\n";
         let err = parse(yaml).unwrap_err();
         for field in [
             "listen",
@@ -272,6 +290,7 @@ mod tests {
             "workers",
             "max_in_flight",
             "max_body_bytes",
+            "header_read_timeout",
         ] {
             assert!(err.contains(field), "{field} missing from: {err}");
         }

@@ -103,7 +103,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             app(worker, registry.clone())
         })
         .collect();
-    let mut workers = Workers::start(apps)?;
+    let mut workers = Workers::start(apps, config.header_read_timeout)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, workers = config.workers, "router listening");

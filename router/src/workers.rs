@@ -10,9 +10,10 @@
 
 use std::io;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -25,8 +26,10 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts a worker thread for each of `apps`, serving with it.
-    pub fn start(apps: Vec<axum::Router>) -> io::Result<Self> {
+    /// Starts a worker thread for each of `apps`, serving with it. A
+    /// connection whose client takes longer than `header_read_timeout` to
+    /// send a request's headers is closed.
+    pub fn start(apps: Vec<axum::Router>, header_read_timeout: Duration) -> io::Result<Self> {
         let (shutdown, _) = watch::channel(false);
         let mut inboxes = Vec::with_capacity(apps.len());
         let mut threads = Vec::with_capacity(apps.len());
@@ -38,7 +41,7 @@ impl Workers {
             let stop = shutdown.subscribe();
             let thread = std::thread::Builder::new()
                 .name(format!("router-worker-{i}"))
-                .spawn(move || runtime.block_on(serve(incoming, stop, app)))?;
+                .spawn(move || runtime.block_on(serve(incoming, stop, app, header_read_timeout)))?;
             inboxes.push(inbox);
             threads.push(thread);
         }
@@ -84,7 +87,11 @@ async fn serve(
     mut incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
     mut stop: watch::Receiver<bool>,
     app: axum::Router,
+    header_read_timeout: Duration,
 ) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     let mut connections = JoinSet::new();
     let for_connections = stop.clone();
     loop {
@@ -92,6 +99,7 @@ async fn serve(
             stream = incoming.recv() => match stream {
                 Some(stream) => {
                     connections.spawn(serve_connection(
+                        http.clone(),
                         stream,
                         app.clone(),
                         for_connections.clone(),
@@ -107,6 +115,7 @@ async fn serve(
 }
 
 async fn serve_connection(
+    http: http1::Builder,
     stream: std::net::TcpStream,
     app: axum::Router,
     mut stop: watch::Receiver<bool>,
@@ -118,7 +127,7 @@ async fn serve_connection(
             return;
         }
     };
-    let connection = http1::Builder::new()
+    let connection = http
         .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
         .with_upgrades();
     tokio::pin!(connection);

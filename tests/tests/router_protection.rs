@@ -1,6 +1,7 @@
 //! The router protects cells and tenants from each other: per-tenant rate
 //! limits and token quotas (429 with Retry-After), per-cell concurrency
-//! limits (503 with Retry-After), and a shutdown that finishes what it took.
+//! limits (503 with Retry-After), a bound on how long a client may take to
+//! send its headers, and a shutdown that finishes what it took.
 
 #![allow(
     clippy::unwrap_used,
@@ -327,5 +328,37 @@ async fn shutdown_finishes_requests_in_flight_and_takes_no_new_ones() -> anyhow:
     );
     let exit = tokio::task::spawn_blocking(move || cluster.router.guard.wait()).await??;
     assert!(exit.success(), "router exited with {exit}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster = Cluster::start(ClusterOptions {
+        router_settings: json!({"header_read_timeout": "1s"}),
+        ..ClusterOptions::default()
+    })
+    .await?;
+    let addr = cluster.router.url.trim_start_matches("http://");
+    let mut slow = tokio::net::TcpStream::connect(addr).await?;
+    // Headers begun, never ended.
+    slow.write_all(b"POST /v1/query HTTP/1.1\r\nhost: router\r\n")
+        .await?;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        slow.read_to_end(&mut rest),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the router kept a connection open that never sent its headers"
+    );
+    // Other clients are served as before.
+    let key = cluster.create_tenant("initech").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let (status, _, _) = cluster.get(&key, "/v1/models").await?;
+    assert_eq!(status, 200);
     Ok(())
 }
