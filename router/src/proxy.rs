@@ -229,14 +229,15 @@ async fn route(
         .map(|p| p.as_str())
         .unwrap_or("/");
     let forwarded = forwarded_headers(&parts.headers);
+    // What each cell is sent, signed afresh per attempt.
+    let hint = Hint {
+        tenant: tenant.id.clone(),
+        method: parts.method.as_str().to_owned(),
+        path_and_query: path_and_query.to_owned(),
+        request_id: request_id.to_owned(),
+        body,
+    };
     if is_replicated_write(&parts.method, parts.uri.path()) {
-        let hint = Hint {
-            tenant: tenant.id.clone(),
-            method: parts.method.as_str().to_owned(),
-            path_and_query: path_and_query.to_owned(),
-            request_id: request_id.to_owned(),
-            body,
-        };
         let placement = state.placement();
         let members = placement.replicas_of(&tenant.id, tenant.pin.as_deref());
         let mut response =
@@ -266,17 +267,7 @@ async fn route(
             busy += 1;
             continue;
         };
-        let outgoing = signed_request(
-            &signing_key,
-            &Hint {
-                tenant: tenant.id.clone(),
-                method: parts.method.as_str().to_owned(),
-                path_and_query: path_and_query.to_owned(),
-                request_id: request_id.to_owned(),
-                body: body.clone(),
-            },
-            &forwarded,
-        );
+        let outgoing = signed_request(&signing_key, &hint, &forwarded);
         let started = Instant::now();
         let result = tokio::time::timeout_at(deadline, http.send(&target.endpoint, outgoing)).await;
         let outcome = |o: &'static str| CellLabels {
