@@ -34,10 +34,34 @@ impl CellError {
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// A cell endpoint as this client knows it.
+struct Endpoint {
+    /// `host:port`, to connect to.
+    authority: Arc<str>,
+    host: HeaderValue,
+    /// Open connections, in use or free (a free one is ready).
+    senders: Vec<Sender>,
+}
+
+impl Endpoint {
+    fn parse(endpoint: &str) -> Result<Self, CellError> {
+        let authority = endpoint
+            .strip_prefix("http://")
+            .ok_or_else(|| CellError::Connect(format!("{endpoint} is not an http:// endpoint")))?;
+        let host = HeaderValue::from_str(authority)
+            .map_err(|_| CellError::Connect(format!("{endpoint} is not a valid host")))?;
+        Ok(Self {
+            authority: Arc::from(authority),
+            host,
+            senders: Vec::new(),
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct CellClient {
-    /// Open connections by endpoint; in use or free (a free one is ready).
-    idle: Arc<Mutex<HashMap<Arc<str>, Vec<Sender>>>>,
+    /// By endpoint URL, parsed once.
+    idle: Arc<Mutex<HashMap<Arc<str>, Endpoint>>>,
     connect_timeout: Duration,
 }
 
@@ -57,13 +81,9 @@ impl CellClient {
         endpoint: &Arc<str>,
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, CellError> {
-        let authority = endpoint
-            .strip_prefix("http://")
-            .ok_or_else(|| CellError::Connect(format!("{endpoint} is not an http:// endpoint")))?;
-        let host = HeaderValue::from_str(authority)
-            .map_err(|_| CellError::Connect(format!("{endpoint} is not a valid host")))?;
+        let (authority, host, ready) = self.checkout(endpoint)?;
         request.headers_mut().insert(header::HOST, host);
-        if let Some(mut sender) = self.take_ready(endpoint) {
+        if let Some(mut sender) = ready {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     self.put_back(endpoint, sender);
@@ -76,25 +96,38 @@ impl CellClient {
                 },
             }
         }
-        let mut sender = self.connect(endpoint, authority).await?;
+        let mut sender = self.connect(endpoint, &authority).await?;
         let response = sender.send_request(request).await?;
         self.put_back(endpoint, sender);
         Ok(response)
     }
 
-    fn take_ready(&self, endpoint: &Arc<str>) -> Option<Sender> {
+    /// The endpoint's authority and Host header, and a ready connection to it if one is free.
+    fn checkout(
+        &self,
+        endpoint: &Arc<str>,
+    ) -> Result<(Arc<str>, HeaderValue, Option<Sender>), CellError> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let senders = idle.get_mut(endpoint)?;
-        senders.retain(|s| !s.is_closed());
-        let ready = senders.iter().rposition(Sender::is_ready)?;
-        Some(senders.swap_remove(ready))
+        let known = match idle.entry(endpoint.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Endpoint::parse(endpoint)?),
+        };
+        known.senders.retain(|s| !s.is_closed());
+        let ready = known
+            .senders
+            .iter()
+            .rposition(Sender::is_ready)
+            .map(|i| known.senders.swap_remove(i));
+        Ok((known.authority.clone(), known.host.clone(), ready))
     }
 
     /// Back in the list as soon as the response has started: it is taken
     /// again once ready, which is when that response's body has been read.
     fn put_back(&self, endpoint: &Arc<str>, sender: Sender) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.entry(endpoint.clone()).or_default().push(sender);
+        if let Some(known) = idle.get_mut(endpoint) {
+            known.senders.push(sender);
+        }
     }
 
     async fn connect(&self, endpoint: &Arc<str>, authority: &str) -> Result<Sender, CellError> {
@@ -116,10 +149,9 @@ impl CellClient {
         });
         // Connections to cells that have gone are dropped here, not per request.
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|_, senders| {
-            senders.retain(|s| !s.is_closed());
-            !senders.is_empty()
-        });
+        for known in idle.values_mut() {
+            known.senders.retain(|s| !s.is_closed());
+        }
         Ok(sender)
     }
 }
@@ -186,7 +218,11 @@ mod tests {
                 .unwrap();
         }
         let idle = client.idle.lock().unwrap();
-        assert_eq!(idle[&endpoint].len(), 1, "one connection served all five");
+        assert_eq!(
+            idle[&endpoint].senders.len(),
+            1,
+            "one connection served all five"
+        );
     }
 
     #[tokio::test]
