@@ -74,7 +74,7 @@ struct Args {
 struct Signer {
     key: Vec<u8>,
     tenant: String,
-    method: &'static str,
+    method: Method,
     path_and_query: String,
 }
 
@@ -85,7 +85,7 @@ impl Signer {
         let signature = common::signing::sign(
             &self.key,
             &common::signing::SignedParts {
-                method: self.method,
+                method: self.method.as_str(),
                 path_and_query: &self.path_and_query,
                 tenant: &self.tenant,
                 request_id: &request_id,
@@ -233,7 +233,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         (Some(hex_key), Some(tenant)) => Some(Signer {
             key: hex::decode(hex_key.trim()).context("--cell-key-hex is not hex")?,
             tenant: tenant.clone(),
-            method: if body.is_some() { "POST" } else { "GET" },
+            method: method.clone(),
             path_and_query: target.path_and_query.clone(),
         }),
         _ => None,
