@@ -656,30 +656,30 @@ mod tests {
 
     #[test]
     fn bad_files_and_configs_say_what_is_wrong() {
+        // The message loading these tensors fails with.
+        let refusal = |tensors: &[(String, Vec<usize>, Vec<f32>)]| {
+            BertEncoder::from_safetensors(&serialize(tensors), &config())
+                .unwrap_err()
+                .to_string()
+        };
         let mut missing = tensors();
         missing.retain(|(n, _, _)| n != "encoder.layer.1.output.dense.bias");
-        let err = BertEncoder::from_safetensors(&serialize(&missing), &config()).unwrap_err();
+        let err = refusal(&missing);
         assert!(
-            err.to_string()
-                .contains("encoder.layer.1.output.dense.bias is missing"),
+            err.contains("encoder.layer.1.output.dense.bias is missing"),
             "{err}"
         );
 
         let mut reshaped = tensors();
         reshaped[0].1 = vec![HIDDEN, VOCABULARY];
-        let err = BertEncoder::from_safetensors(&serialize(&reshaped), &config()).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("has shape [8, 30], expected [30, 8]"),
-            "{err}"
-        );
+        let err = refusal(&reshaped);
+        assert!(err.contains("has shape [8, 30], expected [30, 8]"), "{err}");
 
         let mut unnormed = tensors();
         unnormed.retain(|(n, _, _)| n != "encoder.layer.0.output.LayerNorm.bias");
-        let err = BertEncoder::from_safetensors(&serialize(&unnormed), &config()).unwrap_err();
+        let err = refusal(&unnormed);
         assert!(
-            err.to_string()
-                .contains("encoder.layer.0.output.LayerNorm.bias is missing"),
+            err.contains("encoder.layer.0.output.LayerNorm.bias is missing"),
             "{err}"
         );
 
