@@ -4,17 +4,29 @@
 //! hint replay. Against a general-purpose client (reqwest) this saves URL
 //! parsing per request and a layer of pool and middleware futures: about a
 //! fifth of the router's CPU per request (docs/benchmarks.md).
+//!
+//! A connection is free again once its response has been read to the end;
+//! free ones are taken most recently used first, and close after
+//! `IDLE_TIMEOUT` unused, so a burst's extra connections do not stay open
+//! and a request never scans more than the connections actually free.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderValue, Request, Response, header};
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+/// How long a connection to a cell is kept open unused. A burst opens as many
+/// connections as it has requests in flight; they close again after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a request did not get a response from a cell.
 #[derive(Debug, thiserror::Error)]
@@ -34,13 +46,20 @@ impl CellError {
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// A connection whose last response has been read to its end.
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
 /// A cell endpoint as this client knows it.
 struct Endpoint {
     /// `host:port`, to connect to.
     authority: Arc<str>,
     host: HeaderValue,
-    /// Open connections, in use or free (a free one is ready).
-    senders: Vec<Sender>,
+    /// Free connections, the longest unused first; the most recently used
+    /// is taken first, so that those a burst opened fall idle and close.
+    idle: Vec<Idle>,
 }
 
 impl Endpoint {
@@ -53,42 +72,73 @@ impl Endpoint {
         Ok(Self {
             authority: Arc::from(authority),
             host,
-            senders: Vec::new(),
+            idle: Vec::new(),
         })
     }
+
+    /// Drops connections unused for longer than `timeout`, and closed ones.
+    fn close_idle(&mut self, now: Instant, timeout: Duration) {
+        self.idle
+            .retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
+    }
 }
+
+type Pool = Mutex<HashMap<Arc<str>, Endpoint>>;
 
 #[derive(Clone)]
 pub struct CellClient {
     /// By endpoint URL, parsed once.
-    idle: Arc<Mutex<HashMap<Arc<str>, Endpoint>>>,
+    pool: Arc<Pool>,
     connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// Whether the task that closes idle connections has been started.
+    sweeping: Arc<std::sync::Once>,
 }
 
 impl CellClient {
     pub fn new(connect_timeout: Duration) -> Self {
+        Self::with_idle_timeout(connect_timeout, IDLE_TIMEOUT)
+    }
+
+    pub fn with_idle_timeout(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         Self {
-            idle: Arc::default(),
+            pool: Arc::default(),
             connect_timeout,
+            idle_timeout,
+            sweeping: Arc::new(std::sync::Once::new()),
         }
     }
 
     /// Sends `request` (its URI a path and query) to the cell at `endpoint`
-    /// (`http://host:port`). A request that a reused connection turns out
-    /// to have closed before taking it is sent again on a new connection.
+    /// (`http://host:port`), on a free connection if there is one. A request
+    /// that a free connection turns out to have closed before taking it is
+    /// sent on the next one, or a new one. The connection is free again once
+    /// the response's body has been read to its end.
     pub async fn send(
         &self,
         endpoint: &Arc<str>,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, CellError> {
-        let (authority, host, ready) = self.checkout(endpoint)?;
-        request.headers_mut().insert(header::HOST, host);
-        if let Some(mut sender) = ready {
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.put_back(endpoint, sender);
-                    return Ok(response);
+    ) -> Result<Response<CellBody>, CellError> {
+        let authority = {
+            let mut pool = self.lock();
+            let known = match pool.entry(endpoint.clone()) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(Endpoint::parse(endpoint)?)
                 }
+            };
+            request
+                .headers_mut()
+                .insert(header::HOST, known.host.clone());
+            known.authority.clone()
+        };
+        while let Some(mut sender) = self.take_idle(endpoint) {
+            // Its last exchange is over, so it is ready at once unless closed.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.reusable(endpoint, sender, response)),
                 Err(mut e) => match e.take_message() {
                     // Never sent: the cell had closed the connection.
                     Some(unsent) => request = unsent,
@@ -98,36 +148,35 @@ impl CellClient {
         }
         let mut sender = self.connect(endpoint, &authority).await?;
         let response = sender.send_request(request).await?;
-        self.put_back(endpoint, sender);
-        Ok(response)
+        Ok(self.reusable(endpoint, sender, response))
     }
 
-    /// The endpoint's authority and Host header, and a ready connection to it if one is free.
-    fn checkout(
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Endpoint>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used free connection to `endpoint`.
+    fn take_idle(&self, endpoint: &Arc<str>) -> Option<Sender> {
+        self.lock()
+            .get_mut(endpoint)
+            .and_then(|known| known.idle.pop())
+            .map(|c| c.sender)
+    }
+
+    fn reusable(
         &self,
         endpoint: &Arc<str>,
-    ) -> Result<(Arc<str>, HeaderValue, Option<Sender>), CellError> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let known = match idle.entry(endpoint.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(Endpoint::parse(endpoint)?),
-        };
-        known.senders.retain(|s| !s.is_closed());
-        let ready = known
-            .senders
-            .iter()
-            .rposition(Sender::is_ready)
-            .map(|i| known.senders.swap_remove(i));
-        Ok((known.authority.clone(), known.host.clone(), ready))
-    }
-
-    /// Back in the list as soon as the response has started: it is taken
-    /// again once ready, which is when that response's body has been read.
-    fn put_back(&self, endpoint: &Arc<str>, sender: Sender) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = idle.get_mut(endpoint) {
-            known.senders.push(sender);
-        }
+        sender: Sender,
+        response: Response<Incoming>,
+    ) -> Response<CellBody> {
+        response.map(|inner| CellBody {
+            inner,
+            reuse: Some(Reuse {
+                pool: Arc::downgrade(&self.pool),
+                endpoint: endpoint.clone(),
+                sender,
+            }),
+        })
     }
 
     async fn connect(&self, endpoint: &Arc<str>, authority: &str) -> Result<Sender, CellError> {
@@ -147,12 +196,113 @@ impl CellClient {
             // Ends when the cell closes the connection or every sender is dropped.
             let _ = connection.await;
         });
-        // Connections to cells that have gone are dropped here, not per request.
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        for known in idle.values_mut() {
-            known.senders.retain(|s| !s.is_closed());
-        }
+        // On the runtime of the first connection, which is where its
+        // connections' tasks run too.
+        self.sweeping.call_once(|| {
+            tokio::spawn(close_idle(Arc::downgrade(&self.pool), self.idle_timeout));
+        });
         Ok(sender)
+    }
+}
+
+/// Closes connections that have been free for longer than `timeout`, until
+/// the client is dropped.
+async fn close_idle(pool: Weak<Pool>, timeout: Duration) {
+    let mut every = tokio::time::interval(timeout / 4);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = Instant::now();
+        for known in pool.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+            known.close_idle(now, timeout);
+        }
+    }
+}
+
+/// Gives a connection back to its pool once its response has been read.
+struct Reuse {
+    pool: Weak<Pool>,
+    endpoint: Arc<str>,
+    sender: Sender,
+}
+
+impl Reuse {
+    fn give_back(self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = pool.get_mut(&self.endpoint) {
+            known.idle.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// A cell's response body. Read to its end, it frees its connection for the
+/// next request; dropped before, it takes the connection with it.
+pub struct CellBody {
+    inner: Incoming,
+    reuse: Option<Reuse>,
+}
+
+impl CellBody {
+    fn finished(&mut self) {
+        if let Some(reuse) = self.reuse.take() {
+            reuse.give_back();
+        }
+    }
+}
+
+impl std::fmt::Debug for CellBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CellBody")
+            .field("inner", &self.inner)
+            .field("reusable", &self.reuse.is_some())
+            .finish()
+    }
+}
+
+impl Body for CellBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            None => this.finished(),
+            // A body of known length is over with its last byte; its reader
+            // need not poll again.
+            Some(Ok(_)) if this.inner.is_end_stream() => this.finished(),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => this.reuse = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for CellBody {
+    fn drop(&mut self) {
+        // A body that is empty, or was read to its last byte, is over even if
+        // nobody polled it to the end.
+        if self.inner.is_end_stream() {
+            self.finished();
+        }
     }
 }
 
@@ -204,6 +354,103 @@ mod tests {
         }
     }
 
+    /// A keep-alive server that answers every request with "ok", counts the
+    /// connections it accepts and reports each one the client closes.
+    async fn counting_server() -> (
+        Arc<str>,
+        Arc<std::sync::atomic::AtomicUsize>,
+        tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let closed = closed.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let n = stream.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            let _ = closed.send(());
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        if request.ends_with(b"\r\n\r\n") {
+                            request.clear();
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        (Arc::from(endpoint), accepted, closes)
+    }
+
+    async fn read_to_end(response: Response<CellBody>) {
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_free_again_once_its_response_is_read() {
+        let (endpoint, accepted, _closes) = counting_server().await;
+        let accepted = move || accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let client = CellClient::new(Duration::from_secs(1));
+        let unread = client.send(&endpoint, get("/")).await.unwrap();
+        let second = client.send(&endpoint, get("/")).await.unwrap();
+        assert_eq!(
+            accepted(),
+            2,
+            "a response still being read holds its connection"
+        );
+        read_to_end(unread).await;
+        read_to_end(second).await;
+        read_to_end(client.send(&endpoint, get("/")).await.unwrap()).await;
+        assert_eq!(accepted(), 2, "read to the end, both are free again");
+        assert_eq!(client.lock()[&endpoint].idle.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_a_burst_opened_close_once_idle() {
+        let (endpoint, accepted, mut closes) = counting_server().await;
+        let client =
+            CellClient::with_idle_timeout(Duration::from_secs(1), Duration::from_millis(200));
+        let burst = futures::future::join_all((0..3).map(|_| client.send(&endpoint, get("/"))))
+            .await
+            .into_iter()
+            .map(Result::unwrap);
+        for response in burst.collect::<Vec<_>>() {
+            read_to_end(response).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // Steady traffic keeps one connection busy; the two others fall idle.
+        let mut closed = 0;
+        let traffic_until_two_close = async {
+            while closed < 2 {
+                read_to_end(client.send(&endpoint, get("/")).await.unwrap()).await;
+                while closes.try_recv().is_ok() {
+                    closed += 1;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), traffic_until_two_close)
+            .await
+            .expect("the idle connections were never closed");
+        assert_eq!(closed, 2, "the connection in use stays open");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(client.lock()[&endpoint].idle.len(), 1);
+    }
+
     #[tokio::test]
     async fn connections_are_reused() {
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
@@ -217,9 +464,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let idle = client.idle.lock().unwrap();
         assert_eq!(
-            idle[&endpoint].senders.len(),
+            client.lock()[&endpoint].idle.len(),
             1,
             "one connection served all five"
         );

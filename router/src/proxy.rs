@@ -17,10 +17,9 @@ use control_plane::watch::ClusterWatch;
 use tracing::{Instrument, info_span};
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use crate::auth::authenticate;
-use crate::cell_client::{CellClient, CellError};
+use crate::cell_client::{CellBody, CellClient, CellError};
 use crate::config::Config;
 use crate::error::RouterError;
 use crate::limits::{Limiter, Refusal, USAGE_HEADER};
@@ -637,7 +636,7 @@ async fn replay_under(state: &ProxyState, key: &[u8], target: &Target, lock: &Re
 /// Streams a cell's response back to the client, holding the cell's
 /// in-flight slot until the last byte is through.
 fn relay(
-    resp: axum::http::Response<Incoming>,
+    resp: axum::http::Response<CellBody>,
     slot: InFlight,
     on_usage: Option<Box<dyn FnOnce(u64) + Send>>,
 ) -> Response {
