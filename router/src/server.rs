@@ -22,12 +22,16 @@ use crate::replication::Hints;
 use crate::upstreams::Upstreams;
 use crate::workers::Workers;
 
-/// Routes without authentication: health, readiness and metrics. Everything
-/// else is a tenant route and requires an API key.
 /// A rate-limit lease that takes longer than this is given up on and the
 /// router limits on its own for a while: Redis must not slow every request.
 const RATE_LIMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How long accepting pauses after an error that is not the client's, such
+/// as running out of file descriptors.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Routes without authentication: health, readiness and metrics. Everything
+/// else is a tenant route and requires an API key.
 pub const UNAUTHENTICATED: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// One worker's service. Every tenant route goes through `forward`, which
@@ -114,9 +118,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => workers.dispatch(stream)?,
-                // Out of file descriptors and the like: the connection is
-                // lost, the listener is not.
-                Err(e) => tracing::warn!(error = %e, "cannot accept a connection"),
+                // The client gave up before it was accepted.
+                Err(e) if is_connection_error(&e) => {}
+                // Out of file descriptors and the like: the connection waiting
+                // is still there, so accepting again at once would fail again,
+                // in a busy loop. Meanwhile the backlog holds new connections.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept connections, pausing accepts for {ACCEPT_PAUSE:?}");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
             },
             () = &mut shutdown => break,
             r = &mut watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
@@ -128,4 +138,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     drop(listener);
     workers.drain().await;
     Ok(())
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

@@ -50,6 +50,11 @@ impl Guard {
         }
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        Ok(self.child.as_ref().context("the process is gone")?.id())
+    }
+
     /// Sends SIGTERM, asking for a graceful shutdown; returns at once.
     pub fn terminate(&self) -> anyhow::Result<()> {
         let child = self.child.as_ref().context("the process is gone")?;

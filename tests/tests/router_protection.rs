@@ -1,7 +1,8 @@
 //! The router protects cells and tenants from each other: per-tenant rate
 //! limits and token quotas (429 with Retry-After), per-cell concurrency
 //! limits (503 with Retry-After), a bound on how long a client may take to
-//! send its headers, and a shutdown that finishes what it took.
+//! send its headers, a router out of file descriptors that waits instead of
+//! spinning, and a shutdown that finishes what it took.
 
 #![allow(
     clippy::unwrap_used,
@@ -360,5 +361,67 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() -> anyhow::Result
     cluster.wait_for_tenant(&key).await?;
     let (status, _, _) = cluster.get(&key, "/v1/models").await?;
     assert_eq!(status, 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_out_of_file_descriptors_pauses_accepting_and_recovers() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster.create_tenant("initech").await?;
+    cluster.wait_for_tenant(&key).await?;
+    let pid = cluster.router.guard.pid()?.to_string();
+    let addr = cluster.router.url.trim_start_matches("http://").to_owned();
+    let accept_failures = || -> anyhow::Result<usize> {
+        Ok(std::fs::read_to_string(&cluster.router.log)?
+            .matches("cannot accept connections")
+            .count())
+    };
+    // The soft limit only: raising a hard limit again needs privileges.
+    let limit = |n: &str| -> anyhow::Result<()> {
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &format!("--nofile={n}:")])
+            .status()?;
+        anyhow::ensure!(status.success(), "prlimit failed");
+        Ok(())
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("the soft limit on open files")
+        .to_owned();
+    // Fewer descriptors than the connections about to be opened.
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
+    limit(&(open_now + 8).to_string())?;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        held.push(tokio::net::TcpStream::connect(&addr).await?);
+    }
+    eventually(20, "the router runs out of descriptors", || async {
+        accept_failures().unwrap() > 0
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let before = accept_failures()?;
+    // An episode long enough for a busy loop to fail thousands of times.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let failures = accept_failures()? - before;
+    let pauses = started.elapsed().as_millis() / 100 + 2;
+    assert!(
+        failures as u128 <= pauses,
+        "{failures} failed accepts in {:?}: the router retried without pausing",
+        started.elapsed()
+    );
+    // Descriptors back: everything waiting is accepted, new clients are served.
+    drop(held);
+    limit(&soft)?;
+    eventually(20, "the router serves again", || async {
+        cluster
+            .get(&key, "/v1/models")
+            .await
+            .is_ok_and(|(s, _, _)| s == 200)
+    })
+    .await;
     Ok(())
 }
