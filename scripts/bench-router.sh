@@ -2,6 +2,8 @@
 # What the router adds: the same open-loop load (loadgen) through the router
 # and straight to the tenant's cell (requests signed as a router would), at
 # each rate in RATES, reporting p50/p99/p99.9 of both and the router's memory.
+# ROUNDS=N repeats each rate N times, every other round direct first, and
+# reports the median added latency.
 #
 # Needs the system running (`CELLNET_PROFILE=release make up` for numbers
 # worth recording). The request is a question the cell answers from its
@@ -11,6 +13,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 RATES="${RATES:-1000 5000}"
 DURATION="${DURATION:-20s}"
+ROUNDS="${ROUNDS:-1}"
 bin_dir="${CARGO_TARGET_DIR:-$root/target}/${CELLNET_PROFILE:-release}"
 [[ -f .local/demo.env ]] || { echo "bench-router: start the system first (make up)" >&2; exit 1; }
 # shellcheck disable=SC1091
@@ -40,18 +43,29 @@ cell_url="$("$bin_dir/cellctl" cells list | awk -v c="$cell" '$1==c{for(i=1;i<=N
 cell_key="$(etcdctl --endpoints "http://127.0.0.1:$etcd_port" get /cellnet/secrets/cell-auth --print-value-only)"
 router_pid="$(pgrep -f "$bin_dir/router" | head -1)"
 
-echo "tenant $tenant on $cell ($cell_url); $(nproc) cores; $DURATION per run"
+echo "tenant $tenant on $cell ($cell_url); $(nproc) cores; $DURATION per run; $ROUNDS round(s) per rate"
 # CPU seconds (user + system) the router has used so far.
 router_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$router_pid/stat"; }
-for rate in $RATES; do
+through_router() {
   cpu_before="$(router_cpu)"
   via_router="$("$bin_dir/loadgen" --url "$ROUTER_URL/v1/query" --rate "$rate" --duration "$DURATION" \
     --body "$body" -H "Authorization: Bearer $key" --json)"
   cpu_after="$(router_cpu)"
   rss_kib="$(awk '/VmRSS/{print $2}' "/proc/$router_pid/status")"
+}
+straight_to_cell() {
   direct="$("$bin_dir/loadgen" --url "$cell_url/v1/query" --rate "$rate" --duration "$DURATION" \
     --body "$body" --cell-key-hex "$cell_key" --tenant "$tenant" --json)"
-  python3 - "$rate" "$via_router" "$direct" "$rss_kib" "$cpu_before" "$cpu_after" <<'PY'
+}
+added_file="$(mktemp)"
+trap 'rm -f "$added_file"' EXIT
+for rate in $RATES; do
+  : > "$added_file"
+  for round in $(seq "$ROUNDS"); do
+    # Every other round the other way round, so that a host getting busier
+    # or quieter during a round does not always favour the same side.
+    if (( round % 2 == 1 )); then through_router; straight_to_cell; else straight_to_cell; through_router; fi
+    python3 - "$rate" "$via_router" "$direct" "$rss_kib" "$cpu_before" "$cpu_after" "$added_file" <<'PY'
 import json, sys
 rate, r, d, rss = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4])
 cpu = float(sys.argv[6]) - float(sys.argv[5])
@@ -60,7 +74,19 @@ print(f"rate {rate}/s  router RSS {rss/1024:.1f} MiB  router CPU {per_request:.0
 for name, x in (("router", r), ("cell direct", d)):
     print(f"  {name:12} ok {x['ok']:>7} failed {x['failed']}  achieved {x['achieved_rate']:.0f}/s  "
           f"p50 {x['p50_ms']:.3f}  p99 {x['p99_ms']:.3f}  p99.9 {x['p999_ms']:.3f}  max {x['max_ms']:.3f} ms")
-print(f"  added        p50 {r['p50_ms']-d['p50_ms']:+.3f}  p99 {r['p99_ms']-d['p99_ms']:+.3f}  "
-      f"p99.9 {r['p999_ms']-d['p999_ms']:+.3f} ms")
+added = [r[k] - d[k] for k in ('p50_ms', 'p99_ms', 'p999_ms')]
+print(f"  added        p50 {added[0]:+.3f}  p99 {added[1]:+.3f}  p99.9 {added[2]:+.3f} ms")
+with open(sys.argv[7], 'a') as f:
+    f.write(json.dumps(added) + "\n")
 PY
+  done
+  if (( ROUNDS > 1 )); then
+    python3 - "$rate" "$added_file" <<'PY'
+import json, statistics, sys
+rounds = [json.loads(line) for line in open(sys.argv[2])]
+median = [statistics.median(r[i] for r in rounds) for i in range(3)]
+print(f"rate {sys.argv[1]}/s  median added over {len(rounds)} rounds: "
+      f"p50 {median[0]:+.3f}  p99 {median[1]:+.3f}  p99.9 {median[2]:+.3f} ms")
+PY
+  fi
 done
