@@ -85,6 +85,11 @@ impl Endpoint {
 
 type Pool = Mutex<HashMap<Arc<str>, Endpoint>>;
 
+/// The pool's lock; a panic while it was held leaves nothing half-done.
+fn lock(pool: &Pool) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Endpoint>> {
+    pool.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[derive(Clone)]
 pub struct CellClient {
     /// By endpoint URL, parsed once.
@@ -152,7 +157,7 @@ impl CellClient {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Endpoint>> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pool)
     }
 
     /// The most recently used free connection to `endpoint`.
@@ -214,7 +219,7 @@ async fn close_idle(pool: Weak<Pool>, timeout: Duration) {
         every.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
-        for known in pool.lock().unwrap_or_else(|p| p.into_inner()).values_mut() {
+        for known in lock(&pool).values_mut() {
             known.close_idle(now, timeout);
         }
     }
@@ -232,8 +237,7 @@ impl Reuse {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
-        let mut pool = pool.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(known) = pool.get_mut(&self.endpoint) {
+        if let Some(known) = lock(&pool).get_mut(&self.endpoint) {
             known.idle.push(Idle {
                 sender: self.sender,
                 since: Instant::now(),
@@ -316,82 +320,61 @@ mod tests {
         Request::get(path).body(Full::default()).unwrap()
     }
 
-    /// A server that answers one request per connection, then closes it
-    /// without saying so (no `Connection: close`), as a restarting cell does.
-    async fn one_answer_per_connection() -> Arc<str> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.ends_with(b"\r\n\r\n") {
-                    let n = stream.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    request.extend_from_slice(&buf[..n]);
+    /// A server that answers every request with "ok", counting the
+    /// connections it accepts and reporting each one the client closes.
+    struct RawServer {
+        endpoint: Arc<str>,
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        closes: tokio::sync::mpsc::UnboundedReceiver<()>,
+    }
+
+    impl RawServer {
+        /// Without `keep_alive` it closes each connection after one answer,
+        /// without saying so (no `Connection: close`), as a restarting cell does.
+        async fn start(keep_alive: bool) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let endpoint = format!("http://{}", listener.local_addr().unwrap());
+            let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
+            let counter = accepted.clone();
+            tokio::spawn(async move {
+                loop {
+                    let (mut stream, _) = listener.accept().await.unwrap();
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let closed = closed.clone();
+                    tokio::spawn(async move {
+                        let mut request = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        loop {
+                            let n = stream.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                let _ = closed.send(());
+                                return;
+                            }
+                            request.extend_from_slice(&buf[..n]);
+                            if request.ends_with(b"\r\n\r\n") {
+                                request.clear();
+                                let _ = stream
+                                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                    .await;
+                                if !keep_alive {
+                                    return;
+                                }
+                            }
+                        }
+                    });
                 }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
+            });
+            Self {
+                endpoint: Arc::from(endpoint),
+                accepted,
+                closes,
             }
-        });
-        Arc::from(endpoint)
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_cell_closed_is_not_an_error() {
-        let endpoint = one_answer_per_connection().await;
-        let client = CellClient::new(Duration::from_secs(1));
-        for _ in 0..20 {
-            let response = client.send(&endpoint, get("/v1/models")).await.unwrap();
-            assert_eq!(response.status(), 200);
-            http_body_util::BodyExt::collect(response.into_body())
-                .await
-                .unwrap();
         }
-    }
 
-    /// A keep-alive server that answers every request with "ok", counts the
-    /// connections it accepts and reports each one the client closes.
-    async fn counting_server() -> (
-        Arc<str>,
-        Arc<std::sync::atomic::AtomicUsize>,
-        tokio::sync::mpsc::UnboundedReceiver<()>,
-    ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (closed, closes) = tokio::sync::mpsc::unbounded_channel();
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            loop {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let closed = closed.clone();
-                tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    loop {
-                        let n = stream.read(&mut buf).await.unwrap_or(0);
-                        if n == 0 {
-                            let _ = closed.send(());
-                            return;
-                        }
-                        request.extend_from_slice(&buf[..n]);
-                        if request.ends_with(b"\r\n\r\n") {
-                            request.clear();
-                            let _ = stream
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await;
-                        }
-                    }
-                });
-            }
-        });
-        (Arc::from(endpoint), accepted, closes)
+        fn accepted(&self) -> usize {
+            self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+        }
     }
 
     async fn read_to_end(response: Response<CellBody>) {
@@ -401,12 +384,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_connection_is_free_again_once_its_response_is_read() {
-        let (endpoint, accepted, _closes) = counting_server().await;
-        let accepted = move || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    async fn a_connection_the_cell_closed_is_not_an_error() {
+        let server = RawServer::start(false).await;
         let client = CellClient::new(Duration::from_secs(1));
-        let unread = client.send(&endpoint, get("/")).await.unwrap();
-        let second = client.send(&endpoint, get("/")).await.unwrap();
+        for _ in 0..20 {
+            let response = client
+                .send(&server.endpoint, get("/v1/models"))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            read_to_end(response).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_free_again_once_its_response_is_read() {
+        let server = RawServer::start(true).await;
+        let endpoint = &server.endpoint;
+        let accepted = || server.accepted();
+        let client = CellClient::new(Duration::from_secs(1));
+        let unread = client.send(endpoint, get("/")).await.unwrap();
+        let second = client.send(endpoint, get("/")).await.unwrap();
         assert_eq!(
             accepted(),
             2,
@@ -414,14 +412,15 @@ mod tests {
         );
         read_to_end(unread).await;
         read_to_end(second).await;
-        read_to_end(client.send(&endpoint, get("/")).await.unwrap()).await;
+        read_to_end(client.send(endpoint, get("/")).await.unwrap()).await;
         assert_eq!(accepted(), 2, "read to the end, both are free again");
-        assert_eq!(client.lock()[&endpoint].idle.len(), 2);
+        assert_eq!(client.lock()[endpoint].idle.len(), 2);
     }
 
     #[tokio::test]
     async fn connections_a_burst_opened_close_once_idle() {
-        let (endpoint, accepted, mut closes) = counting_server().await;
+        let mut server = RawServer::start(true).await;
+        let endpoint = server.endpoint.clone();
         let client =
             CellClient::with_idle_timeout(Duration::from_secs(1), Duration::from_millis(200));
         let burst = futures::future::join_all((0..3).map(|_| client.send(&endpoint, get("/"))))
@@ -431,13 +430,13 @@ mod tests {
         for response in burst.collect::<Vec<_>>() {
             read_to_end(response).await;
         }
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(server.accepted(), 3);
         // Steady traffic keeps one connection busy; the two others fall idle.
         let mut closed = 0;
         let traffic_until_two_close = async {
             while closed < 2 {
                 read_to_end(client.send(&endpoint, get("/")).await.unwrap()).await;
-                while closes.try_recv().is_ok() {
+                while server.closes.try_recv().is_ok() {
                     closed += 1;
                 }
                 tokio::task::yield_now().await;
@@ -447,7 +446,7 @@ mod tests {
             .await
             .expect("the idle connections were never closed");
         assert_eq!(closed, 2, "the connection in use stays open");
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(server.accepted(), 3);
         assert_eq!(client.lock()[&endpoint].idle.len(), 1);
     }
 
@@ -459,10 +458,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = CellClient::new(Duration::from_secs(1));
         for _ in 0..5 {
-            let response = client.send(&endpoint, get("/")).await.unwrap();
-            http_body_util::BodyExt::collect(response.into_body())
-                .await
-                .unwrap();
+            read_to_end(client.send(&endpoint, get("/")).await.unwrap()).await;
         }
         assert_eq!(
             client.lock()[&endpoint].idle.len(),
