@@ -77,6 +77,10 @@ struct RawConfig {
     /// observed p95 latency; the first success wins.
     #[serde(default)]
     hedging: bool,
+    /// Threads that serve connections, each with a runtime and a Redis
+    /// connection of its own; by default one per core.
+    #[serde(default)]
+    workers: Option<usize>,
 }
 
 /// What a model's tokens cost, in USD per million.
@@ -574,6 +578,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub prices: std::collections::HashMap<String, Price>,
     pub hedging: bool,
+    pub workers: usize,
 }
 
 impl Config {
@@ -782,6 +787,12 @@ impl RawConfig {
                 "prices must be finite and not negative",
             );
         }
+        let workers = self.workers.unwrap_or_else(common::workers::one_per_core);
+        e.check(
+            (1..=common::workers::MAX_WORKERS).contains(&workers),
+            "workers",
+            format!("must be between 1 and {}", common::workers::MAX_WORKERS),
+        );
         let mut names: Vec<&str> = providers.iter().map(ProviderConfig::name).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -825,6 +836,7 @@ impl RawConfig {
             providers,
             prices: self.prices,
             hedging: self.hedging,
+            workers,
         })
     }
 }
@@ -1013,6 +1025,7 @@ etcd: { endpoints: ["localhost:2379"] }
 redis: { url: "http://x" }
 cache: { threshold: 1.5 }
 providers: []
+workers: 0
 "#;
         let raw: RawConfig = common::config::parse_yaml(yaml).unwrap();
         let err = raw.validate().unwrap_err().to_string();
@@ -1023,6 +1036,7 @@ providers: []
             "redis.url",
             "cache.threshold",
             "providers ",
+            "workers ",
         ] {
             assert!(err.contains(field), "{field} missing from: {err}");
         }

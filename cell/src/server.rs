@@ -25,6 +25,11 @@ use crate::metrics::CellMetrics;
 use crate::pipeline::Orchestrator;
 use crate::vector::server::QdrantServer;
 use crate::vector::{VectorShard, VectorStore};
+use common::workers::Workers;
+
+/// A client that takes longer than this to send a request's headers loses
+/// its connection.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyProvider>> {
     config.providers.iter().map(|p| provider(p, http)).collect()
@@ -270,13 +275,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         LeaseSettings::default(),
     );
-    tracing::info!(cell = %config.id, region = %config.region, %addr, "cell serving");
+    // Each worker serves its connections with its own runtime, so the Redis
+    // connection a request uses is that worker's own (see `RedisConn`).
+    let mut workers = Workers::start("cell", vec![app; config.workers], HEADER_READ_TIMEOUT)?;
+    tracing::info!(cell = %config.id, region = %config.region, %addr, workers = config.workers, "cell serving");
     common::process::announce_ready("cell", addr);
-
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(common::process::shutdown_signal());
     tokio::select! {
-        result = server => result?,
+        e = workers.accept_from(&listener) => return Err(e.into()),
+        () = common::process::shutdown_signal() => {}
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
         r = lease_task => anyhow::bail!("lease keeper stopped: {r:?}"),
         r = cache_sync => anyhow::bail!("cache sync stopped: {r:?}"),
@@ -284,6 +290,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         r = ingest_worker => anyhow::bail!("ingestion worker stopped: {r:?}"),
         r = optimizer => anyhow::bail!("vector index optimiser stopped: {r:?}"),
     }
+    // New connections are refused from here on; those open finish what they took.
+    drop(listener);
+    workers.drain().await;
     // Leave the ring at once instead of waiting for the lease to expire.
     let alive = config.keys.cell_alive(&config.id);
     let _ = store

@@ -1,10 +1,12 @@
 //! Pieces every service of the system shares and that belong to none of them:
 //! config loading with field-named errors, telemetry set-up, the readiness
 //! announcement that harnesses wait on, and the names of the headers that carry
-//! a request's identity from router to cell to provider.
+//! a request's identity from router to cell to provider, and the worker
+//! threads both router and cell serve their connections on.
 
 pub mod config;
 pub mod headers;
 pub mod metrics;
 pub mod process;
 pub mod signing;
+pub mod workers;

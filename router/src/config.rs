@@ -19,7 +19,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Whole-request deadline, across every cell tried; LLM answers can be slow.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-const MAX_WORKERS: usize = 256;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,13 +225,11 @@ impl Config {
             "outliers.max_ejection",
             "base_ejection must be positive and max_ejection at least base_ejection",
         );
-        let workers = raw.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        });
+        let workers = raw.workers.unwrap_or_else(common::workers::one_per_core);
         e.check(
-            (1..=MAX_WORKERS).contains(&workers),
+            (1..=common::workers::MAX_WORKERS).contains(&workers),
             "workers",
-            format!("must be between 1 and {MAX_WORKERS}"),
+            format!("must be between 1 and {}", common::workers::MAX_WORKERS),
         );
         e.finish(Config {
             listen,

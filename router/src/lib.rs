@@ -1,6 +1,6 @@
 //! The global router: authenticates tenants, places each on cells with a
 //! consistent-hash ring, and proxies to the first cell that answers.
-//! Modules follow the request path: `workers` (connections) → `auth` →
+//! Modules follow the request path: `common::workers` (connections) → `auth` →
 //! `placement` → `proxy`.
 
 pub mod auth;
@@ -15,4 +15,3 @@ pub mod redis_conn;
 pub mod replication;
 pub mod server;
 pub mod upstreams;
-pub mod workers;

@@ -20,15 +20,11 @@ use crate::placement::Placement;
 use crate::proxy::{ProxyState, WorkerState, forward};
 use crate::replication::Hints;
 use crate::upstreams::Upstreams;
-use crate::workers::Workers;
+use common::workers::Workers;
 
 /// A rate-limit lease that takes longer than this is given up on and the
 /// router limits on its own for a while: Redis must not slow every request.
 const RATE_LIMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// How long accepting pauses after an error that is not the client's, such
-/// as running out of file descriptors.
-const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Routes without authentication: health, readiness and metrics. Everything
 /// else is a tenant route and requires an API key.
@@ -67,7 +63,7 @@ async fn readyz(State(state): State<WorkerState>) -> impl IntoResponse {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
-    let (cluster, mut watch_task) = ClusterWatch::start(store, config.keys.clone())
+    let (cluster, watch_task) = ClusterWatch::start(store, config.keys.clone())
         .await
         .context("cannot read the cluster state from etcd")?;
     let http = CellClient::new(config.connect_timeout);
@@ -95,8 +91,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         upstreams: Upstreams::new(config.outliers, config.max_in_flight_per_cell),
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
     });
-    let mut replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
-    let mut placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));
+    let replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
+    let placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));
     let registry = Arc::new(registry);
     let apps = (0..config.workers)
         .map(|_| {
@@ -107,44 +103,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             app(worker, registry.clone())
         })
         .collect();
-    let mut workers = Workers::start(apps, config.header_read_timeout)?;
+    let mut workers = Workers::start("router", apps, config.header_read_timeout)?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, workers = config.workers, "router listening");
     common::process::announce_ready("router", addr);
-    let shutdown = common::process::shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => workers.dispatch(stream)?,
-                // The client gave up before it was accepted.
-                Err(e) if is_connection_error(&e) => {}
-                // Out of file descriptors and the like: the connection waiting
-                // is still there, so accepting again at once would fail again,
-                // in a busy loop. Meanwhile the backlog holds new connections.
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept connections, pausing accepts for {ACCEPT_PAUSE:?}");
-                    tokio::time::sleep(ACCEPT_PAUSE).await;
-                }
-            },
-            () = &mut shutdown => break,
-            r = &mut watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
-            r = &mut replayer => anyhow::bail!("hint replay stopped: {r:?}"),
-            r = &mut placer => anyhow::bail!("placement stopped: {r:?}"),
-        }
+    tokio::select! {
+        e = workers.accept_from(&listener) => return Err(e.into()),
+        () = common::process::shutdown_signal() => {}
+        r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
+        r = replayer => anyhow::bail!("hint replay stopped: {r:?}"),
+        r = placer => anyhow::bail!("placement stopped: {r:?}"),
     }
     // New connections are refused from here on; those open finish what they took.
     drop(listener);
     workers.drain().await;
     Ok(())
-}
-
-fn is_connection_error(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionRefused
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::ConnectionReset
-    )
 }

@@ -2,7 +2,8 @@
 //! limits and token quotas (429 with Retry-After), per-cell concurrency
 //! limits (503 with Retry-After), a bound on how long a client may take to
 //! send its headers, a router out of file descriptors that waits instead of
-//! spinning, and a shutdown that finishes what it took.
+//! spinning, and a shutdown, of the router or of a cell, that finishes what
+//! it took.
 
 #![allow(
     clippy::unwrap_used,
@@ -272,9 +273,15 @@ async fn a_router_at_its_own_limit_sheds_instead_of_queueing() -> anyhow::Result
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_finishes_requests_in_flight_and_takes_no_new_ones() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+/// Starts a query that waits 2 s on its provider, and returns once the
+/// provider has it: from then on it is in flight in the router and in the
+/// cell that asked. Also returns the cell that answers the tenant.
+async fn a_query_in_flight(
+    cluster: &Cluster,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    String,
+)> {
     let key = cluster.create_tenant("massive").await?;
     cluster.wait_for_tenant(&key).await?;
     let (status, _, _) = cluster
@@ -285,50 +292,90 @@ async fn shutdown_finishes_requests_in_flight_and_takes_no_new_ones() -> anyhow:
         )
         .await?;
     assert_eq!(status, 200);
+    let (status, _, headers) = cluster
+        .post(
+            &key,
+            "/v1/query",
+            &json!({"query": "How long does standard delivery take?"}),
+        )
+        .await?;
+    assert_eq!(status, 200);
+    let cell = headers["x-cellnet-cell"].to_str()?.to_owned();
     cluster
         .set_faults("azure-eastus", &json!({"latency": "2s"}))
         .await?;
-
     let url = format!("{}/v1/query", cluster.router.url);
-    let http = reqwest::Client::new();
-    let in_flight = tokio::spawn({
-        let (http, key) = (http.clone(), key.clone());
-        async move {
-            http.post(url)
-                .bearer_auth(key)
-                .json(&json!({"query": "Where do orders ship from?"}))
-                .send()
-                .await
-        }
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .json(&json!({"query": "Where do orders ship from?"}))
+            .send()
+            .await
     });
-    // The request has reached the provider: it is inside the router now.
-    eventually(10, "condition", || async {
+    eventually(10, "the query reached the provider", || async {
         cluster.provider_in_flight("azure-eastus").await.unwrap() == 1
     })
     .await;
-    cluster.router.guard.terminate()?;
+    Ok((in_flight, cell))
+}
 
-    // The listener closes at once: new connections are refused.
-    let models = format!("{}/v1/models", cluster.router.url);
-    eventually(10, "condition", || async {
-        reqwest::Client::new()
-            .get(&models)
-            .bearer_auth(&key)
-            .send()
-            .await
-            .is_err_and(|e| e.is_connect())
-    })
-    .await;
-    // The request taken before the signal is answered in full.
-    let response = in_flight.await??;
+/// The answer to `a_query_in_flight`'s question, in full.
+async fn assert_answered_in_full(response: reqwest::Response) -> anyhow::Result<()> {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await?;
     assert!(
         body["answer"].as_str().unwrap_or("").contains("Lyon"),
         "{body}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight_and_takes_no_new_ones() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let (in_flight, _) = a_query_in_flight(&cluster).await?;
+    cluster.router.guard.terminate()?;
+
+    // The listener closes at once: new connections are refused.
+    let health = format!("{}/healthz", cluster.router.url);
+    eventually(10, "the router's listener closed", || async {
+        reqwest::get(&health).await.is_err_and(|e| e.is_connect())
+    })
+    .await;
+    // The request taken before the signal is answered in full.
+    assert_answered_in_full(in_flight.await??).await?;
     let exit = tokio::task::spawn_blocking(move || cluster.router.guard.wait()).await??;
     assert!(exit.success(), "router exited with {exit}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_that_is_stopped_finishes_requests_in_flight() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(ClusterOptions::default()).await?;
+    let (in_flight, cell) = a_query_in_flight(&cluster).await?;
+    let url = {
+        let service = cluster.cell_mut(&cell).expect("the cell that answered");
+        service.guard.terminate()?;
+        service.url.clone()
+    };
+
+    let health = format!("{url}/healthz");
+    eventually(10, "the cell's listener closed", || async {
+        reqwest::get(&health).await.is_err_and(|e| e.is_connect())
+    })
+    .await;
+    // Answered by the cell that was stopped, not by its replica after a retry.
+    let response = in_flight.await??;
+    assert_eq!(response.headers()["x-cellnet-cell"], cell.as_str());
+    assert_answered_in_full(response).await?;
+    let stopped = cell.clone();
+    let exit = tokio::task::spawn_blocking(move || {
+        let service = cluster.cell_mut(&stopped).expect("the cell that answered");
+        service.guard.wait()
+    })
+    .await??;
+    assert!(exit.success(), "{cell} exited with {exit}");
     Ok(())
 }
 

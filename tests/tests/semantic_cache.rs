@@ -275,3 +275,61 @@ async fn redis_outage_is_bypassed_and_recovered() {
         Some("30 days")
     );
 }
+
+/// The Redis client id of the connection `conn` gives the calling thread.
+async fn client_id(conn: &RedisConn) -> i64 {
+    let mut c = conn.get().await.unwrap();
+    redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut c)
+        .await
+        .unwrap()
+}
+
+/// On a thread with a runtime of its own, as a cell's workers are: the ids
+/// of the connections its calls used, before and after a `reset`.
+fn ids_on_a_thread_of_its_own(conn: &RedisConn) -> (Vec<i64>, i64) {
+    let conn = conn.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let before = vec![
+                client_id(&conn).await,
+                client_id(&conn).await,
+                client_id(&conn.clone()).await,
+            ];
+            conn.reset();
+            (before, client_id(&conn).await)
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn each_thread_keeps_a_redis_connection_of_its_own() {
+    let redis = Redis::start().unwrap();
+    let conn = RedisConn::new(
+        RedisTarget::Single(redis.url.clone()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let (first, first_after_reset) = ids_on_a_thread_of_its_own(&conn);
+    let (second, _) = ids_on_a_thread_of_its_own(&conn);
+    assert!(
+        first.iter().all(|id| *id == first[0]),
+        "a thread's calls (and its clones of the handle) share one connection: {first:?}"
+    );
+    assert!(
+        second.iter().all(|id| *id == second[0]),
+        "a thread's calls (and its clones of the handle) share one connection: {second:?}"
+    );
+    assert_ne!(first[0], second[0], "two threads shared a connection");
+    assert_ne!(
+        first[0], first_after_reset,
+        "a reset connection was used again"
+    );
+}

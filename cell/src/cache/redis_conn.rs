@@ -1,11 +1,18 @@
 //! The cache's Redis connection: one code path for a single Redis and a Redis
 //! Cluster. The connection is made on first use and remade after failures, so
 //! a cell starts and keeps answering while Redis is away.
+//!
+//! Each thread that uses a handle gets a connection of its own. A connection
+//! is driven by a task on the runtime that made it, and the cell serves each
+//! connection on one worker thread with a runtime of its own: with one shared
+//! connection, every cache lookup would wake another thread to send the
+//! command and again to deliver the reply.
 
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -57,13 +64,29 @@ impl ConnectionLike for CacheConn {
     }
 }
 
-/// Lazily connected, shared handle.
+/// Lazily connected handle; clones share its connections.
 #[derive(Clone)]
 pub struct RedisConn {
     target: RedisTarget,
     timeout: Duration,
-    current: Arc<ArcSwapOption<CacheConn>>,
+    /// Names this handle (and its clones) in each thread's table.
+    handle: u64,
+    /// Bumped by `reset`: a thread's connection made before is remade.
+    generation: Arc<AtomicU64>,
     connecting: Arc<Mutex<()>>,
+}
+
+static NEXT_HANDLE: AtomicU64 = AtomicU64::new(0);
+
+/// A connection one thread made for one handle.
+struct ThreadConn {
+    handle: u64,
+    generation: u64,
+    conn: CacheConn,
+}
+
+thread_local! {
+    static THREAD_CONNS: RefCell<Vec<ThreadConn>> = const { RefCell::new(Vec::new()) };
 }
 
 impl RedisConn {
@@ -80,29 +103,51 @@ impl RedisConn {
         Ok(Self {
             target,
             timeout,
-            current: Arc::default(),
+            handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
+            generation: Arc::default(),
             connecting: Arc::default(),
         })
     }
 
-    /// The shared connection; the hot path is one atomic load.
+    /// This thread's connection, made on first use; the hot path is a look
+    /// in a table of this thread's own.
     pub async fn get(&self) -> Result<CacheConn, CacheError> {
-        if let Some(c) = self.current.load_full() {
-            return Ok(CacheConn::clone(&c));
+        if let Some(c) = self.this_threads() {
+            return Ok(c);
         }
+        // Threads connect one at a time, so that a burst of requests on a
+        // cold cell makes one connection per thread, not one per request.
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(c) = self.current.load_full() {
-            return Ok(CacheConn::clone(&c));
+        if let Some(c) = self.this_threads() {
+            return Ok(c);
         }
+        let generation = self.generation.load(Ordering::Acquire);
         let conn = tokio::time::timeout(self.timeout, self.open(Some(self.timeout)))
             .await
             .map_err(|_| CacheError::Timeout(self.timeout))??;
-        self.current.store(Some(Arc::new(conn.clone())));
+        THREAD_CONNS.with_borrow_mut(|conns| {
+            conns.retain(|c| c.handle != self.handle);
+            conns.push(ThreadConn {
+                handle: self.handle,
+                generation,
+                conn: conn.clone(),
+            });
+        });
         Ok(conn)
     }
 
-    /// Runs a Redis call within the timeout. After a Redis error the shared
-    /// connection is dropped, so the next call makes a new one.
+    fn this_threads(&self) -> Option<CacheConn> {
+        let generation = self.generation.load(Ordering::Acquire);
+        THREAD_CONNS.with_borrow(|conns| {
+            conns
+                .iter()
+                .find(|c| c.handle == self.handle && c.generation == generation)
+                .map(|c| c.conn.clone())
+        })
+    }
+
+    /// Runs a Redis call within the timeout. After a Redis error every
+    /// thread's connection is dropped, so the next call makes a new one.
     pub async fn bounded<T, E: Into<CacheError>>(
         &self,
         call: impl std::future::Future<Output = Result<T, E>>,
@@ -120,9 +165,10 @@ impl RedisConn {
         }
     }
 
-    /// Forgets the shared connection so the next call makes a new one.
+    /// Forgets every thread's connection so the next call on each makes a
+    /// new one.
     pub fn reset(&self) {
-        self.current.store(None);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A connection of its own, for blocking reads (up to `longest_block`)

@@ -1,12 +1,13 @@
-//! The threads that serve tenants' connections.
+//! The threads that serve a service's HTTP connections, router and cell alike.
 //!
-//! Connections are accepted on the control runtime and handed round-robin to
-//! worker threads, each running a single-threaded Tokio runtime of its own
-//! with its own client to the cells. A connection, the requests on it and
-//! the connections to cells opened for them then all live on one thread: a
-//! request is served without waking another thread. On a machine whose cores
-//! the router shares with cells and Redis, that took about a fifth off the
-//! router's CPU per request (docs/benchmarks.md).
+//! Connections are accepted on the control runtime (the one running etcd
+//! watches and other background tasks) and handed round-robin to worker
+//! threads, each running a single-threaded Tokio runtime of its own. A
+//! connection, the requests on it and whatever those requests open from that
+//! thread (the router's connections to cells, a cell's Redis connection) then
+//! all live on one thread: a request is served without waking another one.
+//! On a machine whose cores the services share, that took about a fifth off
+//! the router's CPU per request (docs/benchmarks.md).
 
 use std::io;
 use std::thread::JoinHandle;
@@ -15,8 +16,21 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+
+/// How long accepting pauses after an error that is not the client's, such
+/// as running out of file descriptors.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// The most worker threads a service may be configured with.
+pub const MAX_WORKERS: usize = 256;
+
+/// The default number of workers: one per core.
+pub fn one_per_core() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
 
 pub struct Workers {
     inboxes: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
@@ -26,10 +40,14 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts a worker thread for each of `apps`, serving with it. A
-    /// connection whose client takes longer than `header_read_timeout` to
-    /// send a request's headers is closed.
-    pub fn start(apps: Vec<axum::Router>, header_read_timeout: Duration) -> io::Result<Self> {
+    /// Starts a worker thread for each of `apps` (named `<name>-worker-<i>`),
+    /// serving with it. A connection whose client takes longer than
+    /// `header_read_timeout` to send a request's headers is closed.
+    pub fn start(
+        name: &str,
+        apps: Vec<axum::Router>,
+        header_read_timeout: Duration,
+    ) -> io::Result<Self> {
         let (shutdown, _) = watch::channel(false);
         let mut inboxes = Vec::with_capacity(apps.len());
         let mut threads = Vec::with_capacity(apps.len());
@@ -40,7 +58,7 @@ impl Workers {
                 .build()?;
             let stop = shutdown.subscribe();
             let thread = std::thread::Builder::new()
-                .name(format!("router-worker-{i}"))
+                .name(format!("{name}-worker-{i}"))
                 .spawn(move || runtime.block_on(serve(incoming, stop, app, header_read_timeout)))?;
             inboxes.push(inbox);
             threads.push(thread);
@@ -53,18 +71,42 @@ impl Workers {
         })
     }
 
+    /// Accepts connections on `listener` and hands each to a worker. Returns
+    /// only if a worker has stopped. Cancel-safe: dropping it between two
+    /// connections loses none.
+    pub async fn accept_from(&mut self, listener: &TcpListener) -> io::Error {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    if let Err(e) = self.dispatch(stream) {
+                        return e;
+                    }
+                }
+                // The client gave up before it was accepted.
+                Err(e) if is_connection_error(&e) => {}
+                // Out of file descriptors and the like: the connection waiting
+                // is still there, so accepting again at once would fail again,
+                // in a busy loop. Meanwhile the backlog holds new connections.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept connections, pausing accepts for {ACCEPT_PAUSE:?}");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            }
+        }
+    }
+
     /// Hands an accepted connection to the next worker.
-    pub fn dispatch(&mut self, stream: tokio::net::TcpStream) -> io::Result<()> {
+    fn dispatch(&mut self, stream: tokio::net::TcpStream) -> io::Result<()> {
         // Out of this runtime's reactor, into the worker's.
         let stream = stream.into_std()?;
         let inbox = &self.inboxes[self.next % self.inboxes.len()];
         self.next = self.next.wrapping_add(1);
         inbox
             .send(stream)
-            .map_err(|_| io::Error::other("a router worker has stopped"))
+            .map_err(|_| io::Error::other("a worker thread has stopped"))
     }
 
-    /// Stops taking connections, lets every request in flight finish, and
+    /// Stops serving new requests, lets every request in flight finish, and
     /// returns once every worker has closed its last connection.
     pub async fn drain(self) {
         let _ = self.shutdown.send(true);
@@ -73,7 +115,7 @@ impl Workers {
         let joined = tokio::task::spawn_blocking(move || {
             for thread in threads {
                 if thread.join().is_err() {
-                    tracing::error!("a router worker panicked while draining");
+                    tracing::error!("a worker thread panicked while draining");
                 }
             }
         });
@@ -144,8 +186,17 @@ async fn serve_connection(
     }
 }
 
-/// Resolves once the router is stopping (at once if it already is).
+/// Resolves once the service is stopping (at once if it already is).
 async fn stopping(stop: &mut watch::Receiver<bool>) {
-    // An error means the sender is gone: the router is stopping all the same.
+    // An error means the sender is gone: the service is stopping all the same.
     let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
