@@ -6,6 +6,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// glibc's malloc and free were about a tenth of the CPU a request costs in
+/// the router and in the cell; with mimalloc both cost less per request
+/// (docs/benchmarks.md, host E).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "A cellnet cell: RAG orchestrator with its own cache and vector shards")]
 struct Args {
