@@ -787,12 +787,7 @@ impl RawConfig {
                 "prices must be finite and not negative",
             );
         }
-        let workers = self.workers.unwrap_or_else(common::workers::one_per_core);
-        e.check(
-            (1..=common::workers::MAX_WORKERS).contains(&workers),
-            "workers",
-            format!("must be between 1 and {}", common::workers::MAX_WORKERS),
-        );
+        let workers = common::workers::count_from_config(self.workers, &mut e);
         let mut names: Vec<&str> = providers.iter().map(ProviderConfig::name).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {

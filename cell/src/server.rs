@@ -25,11 +25,7 @@ use crate::metrics::CellMetrics;
 use crate::pipeline::Orchestrator;
 use crate::vector::server::QdrantServer;
 use crate::vector::{VectorShard, VectorStore};
-use common::workers::Workers;
-
-/// A client that takes longer than this to send a request's headers loses
-/// its connection.
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+use common::workers::{DEFAULT_HEADER_READ_TIMEOUT, Workers};
 
 fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyProvider>> {
     config.providers.iter().map(|p| provider(p, http)).collect()
@@ -277,7 +273,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     // Each worker serves its connections with its own runtime, so the Redis
     // connection a request uses is that worker's own (see `RedisConn`).
-    let mut workers = Workers::start("cell", vec![app; config.workers], HEADER_READ_TIMEOUT)?;
+    let mut workers = Workers::start(
+        "cell",
+        vec![app; config.workers],
+        DEFAULT_HEADER_READ_TIMEOUT,
+    )?;
     tracing::info!(cell = %config.id, region = %config.region, %addr, workers = config.workers, "cell serving");
     common::process::announce_ready("cell", addr);
     tokio::select! {

@@ -20,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::config::ConfigErrors;
+
 /// How long accepting pauses after an error that is not the client's, such
 /// as running out of file descriptors.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -27,9 +29,22 @@ pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// The most worker threads a service may be configured with.
 pub const MAX_WORKERS: usize = 256;
 
-/// The default number of workers: one per core.
-pub fn one_per_core() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+/// How long a client may take to send a request's headers, unless
+/// configured otherwise.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The number of workers a service's config asks for (its `workers` field),
+/// by default one per core; out of range is an error on that field.
+pub fn count_from_config(configured: Option<usize>, errors: &mut ConfigErrors) -> usize {
+    let workers = configured.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    errors.check(
+        (1..=MAX_WORKERS).contains(&workers),
+        "workers",
+        format!("must be between 1 and {MAX_WORKERS}"),
+    );
+    workers
 }
 
 pub struct Workers {

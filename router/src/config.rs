@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::config::{ConfigError, ConfigErrors, read_yaml};
+use common::workers::DEFAULT_HEADER_READ_TIMEOUT;
 use control_plane::model::Keys;
 use control_plane::store::EtcdSettings;
 use control_plane::store::RawEtcd;
@@ -124,8 +125,6 @@ fn default_request_timeout() -> Duration {
     DEFAULT_REQUEST_TIMEOUT
 }
 
-pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 fn default_header_read_timeout() -> Duration {
     DEFAULT_HEADER_READ_TIMEOUT
 }
@@ -225,12 +224,7 @@ impl Config {
             "outliers.max_ejection",
             "base_ejection must be positive and max_ejection at least base_ejection",
         );
-        let workers = raw.workers.unwrap_or_else(common::workers::one_per_core);
-        e.check(
-            (1..=common::workers::MAX_WORKERS).contains(&workers),
-            "workers",
-            format!("must be between 1 and {}", common::workers::MAX_WORKERS),
-        );
+        let workers = common::workers::count_from_config(raw.workers, &mut e);
         e.finish(Config {
             listen,
             etcd,
