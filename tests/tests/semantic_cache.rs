@@ -333,3 +333,30 @@ fn each_thread_keeps_a_redis_connection_of_its_own() {
         "a reset connection was used again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_a_multi_threaded_runtime_share_one_redis_connection() {
+    let redis = Redis::start().unwrap();
+    let conn = RedisConn::new(
+        RedisTarget::Single(redis.url.clone()),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let conn = conn.clone();
+            tokio::spawn(async move { client_id(&conn).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        ids.push(task.await.unwrap());
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    conn.reset();
+    assert_ne!(
+        client_id(&conn).await,
+        ids[0],
+        "a reset connection was used again"
+    );
+}

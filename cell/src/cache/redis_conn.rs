@@ -2,17 +2,19 @@
 //! Cluster. The connection is made on first use and remade after failures, so
 //! a cell starts and keeps answering while Redis is away.
 //!
-//! Each thread that uses a handle gets a connection of its own. A connection
-//! is driven by a task on the runtime that made it, and the cell serves each
-//! connection on one worker thread with a runtime of its own: with one shared
-//! connection, every cache lookup would wake another thread to send the
-//! command and again to deliver the reply.
+//! A connection is driven by a task on the runtime that made it, and the cell
+//! serves each connection on a worker thread with a single-threaded runtime of
+//! its own: with one shared connection, every cache lookup would wake another
+//! thread to send the command and again to deliver the reply. So each such
+//! runtime gets a connection of its own, kept in its thread's table. Tasks on
+//! a multi-threaded runtime move between its threads; they share one.
 
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
@@ -71,22 +73,31 @@ pub struct RedisConn {
     timeout: Duration,
     /// Names this handle (and its clones) in each thread's table.
     handle: u64,
-    /// Bumped by `reset`: a thread's connection made before is remade.
+    /// Bumped by `reset`: a connection made before is remade.
     generation: Arc<AtomicU64>,
+    /// The connection of multi-threaded runtimes.
+    shared: Arc<ArcSwapOption<RuntimeConn>>,
     connecting: Arc<Mutex<()>>,
 }
 
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(0);
 
-/// A connection one thread made for one handle.
-struct ThreadConn {
+/// A connection made for one handle, by one thread or runtime.
+struct RuntimeConn {
     handle: u64,
     generation: u64,
     conn: CacheConn,
 }
 
 thread_local! {
-    static THREAD_CONNS: RefCell<Vec<ThreadConn>> = const { RefCell::new(Vec::new()) };
+    static THREAD_CONNS: RefCell<Vec<RuntimeConn>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether the caller runs on a single-threaded runtime, whose tasks (and
+/// the connections they make) never leave this thread.
+fn on_a_runtime_of_its_own() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 impl RedisConn {
@@ -105,49 +116,60 @@ impl RedisConn {
             timeout,
             handle: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
             generation: Arc::default(),
+            shared: Arc::default(),
             connecting: Arc::default(),
         })
     }
 
-    /// This thread's connection, made on first use; the hot path is a look
-    /// in a table of this thread's own.
+    /// The calling runtime's connection, made on first use; the hot path is
+    /// a look in a table of this thread's own.
     pub async fn get(&self) -> Result<CacheConn, CacheError> {
-        if let Some(c) = self.this_threads() {
+        if let Some(c) = self.current() {
             return Ok(c);
         }
-        // Threads connect one at a time, so that a burst of requests on a
-        // cold cell makes one connection per thread, not one per request.
+        // Runtimes connect one at a time, so that a burst of requests on a
+        // cold cell makes one connection per runtime, not one per request.
         let _one_at_a_time = self.connecting.lock().await;
-        if let Some(c) = self.this_threads() {
+        if let Some(c) = self.current() {
             return Ok(c);
         }
         let generation = self.generation.load(Ordering::Acquire);
         let conn = tokio::time::timeout(self.timeout, self.open(Some(self.timeout)))
             .await
             .map_err(|_| CacheError::Timeout(self.timeout))??;
-        THREAD_CONNS.with_borrow_mut(|conns| {
-            conns.retain(|c| c.handle != self.handle);
-            conns.push(ThreadConn {
-                handle: self.handle,
-                generation,
-                conn: conn.clone(),
+        let made = RuntimeConn {
+            handle: self.handle,
+            generation,
+            conn: conn.clone(),
+        };
+        if on_a_runtime_of_its_own() {
+            THREAD_CONNS.with_borrow_mut(|conns| {
+                conns.retain(|c| c.handle != self.handle);
+                conns.push(made);
             });
-        });
+        } else {
+            self.shared.store(Some(Arc::new(made)));
+        }
         Ok(conn)
     }
 
-    fn this_threads(&self) -> Option<CacheConn> {
+    fn current(&self) -> Option<CacheConn> {
         let generation = self.generation.load(Ordering::Acquire);
-        THREAD_CONNS.with_borrow(|conns| {
-            conns
-                .iter()
-                .find(|c| c.handle == self.handle && c.generation == generation)
+        let current = |c: &RuntimeConn| c.handle == self.handle && c.generation == generation;
+        if on_a_runtime_of_its_own() {
+            THREAD_CONNS
+                .with_borrow(|conns| conns.iter().find(|c| current(c)).map(|c| c.conn.clone()))
+        } else {
+            self.shared
+                .load()
+                .as_deref()
+                .filter(|c| current(c))
                 .map(|c| c.conn.clone())
-        })
+        }
     }
 
     /// Runs a Redis call within the timeout. After a Redis error every
-    /// thread's connection is dropped, so the next call makes a new one.
+    /// connection is dropped, so the next call on each runtime makes a new one.
     pub async fn bounded<T, E: Into<CacheError>>(
         &self,
         call: impl std::future::Future<Output = Result<T, E>>,
@@ -165,8 +187,8 @@ impl RedisConn {
         }
     }
 
-    /// Forgets every thread's connection so the next call on each makes a
-    /// new one.
+    /// Forgets every connection so the next call on each runtime makes a new
+    /// one.
     pub fn reset(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
