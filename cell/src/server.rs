@@ -261,7 +261,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("cannot register the cell in etcd")?;
-    let lease_task = keep_alive(
+    let mut lease_task = keep_alive(
         store.clone(),
         config.keys.clone(),
         config.id.clone(),
@@ -284,22 +284,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         e = workers.accept_from(&listener) => return Err(e.into()),
         () = common::process::shutdown_signal() => {}
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
-        r = lease_task => anyhow::bail!("lease keeper stopped: {r:?}"),
+        r = &mut lease_task => anyhow::bail!("lease keeper stopped: {r:?}"),
         r = cache_sync => anyhow::bail!("cache sync stopped: {r:?}"),
         r = reporter => anyhow::bail!("provider reporter stopped: {r:?}"),
         r = ingest_worker => anyhow::bail!("ingestion worker stopped: {r:?}"),
         r = optimizer => anyhow::bail!("vector index optimiser stopped: {r:?}"),
     }
-    // New connections are refused from here on; those open finish what they took.
-    drop(listener);
-    workers.drain().await;
-    // Leave the ring at once instead of waiting for the lease to expire.
+    // Leave the ring first, so routers stop choosing this cell while it still
+    // serves; then refuse new connections and finish those open. The lease
+    // keeper stops first, so that a re-registration under way cannot put the
+    // cell back.
+    lease_task.abort();
     let alive = config.keys.cell_alive(&config.id);
-    let _ = store
+    if let Err(e) = store
         .retrying("deregister", |mut c| {
             let alive = alive.clone();
             async move { c.delete(alive, None).await }
         })
-        .await;
+        .await
+    {
+        tracing::warn!(cell = %config.id, error = %e, "cannot deregister; the lease will expire instead");
+    }
+    drop(listener);
+    workers.drain().await;
     Ok(())
 }

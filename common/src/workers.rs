@@ -10,6 +10,7 @@
 //! the router's CPU per request (docs/benchmarks.md).
 
 use std::io;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Barrier, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::ConfigErrors;
@@ -64,6 +65,7 @@ impl Workers {
         header_read_timeout: Duration,
     ) -> io::Result<Self> {
         let (shutdown, _) = watch::channel(false);
+        let drained = Arc::new(Barrier::new(apps.len()));
         let mut inboxes = Vec::with_capacity(apps.len());
         let mut threads = Vec::with_capacity(apps.len());
         for (i, app) in apps.into_iter().enumerate() {
@@ -72,9 +74,20 @@ impl Workers {
                 .enable_all()
                 .build()?;
             let stop = shutdown.subscribe();
+            let drained = drained.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-worker-{i}"))
-                .spawn(move || runtime.block_on(serve(incoming, stop, app, header_read_timeout)))?;
+                .spawn(move || {
+                    runtime.block_on(async {
+                        serve(incoming, stop, app, header_read_timeout).await;
+                        // A request on one worker may be using a connection
+                        // that another worker's runtime drives (a pooled
+                        // client shared by all, such as the cell's to its
+                        // providers): no runtime ends before every worker
+                        // has finished its requests.
+                        drained.wait().await;
+                    });
+                })?;
             inboxes.push(inbox);
             threads.push(thread);
         }

@@ -321,14 +321,14 @@ async fn a_query_in_flight(
 }
 
 /// The answer to `a_query_in_flight`'s question, in full.
-async fn assert_answered_in_full(response: reqwest::Response) -> anyhow::Result<()> {
+async fn assert_answered_in_full(response: reqwest::Response) -> anyhow::Result<serde_json::Value> {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await?;
     assert!(
         body["answer"].as_str().unwrap_or("").contains("Lyon"),
         "{body}"
     );
-    Ok(())
+    Ok(body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,6 +360,22 @@ async fn a_cell_that_is_stopped_finishes_requests_in_flight() -> anyhow::Result<
         service.url.clone()
     };
 
+    // It leaves the ring while it still serves, so routers stop choosing it
+    // before its listener closes.
+    let ready = format!("{}/readyz", cluster.router.url);
+    eventually(
+        10,
+        "the router no longer routes to the stopped cell",
+        || async {
+            let body = reqwest::get(&ready).await.unwrap().text().await.unwrap();
+            body.trim() == "no cell is serving"
+        },
+    )
+    .await;
+    assert!(
+        !in_flight.is_finished(),
+        "the query in flight ended before the cell left the ring"
+    );
     let health = format!("{url}/healthz");
     eventually(10, "the cell's listener closed", || async {
         reqwest::get(&health).await.is_err_and(|e| e.is_connect())
@@ -368,7 +384,9 @@ async fn a_cell_that_is_stopped_finishes_requests_in_flight() -> anyhow::Result<
     // Answered by the cell that was stopped, not by its replica after a retry.
     let response = in_flight.await??;
     assert_eq!(response.headers()["x-cellnet-cell"], cell.as_str());
-    assert_answered_in_full(response).await?;
+    let body = assert_answered_in_full(response).await?;
+    // By the provider it was waiting on: the call in flight was not cut.
+    assert_eq!(body["provider"], "azure-eastus", "{body}");
     let stopped = cell.clone();
     let exit = tokio::task::spawn_blocking(move || {
         let service = cluster.cell_mut(&stopped).expect("the cell that answered");
