@@ -18,6 +18,7 @@ use crate::ingest::chunker::ChunkLimits;
 use crate::ingest::jobs::JobQueue;
 use crate::llm::AnyProvider;
 use crate::llm::azure::{AzureAuth, AzureOpenAi};
+use crate::llm::http::ProviderHttp;
 use crate::llm::oauth::{OAuthTokens, TokenSource};
 use crate::llm::openai_compatible::OpenAiCompatible;
 use crate::llm::vertex::VertexAi;
@@ -27,11 +28,11 @@ use crate::vector::server::QdrantServer;
 use crate::vector::{VectorShard, VectorStore};
 use common::workers::{DEFAULT_HEADER_READ_TIMEOUT, Workers};
 
-fn providers(config: &Config, http: &reqwest::Client) -> anyhow::Result<Vec<AnyProvider>> {
+fn providers(config: &Config, http: &ProviderHttp) -> anyhow::Result<Vec<AnyProvider>> {
     config.providers.iter().map(|p| provider(p, http)).collect()
 }
 
-fn provider(p: &ProviderConfig, http: &reqwest::Client) -> anyhow::Result<AnyProvider> {
+fn provider(p: &ProviderConfig, http: &ProviderHttp) -> anyhow::Result<AnyProvider> {
     Ok(match p {
         ProviderConfig::AzureOpenai {
             name,
@@ -110,9 +111,7 @@ fn provider(p: &ProviderConfig, http: &reqwest::Client) -> anyhow::Result<AnyPro
 
 /// Runs the cell until a shutdown signal or the death of a background task.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let http = reqwest::Client::builder()
-        .pool_idle_timeout(std::time::Duration::from_secs(60))
-        .build()?;
+    let http = ProviderHttp::new()?;
     let model_dir = config.model_dir.clone();
     let embedder: Arc<dyn Embedder> = match &config.embedding_remote {
         Some(remote) => Arc::new(crate::embed::remote::RemoteEmbedder::new(

@@ -81,10 +81,9 @@ impl Workers {
                     runtime.block_on(async {
                         serve(incoming, stop, app, header_read_timeout).await;
                         // A request on one worker may be using a connection
-                        // that another worker's runtime drives (a pooled
-                        // client shared by all, such as the cell's to its
-                        // providers): no runtime ends before every worker
-                        // has finished its requests.
+                        // that another worker's runtime drives (a client
+                        // pooled across workers does that): no runtime ends
+                        // before every worker has finished its requests.
                         drained.wait().await;
                     });
                 })?;
@@ -212,6 +211,13 @@ async fn serve_connection(
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
+}
+
+/// Whether the caller runs on a single-threaded runtime (as a worker does),
+/// whose tasks, and the connections they make, never leave this thread.
+pub fn on_a_runtime_of_its_own() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 /// Resolves once the service is stopping (at once if it already is).

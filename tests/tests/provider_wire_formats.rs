@@ -135,7 +135,7 @@ fn clients_send_the_documented_request_shapes() {
         model: "gpt-4o-mini".into(),
         api_key: None,
         timeout: Duration::from_secs(1),
-        http: reqwest::Client::new(),
+        http: cell::llm::http::ProviderHttp::new().unwrap(),
     };
     assert_eq!(
         paths(&client.request_body(&chat_request())),
@@ -289,7 +289,7 @@ fn vertex_client(sim: &str, region: &str, source: TokenSource) -> VertexAi {
         model: "gemini-2.0-flash".into(),
         auth: OAuthTokens::new(source),
         timeout: Duration::from_secs(5),
-        http: reqwest::Client::new(),
+        http: cell::llm::http::ProviderHttp::new().unwrap(),
     }
 }
 
@@ -380,7 +380,7 @@ async fn openai_compatible_servers_answer_through_the_client() {
         model: "gpt-4o-mini".into(),
         api_key: Some(common::config::Secret::new(SIM_KEY)),
         timeout: Duration::from_secs(5),
-        http: reqwest::Client::new(),
+        http: cell::llm::http::ProviderHttp::new().unwrap(),
     };
     let answer = client.chat(&chat_request(), "req-1").await.unwrap();
     assert!(answer.content.contains("Rayleigh"), "{}", answer.content);
@@ -413,7 +413,7 @@ async fn streams_end_in_their_marker_or_in_an_error() {
         model: "gpt-4o-mini".into(),
         api_key: Some(common::config::Secret::new(SIM_KEY)),
         timeout: Duration::from_secs(5),
-        http: reqwest::Client::new(),
+        http: cell::llm::http::ProviderHttp::new().unwrap(),
     };
     let collect = |mut s: cell::llm::stream::TokenStream| async move {
         let mut events = Vec::new();
@@ -499,7 +499,7 @@ async fn azure_accepts_an_entra_bearer_token_from_a_command() {
         api_version: azure::DEFAULT_API_VERSION.into(),
         auth: AzureAuth::Entra(OAuthTokens::new(TokenSource::Command(command.into()))),
         timeout: Duration::from_secs(5),
-        http: reqwest::Client::new(),
+        http: cell::llm::http::ProviderHttp::new().unwrap(),
     };
     let answer = client(&format!("echo {SIM_KEY}"))
         .chat(&chat_request(), "r1")

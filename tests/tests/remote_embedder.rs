@@ -93,7 +93,7 @@ async fn a_cell_embedding_with_azure_openai_answers_from_its_documents() {
 async fn each_client_embeds_in_its_wire_format() {
     let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
     let sim = cluster.sim.url.clone();
-    let http = reqwest::Client::new();
+    let http = cell::llm::http::ProviderHttp::new().unwrap();
     let vertex = AnyProvider::Vertex(std::sync::Arc::new(VertexAi {
         name: "vertex-us-central1".into(),
         region: "us-central1".into(),

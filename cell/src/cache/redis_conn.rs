@@ -21,6 +21,8 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use tokio::sync::Mutex;
 
+use common::workers::on_a_runtime_of_its_own;
+
 use super::CacheError;
 
 /// Where the cache lives.
@@ -91,13 +93,6 @@ struct RuntimeConn {
 
 thread_local! {
     static THREAD_CONNS: RefCell<Vec<RuntimeConn>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Whether the caller runs on a single-threaded runtime, whose tasks (and
-/// the connections they make) never leave this thread.
-fn on_a_runtime_of_its_own() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 impl RedisConn {

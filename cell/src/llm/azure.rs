@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::http::ProviderHttp;
 use super::wire::{exchange, snippet};
 use super::{ChatRequest, Completion, ProviderError};
 use crate::cache::Usage;
@@ -25,7 +26,7 @@ pub struct AzureOpenAi {
     pub api_version: String,
     pub auth: AzureAuth,
     pub timeout: Duration,
-    pub http: reqwest::Client,
+    pub http: ProviderHttp,
 }
 
 /// How requests authenticate: a resource key (`api-key`) or an Entra ID
@@ -91,7 +92,7 @@ impl AzureOpenAi {
             AzureAuth::ApiKey(key) => request.header("api-key", key.expose()),
             AzureAuth::Entra(tokens) => {
                 let token = tokens
-                    .token(&self.http, self.timeout)
+                    .token(&self.http.client(), self.timeout)
                     .await
                     .map_err(|message| ProviderError::Connect {
                         provider: self.name.clone(),
@@ -125,7 +126,7 @@ impl AzureOpenAi {
             "temperature": request.temperature,
         });
         let request = self
-            .authorised(self.http.post(self.url()))
+            .authorised(self.http.client().post(self.url()))
             .await?
             .header(common::headers::REQUEST_ID, request_id)
             .json(&body);
@@ -148,7 +149,7 @@ impl AzureOpenAi {
             self.api_version
         );
         let request = self
-            .authorised(self.http.post(url))
+            .authorised(self.http.client().post(url))
             .await?
             .json(&json!({"input": texts, "dimensions": dimensions}));
         let body = exchange(&self.name, self.timeout, request)
@@ -174,7 +175,7 @@ impl AzureOpenAi {
             "stream_options": {"include_usage": true},
         });
         let outgoing = self
-            .authorised(self.http.post(self.url()))
+            .authorised(self.http.client().post(self.url()))
             .await?
             .header(common::headers::REQUEST_ID, request_id)
             .json(&body);

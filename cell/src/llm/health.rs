@@ -211,7 +211,7 @@ mod tests {
             model: "m".into(),
             api_key: None,
             timeout: Duration::from_secs(1),
-            http: reqwest::Client::new(),
+            http: crate::llm::http::ProviderHttp::new().unwrap(),
         }))
     }
 

@@ -4,6 +4,7 @@
 
 pub mod azure;
 pub mod health;
+pub mod http;
 pub mod oauth;
 pub mod openai_compatible;
 pub mod resilience;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::azure::{openai_error_message, parse_chat_completion};
+use super::http::ProviderHttp;
 use super::wire::exchange;
 use super::{ChatRequest, Completion, ProviderError};
 use crate::config::Secret;
@@ -20,7 +21,7 @@ pub struct OpenAiCompatible {
     pub model: String,
     pub api_key: Option<Secret>,
     pub timeout: Duration,
-    pub http: reqwest::Client,
+    pub http: ProviderHttp,
 }
 
 impl OpenAiCompatible {
@@ -47,6 +48,7 @@ impl OpenAiCompatible {
     ) -> Result<Completion, ProviderError> {
         let mut outgoing = self
             .http
+            .client()
             .post(self.url())
             .header(common::headers::REQUEST_ID, request_id)
             .json(&self.request_body(request));
@@ -67,6 +69,7 @@ impl OpenAiCompatible {
     ) -> Result<Vec<Vec<f32>>, ProviderError> {
         let mut outgoing = self
             .http
+            .client()
             .post(format!(
                 "{}/embeddings",
                 self.base_url.trim_end_matches('/')
@@ -92,6 +95,7 @@ impl OpenAiCompatible {
         body["stream_options"] = json!({"include_usage": true});
         let mut outgoing = self
             .http
+            .client()
             .post(self.url())
             .header(common::headers::REQUEST_ID, request_id)
             .json(&body);

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::http::ProviderHttp;
 use super::oauth::OAuthTokens;
 use super::wire::{exchange, snippet};
 use super::{ChatRequest, Completion, ProviderError};
@@ -25,7 +26,7 @@ pub struct VertexAi {
     pub model: String,
     pub auth: OAuthTokens,
     pub timeout: Duration,
-    pub http: reqwest::Client,
+    pub http: ProviderHttp,
 }
 
 /// The public endpoint of a Vertex AI location.
@@ -169,7 +170,7 @@ pub fn error_message(body: &[u8]) -> String {
 impl VertexAi {
     async fn token(&self) -> Result<crate::config::Secret, ProviderError> {
         self.auth
-            .token(&self.http, self.timeout)
+            .token(&self.http.client(), self.timeout)
             .await
             // Another region (or a moment later) may well get one.
             .map_err(|message| ProviderError::Connect {
@@ -196,6 +197,7 @@ impl VertexAi {
         let token = self.token().await?;
         let outgoing = self
             .http
+            .client()
             .post(self.url())
             .bearer_auth(token.expose())
             .header(common::headers::REQUEST_ID, request_id)
@@ -231,6 +233,7 @@ impl VertexAi {
         let instances: Vec<Value> = texts.iter().map(|t| json!({"content": t})).collect();
         let outgoing = self
             .http
+            .client()
             .post(url)
             .bearer_auth(token.expose())
             .json(&json!({
@@ -263,6 +266,7 @@ impl VertexAi {
             .replace(":generateContent", ":streamGenerateContent?alt=sse");
         let outgoing = self
             .http
+            .client()
             .post(url)
             .bearer_auth(token.expose())
             .header(common::headers::REQUEST_ID, request_id)
