@@ -18,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::{Barrier, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::ConfigErrors;
@@ -65,7 +65,8 @@ impl Workers {
         header_read_timeout: Duration,
     ) -> io::Result<Self> {
         let (shutdown, _) = watch::channel(false);
-        let drained = Arc::new(Barrier::new(apps.len()));
+        let (serving, _) = watch::channel(apps.len());
+        let serving = Arc::new(serving);
         let mut inboxes = Vec::with_capacity(apps.len());
         let mut threads = Vec::with_capacity(apps.len());
         for (i, app) in apps.into_iter().enumerate() {
@@ -74,7 +75,7 @@ impl Workers {
                 .enable_all()
                 .build()?;
             let stop = shutdown.subscribe();
-            let drained = drained.clone();
+            let still_serving = StillServing(serving.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("{name}-worker-{i}"))
                 .spawn(move || {
@@ -84,7 +85,9 @@ impl Workers {
                         // that another worker's runtime drives (a client
                         // pooled across workers does that): no runtime ends
                         // before every worker has finished its requests.
-                        drained.wait().await;
+                        let mut all = still_serving.0.subscribe();
+                        drop(still_serving);
+                        let _ = all.wait_for(|n| *n == 0).await;
                     });
                 })?;
             inboxes.push(inbox);
@@ -147,6 +150,16 @@ impl Workers {
             }
         });
         let _ = joined.await;
+    }
+}
+
+/// Counts a worker as serving until dropped, which a panic does too, so
+/// that the other workers never wait for one that is gone.
+struct StillServing(Arc<watch::Sender<usize>>);
+
+impl Drop for StillServing {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
