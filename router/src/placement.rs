@@ -2,15 +2,18 @@
 //!
 //! A consistent-hash ring with virtual nodes over the cells operators want
 //! active (alive or not: a cell that is down keeps its place, so its tenants
-//! do not move while it restarts; reads skip it and writes leave it hints), positions hashed with the `hashring` crate's hasher (SipHash with
-//! fixed keys, so every router computes the same ring from the same etcd
+//! do not move while it restarts; reads skip it and writes leave it hints),
+//! positions hashed with the `hashring` crate's hasher (SipHash with fixed
+//! keys, so every router computes the same ring from the same etcd
 //! revision). Tenants are placed with bounded loads (Mirrokni, Thorup and
-//! Zadimoghaddam): in tenant-id order, each tenant walks the ring from its
-//! hash to the first cell holding fewer than ⌈(1+ε)·mean⌉ tenants. Its
-//! replica set is that home cell plus the next distinct cells along the
-//! ring, preferring regions not yet in the set. A pin in the tenant record
-//! overrides the ring. After the replica set come every other serving cell,
-//! in ring order, as a last resort.
+//! Zadimoghaddam): oldest first (by creation time, then id), the k-th tenant
+//! walks the ring from its hash to the first cell holding fewer than
+//! ⌈(1+ε)·k/cells⌉ tenants, the bound when it was created. No cell ends
+//! above ⌈(1+ε)·mean⌉, and a new tenant takes its place without moving any
+//! older one. Its replica set is that home cell plus the next distinct cells
+//! along the ring, preferring regions not yet in the set. A pin in the
+//! tenant record overrides the ring. After the replica set come every other
+//! serving cell, in ring order, as a last resort.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -119,13 +122,22 @@ impl Placement {
         if placement.targets.is_empty() {
             return placement;
         }
-        let mut tenants: Vec<&String> = view.tenants.keys().collect();
+        // Oldest first, each under the bound as it stood when the tenant was
+        // created: a tenant's place then depends only on the cells and the
+        // tenants created before it, so creating one moves no other (its
+        // documents would not follow it).
+        let mut tenants: Vec<(u64, &String)> = view
+            .tenants
+            .iter()
+            .map(|(id, t)| (t.created_at_ms, id))
+            .collect();
         tenants.sort_unstable();
-        let cells = placement.targets.len();
-        let capacity = ((1.0 + settings.epsilon.max(0.0)) * tenants.len() as f64 / cells as f64)
-            .ceil()
-            .max(1.0) as usize;
-        for tenant in tenants {
+        let cells = placement.targets.len() as f64;
+        let epsilon = settings.epsilon.max(0.0);
+        for (placed, (_, tenant)) in tenants.into_iter().enumerate() {
+            let capacity = ((1.0 + epsilon) * (placed + 1) as f64 / cells)
+                .ceil()
+                .max(1.0) as usize;
             let set = placement.replica_set(tenant, capacity, settings.replicas.max(1));
             if let Some(&home) = set.first() {
                 placement.loads[home as usize] += 1;

@@ -1,6 +1,6 @@
 //! Properties of placement over many random configurations (seeded, so a
 //! failure reproduces): balance, movement on adding or removing a cell,
-//! determinism across routers, replica sets.
+//! none on creating tenants, determinism across routers, replica sets.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -110,6 +110,74 @@ fn adding_or_removing_a_cell_moves_about_one_nth() {
             n + 1
         );
         // Removal is the same pair of placements read the other way round.
+    }
+}
+
+/// Every tenant's replica set, by tenant id.
+fn replica_sets(p: &Placement, view: &ClusterView) -> Vec<(String, Vec<Arc<str>>)> {
+    let mut sets: Vec<_> = view
+        .tenants
+        .keys()
+        .map(|t| {
+            let set = p.replicas_of(t, None).into_iter().map(|t| t.cell).collect();
+            (t.clone(), set)
+        })
+        .collect();
+    sets.sort();
+    sets
+}
+
+#[test]
+fn creating_tenants_moves_no_existing_tenant() {
+    let mut rng = StdRng::seed_from_u64(13);
+    for _ in 0..12 {
+        let cells = names(rng.random_range(2..=20));
+        let existing = rng.random_range(1..2000);
+        let mut v = ClusterView::default();
+        for c in &cells {
+            v.cells.insert(c.clone(), cell("eu", c));
+        }
+        // Same creation times now and then (ties go by id), and ids that sort
+        // anywhere among the existing ones.
+        let mut created_at = 0;
+        let mut add = |v: &mut ClusterView, rng: &mut StdRng| {
+            created_at += rng.random_range(0..3);
+            let id = format!("t{:08x}", rng.random::<u32>());
+            let mut t = TenantRecord::clone(&tenant(&id));
+            t.created_at_ms = created_at;
+            v.tenants.insert(id, Arc::new(t));
+        };
+        for _ in 0..existing {
+            add(&mut v, &mut rng);
+        }
+        let before = Placement::build(&v, PlacementSettings::default());
+        let sets_before = replica_sets(&before, &v);
+        let new = rng.random_range(1..200);
+        for _ in 0..new {
+            add(&mut v, &mut rng);
+        }
+        let after = Placement::build(&v, PlacementSettings::default());
+        let sets_after = replica_sets(&after, &v);
+        let moved = sets_before
+            .iter()
+            .filter(|(id, set)| {
+                sets_after
+                    .iter()
+                    .find(|(other, _)| other == id)
+                    .is_none_or(|(_, other)| other != set)
+            })
+            .count();
+        assert_eq!(
+            moved,
+            0,
+            "{} cells, {existing} tenants, {new} created: {moved} moved",
+            cells.len()
+        );
+        // The newcomers still keep every cell within the bound.
+        let bound = ((1.0 + DEFAULT_LOAD_EPSILON) * v.tenants.len() as f64 / cells.len() as f64)
+            .ceil() as usize;
+        let max = after.loads().map(|(_, n)| n).max().unwrap_or(0);
+        assert!(max <= bound, "max {max} > bound {bound}");
     }
 }
 
