@@ -8,7 +8,9 @@
 //! A connection is free again once its response has been read to the end;
 //! free ones are taken most recently used first, and close after
 //! `IDLE_TIMEOUT` unused, so a burst's extra connections do not stay open
-//! and a request never scans more than the connections actually free.
+//! and a request never scans more than the connections actually free. An
+//! endpoint unused for as long is forgotten, so cells that come and go
+//! (new addresses on every restart) leave nothing behind.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -60,6 +62,8 @@ struct Endpoint {
     /// Free connections, the longest unused first; the most recently used
     /// is taken first, so that those a burst opened fall idle and close.
     idle: Vec<Idle>,
+    /// When a request was last sent to it.
+    last_used: Instant,
 }
 
 impl Endpoint {
@@ -73,13 +77,17 @@ impl Endpoint {
             authority: Arc::from(authority),
             host,
             idle: Vec::new(),
+            last_used: Instant::now(),
         })
     }
 
-    /// Drops connections unused for longer than `timeout`, and closed ones.
-    fn close_idle(&mut self, now: Instant, timeout: Duration) {
+    /// Drops connections unused for longer than `timeout`, and closed ones;
+    /// false once the endpoint itself has been unused that long and has no
+    /// free connection left.
+    fn close_idle(&mut self, now: Instant, timeout: Duration) -> bool {
         self.idle
             .retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
+        !self.idle.is_empty() || now.duration_since(self.last_used) < timeout
     }
 }
 
@@ -124,7 +132,7 @@ impl CellClient {
         endpoint: &Arc<str>,
         mut request: Request<Full<Bytes>>,
     ) -> Result<Response<CellBody>, CellError> {
-        let authority = {
+        let (authority, mut free) = {
             let mut pool = self.lock();
             let known = match pool.entry(endpoint.clone()) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -135,18 +143,23 @@ impl CellClient {
             request
                 .headers_mut()
                 .insert(header::HOST, known.host.clone());
-            known.authority.clone()
+            known.last_used = Instant::now();
+            (known.authority.clone(), known.idle.pop().map(|c| c.sender))
         };
-        while let Some(mut sender) = self.take_idle(endpoint) {
+        while let Some(mut sender) = free.take() {
             // Its last exchange is over, so it is ready at once unless closed.
             if sender.ready().await.is_err() {
+                free = self.take_idle(endpoint);
                 continue;
             }
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.reusable(endpoint, sender, response)),
                 Err(mut e) => match e.take_message() {
                     // Never sent: the cell had closed the connection.
-                    Some(unsent) => request = unsent,
+                    Some(unsent) => {
+                        request = unsent;
+                        free = self.take_idle(endpoint);
+                    }
                     None => return Err(e.into_error().into()),
                 },
             }
@@ -219,9 +232,7 @@ async fn close_idle(pool: Weak<Pool>, timeout: Duration) {
         every.tick().await;
         let Some(pool) = pool.upgrade() else { return };
         let now = Instant::now();
-        for known in lock(&pool).values_mut() {
-            known.close_idle(now, timeout);
-        }
+        lock(&pool).retain(|_, known| known.close_idle(now, timeout));
     }
 }
 
@@ -448,6 +459,32 @@ mod tests {
         assert_eq!(closed, 2, "the connection in use stays open");
         assert_eq!(server.accepted(), 3);
         assert_eq!(client.lock()[&endpoint].idle.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_unused_for_the_idle_timeout_is_forgotten() {
+        let gone = RawServer::start(true).await;
+        let busy = RawServer::start(true).await;
+        let client =
+            CellClient::with_idle_timeout(Duration::from_secs(1), Duration::from_millis(200));
+        read_to_end(client.send(&gone.endpoint, get("/")).await.unwrap()).await;
+        let known = |endpoint: &Arc<str>| client.lock().contains_key(endpoint);
+        assert!(known(&gone.endpoint));
+        // Traffic to the other endpoint goes on while the first falls idle.
+        let traffic_until_forgotten = async {
+            while known(&gone.endpoint) {
+                read_to_end(client.send(&busy.endpoint, get("/")).await.unwrap()).await;
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), traffic_until_forgotten)
+            .await
+            .expect("the unused endpoint was never forgotten");
+        assert!(known(&busy.endpoint), "an endpoint in use is kept");
+        // Used again, it is known again.
+        read_to_end(client.send(&gone.endpoint, get("/")).await.unwrap()).await;
+        assert!(known(&gone.endpoint));
+        assert_eq!(gone.accepted(), 2);
     }
 
     #[tokio::test]
