@@ -241,7 +241,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = common::workers::listen(config.listen)?;
     let addr = listener.local_addr()?;
     let endpoint = config
         .advertise

@@ -10,6 +10,7 @@
 //! the router's CPU per request (docs/benchmarks.md).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -33,6 +34,26 @@ pub const MAX_WORKERS: usize = 256;
 /// How long a client may take to send a request's headers, unless
 /// configured otherwise.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections the kernel queues for a listener until they are accepted.
+/// `TcpListener::bind` asks for 128, as the standard library does; a burst
+/// of new connections beyond that (clients opening connections faster than
+/// answers come back) has its SYNs dropped, and each one waits a second or
+/// more for the retry. The kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` whose accept queue holds `LISTEN_BACKLOG`
+/// connections; the address can be bound again at once after a restart.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// The number of workers a service's config asks for (its `workers` field),
 /// by default one per core; out of range is an error on that field.
@@ -246,4 +267,36 @@ fn is_connection_error(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_accept_queue() {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Several times what `TcpListener::bind` queues, none accepted yet: a
+        // handshake completes only if the queue has room for it, and one that
+        // has not is retried from SYN after 1, 3, 7... seconds, never in time.
+        let burst = 600;
+        let mut connecting = JoinSet::new();
+        for _ in 0..burst {
+            connecting.spawn(tokio::net::TcpStream::connect(addr));
+        }
+        let mut streams = Vec::with_capacity(burst);
+        let all_connected = async {
+            while let Some(connected) = connecting.join_next().await {
+                streams.push(connected.unwrap().unwrap());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), all_connected)
+            .await
+            .expect("connections beyond the accept queue's room were dropped");
+        assert_eq!(streams.len(), burst);
+        for _ in 0..burst {
+            listener.accept().await.unwrap();
+        }
+    }
 }

@@ -104,7 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .collect();
     let mut workers = Workers::start("router", apps, config.header_read_timeout)?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let listener = common::workers::listen(config.listen)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, workers = config.workers, "router listening");
     common::process::announce_ready("router", addr);
