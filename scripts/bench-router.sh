@@ -3,7 +3,8 @@
 # and straight to the tenant's cell (requests signed as a router would), at
 # each rate in RATES, reporting p50/p99/p99.9 of both and the router's memory.
 # ROUNDS=N repeats each rate N times, every other round direct first, and
-# reports the median added latency.
+# reports the median added latency. MAX_CONNECTIONS=N caps the generator's
+# connections (by default it opens one for every request that finds none free).
 #
 # Needs the system running (`CELLNET_PROFILE=release make up` for numbers
 # worth recording). The request is a question the cell answers from its
@@ -14,6 +15,8 @@ root="$PWD"
 RATES="${RATES:-1000 5000}"
 DURATION="${DURATION:-20s}"
 ROUNDS="${ROUNDS:-1}"
+cap=()
+[[ -n "${MAX_CONNECTIONS:-}" ]] && cap=(--max-connections "$MAX_CONNECTIONS")
 bin_dir="${CARGO_TARGET_DIR:-$root/target}/${CELLNET_PROFILE:-release}"
 [[ -f .local/demo.env ]] || { echo "bench-router: start the system first (make up)" >&2; exit 1; }
 # shellcheck disable=SC1091
@@ -49,13 +52,13 @@ router_cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/
 through_router() {
   cpu_before="$(router_cpu)"
   via_router="$("$bin_dir/loadgen" --url "$ROUTER_URL/v1/query" --rate "$rate" --duration "$DURATION" \
-    --body "$body" -H "Authorization: Bearer $key" --json)"
+    --body "$body" -H "Authorization: Bearer $key" "${cap[@]}" --json)"
   cpu_after="$(router_cpu)"
   rss_kib="$(awk '/VmRSS/{print $2}' "/proc/$router_pid/status")"
 }
 straight_to_cell() {
   direct="$("$bin_dir/loadgen" --url "$cell_url/v1/query" --rate "$rate" --duration "$DURATION" \
-    --body "$body" --cell-key-hex "$cell_key" --tenant "$tenant" --json)"
+    --body "$body" --cell-key-hex "$cell_key" --tenant "$tenant" "${cap[@]}" --json)"
 }
 added_file="$(mktemp)"
 trap 'rm -f "$added_file"' EXIT

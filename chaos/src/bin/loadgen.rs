@@ -59,6 +59,11 @@ struct Args {
     /// Per-request timeout.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// At most this many connections open at once; a request due while all
+    /// are busy waits for one (its wait counts in its latency). Unlimited by
+    /// default: every request that finds none free opens one.
+    #[arg(long)]
+    max_connections: Option<usize>,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -138,16 +143,57 @@ impl Target {
     }
 }
 
-/// Open connections that are free for the next request.
-type FreeList = Rc<RefCell<Vec<SendRequest<Full<Bytes>>>>>;
+/// The generator's connections: those free for the next request, and how
+/// many are open.
+#[derive(Default)]
+struct Connections {
+    free: RefCell<Vec<Connection>>,
+    open: std::cell::Cell<usize>,
+    max: Option<usize>,
+    /// Wakes a request waiting for a connection when one is freed or closed.
+    released: Notify,
+}
 
-/// A free connection, or a new one.
-async fn connection(target: &Target, free: &FreeList) -> anyhow::Result<SendRequest<Full<Bytes>>> {
-    while let Some(sender) = free.borrow_mut().pop() {
-        if sender.is_ready() {
-            return Ok(sender);
-        }
+/// An open connection; dropping it closes it and makes room for another.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    _slot: Slot,
+}
+
+/// A place among the open connections, taken before connecting so that
+/// requests waiting meanwhile do not all open one too; given back when
+/// dropped, whether the connection closed or never opened.
+struct Slot(Rc<Connections>);
+
+impl Slot {
+    fn take(pool: &Rc<Connections>) -> Self {
+        pool.open.set(pool.open.get() + 1);
+        Self(pool.clone())
     }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.set(self.0.open.get() - 1);
+        self.0.released.notify_one();
+    }
+}
+
+/// A free connection, or a new one if the limit allows, or else the next
+/// one freed.
+async fn connection(target: &Target, pool: &Rc<Connections>) -> anyhow::Result<Connection> {
+    loop {
+        while let Some(connection) = pool.free.borrow_mut().pop() {
+            if connection.sender.is_ready() {
+                return Ok(connection);
+            }
+        }
+        if pool.max.is_none_or(|max| pool.open.get() < max) {
+            break;
+        }
+        pool.released.notified().await;
+    }
+    let slot = Slot::take(pool);
     let stream = tokio::net::TcpStream::connect(&target.authority).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -155,20 +201,24 @@ async fn connection(target: &Target, free: &FreeList) -> anyhow::Result<SendRequ
         // Ends when the server closes the connection or the sender is dropped.
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok(Connection {
+        sender,
+        _slot: slot,
+    })
 }
 
 /// One request; the connection goes back to the free list once its answer is read.
 async fn exchange(
     target: &Target,
-    free: &FreeList,
+    pool: &Rc<Connections>,
     request: Request<Full<Bytes>>,
 ) -> anyhow::Result<u16> {
-    let mut sender = connection(target, free).await?;
-    let response = sender.send_request(request).await?;
+    let mut connection = connection(target, pool).await?;
+    let response = connection.sender.send_request(request).await?;
     let status = response.status().as_u16();
     response.into_body().collect().await?;
-    free.borrow_mut().push(sender);
+    pool.free.borrow_mut().push(connection);
+    pool.released.notify_one();
     Ok(status)
 }
 
@@ -264,7 +314,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Ok(request)
     };
 
-    let free: FreeList = Rc::default();
+    let connections = Rc::new(Connections {
+        max: args.max_connections,
+        ..Connections::default()
+    });
     let start = Instant::now();
     let pace = Arc::new(Notify::new());
     start_pacer(start, interval, total, pace.clone())?;
@@ -299,9 +352,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         break;
                     }
                     let (i, request) = (next, request(next)?);
-                    let (target, free) = (&target, &free);
+                    let (target, connections) = (&target, &connections);
                     in_flight.push(async move {
-                        let sent = tokio::time::timeout(args.timeout, exchange(target, free, request));
+                        let sent = tokio::time::timeout(args.timeout, exchange(target, connections, request));
                         let status = match sent.await {
                             Ok(Ok(status)) => Some(status),
                             Ok(Err(_)) | Err(_) => None,
