@@ -15,6 +15,12 @@
 //! pacing thread only wakes it when requests are due (Tokio's timers tick
 //! every millisecond, which at thousands of requests a second would send
 //! them in bursts and count the lag as latency).
+//!
+//! By default a request that finds no connection free opens one, as a crowd
+//! of clients would; past what the server can answer that grows to tens of
+//! thousands of connections, which this one thread cannot keep up with.
+//! `--max-connections` caps them: a request due while all are busy waits
+//! for one, and the wait counts in its latency.
 
 use std::cell::RefCell;
 use std::rc::Rc;
