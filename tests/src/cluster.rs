@@ -181,18 +181,18 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// The body of a GET to the router's `path` (`/readyz`, `/metrics`), whatever its status.
+    pub async fn router_text(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.router.url);
+        Ok(self.http.get(url).send().await?.text().await?)
+    }
+
     /// Waits until the router routes to `n` cells (its `/readyz` counts them).
     pub async fn wait_for_cells(&self, n: usize) -> anyhow::Result<()> {
         let want = format!("ok: {n} cells");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let body = self
-                .http
-                .get(format!("{}/readyz", self.router.url))
-                .send()
-                .await?
-                .text()
-                .await?;
+            let body = self.router_text("/readyz").await?;
             if body.trim() == want {
                 return Ok(());
             }

@@ -372,13 +372,7 @@ async fn killed_cell_is_routed_around_within_the_lease_window() -> anyhow::Resul
     assert_ne!(served_by, home);
     // Answered while the dead cell still counts as alive: the router did not
     // wait for its lease to expire.
-    let ready = cluster
-        .http
-        .get(format!("{}/readyz", cluster.router.url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let ready = cluster.router_text("/readyz").await?;
     assert_eq!(
         ready.trim(),
         "ok: 3 cells",
