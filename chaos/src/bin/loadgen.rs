@@ -23,7 +23,7 @@
 //! for one, and the wait counts in its latency.
 
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,7 +69,7 @@ struct Args {
     /// are busy waits for one (its wait counts in its latency). Unlimited by
     /// default: every request that finds none free opens one.
     #[arg(long)]
-    max_connections: Option<usize>,
+    max_connections: Option<std::num::NonZeroUsize>,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -168,20 +168,23 @@ struct Connection {
 
 /// A place among the open connections, taken before connecting so that
 /// requests waiting meanwhile do not all open one too; given back when
-/// dropped, whether the connection closed or never opened.
-struct Slot(Rc<Connections>);
+/// dropped, whether the connection closed or never opened. Weak, as the
+/// free list that holds connections is the pool's own.
+struct Slot(Weak<Connections>);
 
 impl Slot {
     fn take(pool: &Rc<Connections>) -> Self {
         pool.open.set(pool.open.get() + 1);
-        Self(pool.clone())
+        Self(Rc::downgrade(pool))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.set(self.0.open.get() - 1);
-        self.0.released.notify_one();
+        if let Some(pool) = self.0.upgrade() {
+            pool.open.set(pool.open.get() - 1);
+            pool.released.notify_one();
+        }
     }
 }
 
@@ -321,7 +324,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let connections = Rc::new(Connections {
-        max: args.max_connections,
+        max: args.max_connections.map(std::num::NonZeroUsize::get),
         ..Connections::default()
     });
     let start = Instant::now();
