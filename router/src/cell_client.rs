@@ -9,8 +9,9 @@
 //! free ones are taken most recently used first, and close after
 //! `IDLE_TIMEOUT` unused, so a burst's extra connections do not stay open
 //! and a request never scans more than the connections actually free. An
-//! endpoint unused for as long is forgotten, so cells that come and go
-//! (new addresses on every restart) leave nothing behind.
+//! endpoint whose free connections have all closed, and that no request used
+//! since the sweep before, is forgotten, so cells that come and go (new
+//! addresses on every restart) leave nothing behind.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -62,8 +63,9 @@ struct Endpoint {
     /// Free connections, the longest unused first; the most recently used
     /// is taken first, so that those a burst opened fall idle and close.
     idle: Vec<Idle>,
-    /// When a request was last sent to it.
-    last_used: Instant,
+    /// Whether a request was sent to it since the last sweep for idle
+    /// connections.
+    used: bool,
 }
 
 impl Endpoint {
@@ -77,17 +79,19 @@ impl Endpoint {
             authority: Arc::from(authority),
             host,
             idle: Vec::new(),
-            last_used: Instant::now(),
+            used: true,
         })
     }
 
     /// Drops connections unused for longer than `timeout`, and closed ones;
-    /// false once the endpoint itself has been unused that long and has no
-    /// free connection left.
+    /// false once the endpoint has no free connection left and was not used
+    /// since the last sweep.
     fn close_idle(&mut self, now: Instant, timeout: Duration) -> bool {
         self.idle
             .retain(|c| now.duration_since(c.since) < timeout && !c.sender.is_closed());
-        !self.idle.is_empty() || now.duration_since(self.last_used) < timeout
+        let keep = !self.idle.is_empty() || self.used;
+        self.used = false;
+        keep
     }
 }
 
@@ -143,23 +147,21 @@ impl CellClient {
             request
                 .headers_mut()
                 .insert(header::HOST, known.host.clone());
-            known.last_used = Instant::now();
+            known.used = true;
             (known.authority.clone(), known.idle.pop().map(|c| c.sender))
         };
-        while let Some(mut sender) = free.take() {
+        // The first free connection came with the lookup; others are taken
+        // only if it turns out closed.
+        while let Some(mut sender) = free.take().or_else(|| self.take_idle(endpoint)) {
             // Its last exchange is over, so it is ready at once unless closed.
             if sender.ready().await.is_err() {
-                free = self.take_idle(endpoint);
                 continue;
             }
             match sender.try_send_request(request).await {
                 Ok(response) => return Ok(self.reusable(endpoint, sender, response)),
                 Err(mut e) => match e.take_message() {
                     // Never sent: the cell had closed the connection.
-                    Some(unsent) => {
-                        request = unsent;
-                        free = self.take_idle(endpoint);
-                    }
+                    Some(unsent) => request = unsent,
                     None => return Err(e.into_error().into()),
                 },
             }
