@@ -49,6 +49,7 @@ pub struct CellMetrics {
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub cache_errors: Counter,
     pub cache_evictions: Counter,
+    pub coalesced: Counter,
     pub cache_similarity: Histogram,
     pub guard_rejections: Family<ReasonLabels, Counter>,
     pub documents_ingested: Counter,
@@ -72,6 +73,7 @@ impl CellMetrics {
             provider_calls: Family::default(),
             cache_errors: Counter::default(),
             cache_evictions: Counter::default(),
+            coalesced: Counter::default(),
             cache_similarity: Histogram::new([
                 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 1.0,
             ]),
@@ -130,6 +132,11 @@ impl CellMetrics {
             "cellnet_cache_errors",
             "Cache operations that failed or timed out and were bypassed",
             m.cache_errors.clone(),
+        );
+        registry.register(
+            "cellnet_cache_coalesced",
+            "Cache misses answered by waiting for an identical question already being answered",
+            m.coalesced.clone(),
         );
         registry.register(
             "cellnet_cache_evictions",

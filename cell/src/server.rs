@@ -217,6 +217,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         provider_stats: provider_stats.clone(),
         prices: config.prices.clone(),
         hedging: config.hedging,
+        misses: Default::default(),
     });
     let ingestor = Arc::new(Ingestor {
         cell_id: config.id.clone(),

@@ -644,3 +644,87 @@ async fn writes_reach_every_replica_and_a_dead_one_gets_them_later() -> anyhow::
     assert_eq!(body["citations"][0]["document_id"], "returns", "{body}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_questions_missing_together_reach_the_provider_once() -> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster
+        .tenant_with_documents(
+            "hooli",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    let regions = ["azure-eastus", "azure-westeurope"];
+    // Slow answers, so that the other requests arrive while the first is out.
+    for region in regions {
+        cluster
+            .set_faults(region, &json!({"latency": "3s"}))
+            .await?;
+    }
+    let provider_requests = || async {
+        let mut total = 0;
+        for region in regions {
+            total += cluster.provider_requests(region).await.unwrap();
+        }
+        total
+    };
+    let before = provider_requests().await;
+    let ask = || {
+        let url = format!("{}/v1/query", cluster.router.url);
+        let key = key.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"query": "Where do orders ship from?"}))
+                .send()
+                .await?;
+            let cell = resp.headers()["x-cellnet-cell"].to_str()?.to_owned();
+            anyhow::Ok((resp.status(), resp.json::<serde_json::Value>().await?, cell))
+        }
+    };
+    let first = tokio::spawn(ask());
+    e2e::eventually(10, "the first question reached a provider", || async {
+        let mut in_flight = 0;
+        for region in regions {
+            in_flight += cluster.provider_in_flight(region).await.unwrap();
+        }
+        in_flight == 1
+    })
+    .await;
+    let others: Vec<_> = (0..10).map(|_| tokio::spawn(ask())).collect();
+
+    let (status, body, cell) = first.await??;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["cache"], "miss", "{body}");
+    for other in others {
+        let (status, answer, served_by) = other.await??;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(served_by, cell);
+        assert_eq!(answer["cache"], "hit", "{answer}");
+        assert_eq!(answer["answer"], body["answer"]);
+    }
+    assert_eq!(
+        provider_requests().await - before,
+        1,
+        "the waiting questions were asked again"
+    );
+    let url = cluster
+        .cells
+        .iter()
+        .find(|(id, _)| *id == cell)
+        .map(|(_, service)| service.url.clone())
+        .unwrap();
+    let metrics = cluster
+        .http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("cellnet_cache_coalesced_total 10\n"),
+        "{metrics}"
+    );
+    Ok(())
+}

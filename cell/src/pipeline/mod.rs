@@ -2,6 +2,7 @@
 //! retrieve → prompt → LLM → postprocess → cache store. Each stage runs in its
 //! own `tracing` span carrying the tenant, cell, provider and region.
 
+pub mod coalesce;
 pub mod grounding;
 pub mod intent;
 pub mod prompt;
@@ -152,6 +153,8 @@ pub struct Ask {
     version: Option<u64>,
     hits: Vec<Hit>,
     request: crate::llm::ChatRequest,
+    /// Held until the answer is stored, when this request leads its question.
+    leading: Option<coalesce::LeaderGuard>,
 }
 
 /// Who is asking, as established by the router.
@@ -187,6 +190,8 @@ pub struct Orchestrator {
     pub prices: std::collections::HashMap<String, crate::config::Price>,
     /// Ask the second candidate too when the first is slower than its p95.
     pub hedging: bool,
+    /// Identical questions missing the cache at once, answered once.
+    pub misses: coalesce::MissCoalescer,
 }
 
 impl Orchestrator {
@@ -318,6 +323,45 @@ impl Orchestrator {
                 None
             }
         };
+        // The same question missing at the same version: one request answers
+        // it, the others wait for it and find its answer in the cache. If
+        // documents changed meanwhile, the waiting ones join the flight for
+        // the new version; if the leader stored nothing, they go on alone.
+        let mut version = version;
+        let mut leading = None;
+        while let Some(followed) = version {
+            let follower = match self.misses.join(&ctx.tenant, &question, followed) {
+                coalesce::Role::Leader(guard) => {
+                    leading = Some(guard);
+                    break;
+                }
+                coalesce::Role::Follower(follower) => follower,
+            };
+            follower.wait().instrument(cache_span.clone()).await;
+            match self
+                .cache
+                .lookup_exact(&ctx.tenant, &question)
+                .instrument(cache_span.clone())
+                .await
+            {
+                Ok((_, Some(entry))) => {
+                    self.metrics.coalesced.inc();
+                    return Ok(Prepared::Answered(self.hit(
+                        entry,
+                        1.0,
+                        started,
+                        &cache_span,
+                    )));
+                }
+                Ok((now, None)) if now != followed => version = Some(now),
+                Ok((_, None)) => break,
+                Err(e) => {
+                    self.metrics.cache_errors.inc();
+                    tracing::warn!(parent: &cache_span, error = %e, "cache unavailable, bypassing");
+                    version = None;
+                }
+            }
+        }
         let exact_elapsed = started.elapsed();
 
         // Embed.
@@ -450,6 +494,7 @@ impl Orchestrator {
             version,
             hits,
             request,
+            leading,
         }))
     }
 
@@ -466,6 +511,7 @@ impl Orchestrator {
             embedding,
             version,
             hits,
+            leading,
             ..
         } = ask;
         let provider = self.providers[index].clone();
@@ -515,6 +561,8 @@ impl Orchestrator {
             }
             self.metrics.observe_stage("cache_store", started);
         }
+        // Stored (or not to be): the requests waiting on this question go on.
+        drop(leading);
         QueryResponse {
             answer: answer.answer,
             citations: answer.citations,
