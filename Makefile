@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: up down test setup build lint fmt bench-router chaos-region-outage
+.PHONY: up down test setup build lint fmt bench-router chaos-region-outage chaos-cell-kill
 
 up: setup build
 	scripts/up.sh
@@ -39,3 +39,8 @@ bench-router:
 chaos-region-outage:
 	$(CARGO) build --release --workspace --bins
 	python3 chaos/scenarios/region_outage.py
+
+# A cell killed under load and started again; needs `CELLNET_PROFILE=release make up` running.
+chaos-cell-kill:
+	$(CARGO) build --release --workspace --bins
+	python3 chaos/scenarios/cell_kill.py

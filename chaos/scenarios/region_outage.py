@@ -14,23 +14,14 @@ Usage: python3 chaos/scenarios/region_outage.py [RATE]   (default 40 requests/s)
 """
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-ENV = dict(
-    line.split("=", 1)
-    for line in (ROOT / ".local/demo.env").read_text().splitlines()
-    if "=" in line
-)
-BIN = pathlib.Path(
-    os.environ.get("CARGO_TARGET_DIR", ROOT / "target")
-) / os.environ.get("CELLNET_PROFILE", "release")
+from system import BIN, ENV, cellctl
+
 RATE = int(sys.argv[1]) if len(sys.argv) > 1 else 40
 REGIONS = ["azure-eastus", "azure-westeurope", "vertex-us-central1"]
 
@@ -42,12 +33,6 @@ def http(method, url, body=None, headers=None):
         req.add_header("content-type", "application/json")
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read() or b"null")
-
-
-def cellctl(*args):
-    env = dict(os.environ, ADMIN_URL=ENV["ADMIN_URL"], ADMIN_TOKEN=ENV["ADMIN_TOKEN"])
-    return subprocess.run([BIN / "cellctl", *args], env=env, check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 def faults(region, profile):

@@ -1,0 +1,243 @@
+"""A cell killed under load, against a running `make up` system.
+
+Open-loop reads (loadgen) of a question the tenant's documents answer, through
+the router, and a steady stream of document writes beside them. While they run:
+  10 s  the tenant's home cell (the one serving its reads) is killed with SIGKILL
+  25 s  it is started again, with the command line and environment it had
+Printed: what the clients saw (failures by kind, latency), which cell answered
+before, during and after, every write the router acknowledged and whether both
+members of the replica set hold it once the killed cell is back (the router
+replays what it missed from its hints), and how long that took.
+
+Usage: python3 chaos/scenarios/cell_kill.py [RATE]   (default 1000 reads/s)
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from system import BIN, ENV, LOCAL, cellctl
+
+RATE = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+DURATION = 40
+KILL_AT, RESTART_AT = 10, 25
+WRITES_PER_SECOND = 5
+QUESTION = "Where do orders ship from?"
+
+
+def request(method, url, body=None, headers=None):
+    """(status, parsed body, response headers); HTTP errors are answers too,
+    and a connection that fails gives status None."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"null"), resp.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace"), e.headers
+    except OSError as e:  # refused, reset or timed out: no answer at all
+        return None, str(e), {}
+
+
+def cells():
+    """{cell id: endpoint} from `cellctl cells list`."""
+    rows = cellctl("cells", "list").splitlines()[1:]
+    return {r.split()[0]: r.split()[-1] for r in rows}
+
+
+def cell_key():
+    port = os.environ.get("ETCD_PORT", "12379")
+    out = subprocess.run(["etcdctl", "--endpoints", f"http://127.0.0.1:{port}", "get",
+                          "/cellnet/secrets/cell-auth", "--print-value-only"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    return bytes.fromhex(out)
+
+
+def signed_get(key, endpoint, path, tenant):
+    """A GET straight to a cell, signed as the router signs (common/src/signing.rs):
+    (status, raw body), status None when the cell does not answer."""
+    timestamp = str(int(time.time()))
+    request_id = f"cell-kill-{time.monotonic_ns()}"
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    for field in (b"GET", path.encode(), tenant.encode(), request_id.encode(),
+                  timestamp.encode(), hashlib.sha256(b"").digest()):
+        mac.update(len(field).to_bytes(8, "big"))
+        mac.update(field)
+    req = urllib.request.Request(endpoint + path, headers={
+        "x-cellnet-tenant": tenant, "x-request-id": request_id,
+        "x-cellnet-timestamp": timestamp, "x-cellnet-signature": "v1=" + mac.hexdigest()})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except OSError:
+        return None, b""
+
+
+def documents_on(key, endpoint, tenant):
+    """The ids of the tenant's documents a cell holds (from its points), or
+    None if it does not answer."""
+    status, body = signed_get(key, endpoint, "/v1/points", tenant)
+    if status != 200:
+        return None
+    return {json.loads(line)["document_id"] for line in body.splitlines() if line.strip()}
+
+
+def cell_pid(cell_id):
+    """The pid of the running cell whose config file is cell-<n>.yaml."""
+    config = str(LOCAL / "config" / f"{cell_id}.yaml")
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            argv = (pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"/cell") and config.encode() in argv:
+            return pid
+    raise SystemExit(f"cell-kill: no running process for {cell_id}")
+
+
+def main():
+    key = cell_key()
+    tenant = f"cellkill-{int(time.time())}"
+    api_key = cellctl("tenants", "create", tenant, "--plan", "enterprise", "--quiet")
+    cellctl("tenants", "set", tenant, "--rps", "1000000", "--burst", "1000000")
+    auth = {"Authorization": f"Bearer {api_key}"}
+    first_doc = {"id": "shipping", "text": "Shipping. Orders ship from our warehouse in Lyon. "
+                                           "Standard delivery takes three to five days."}
+    deadline = time.time() + 15
+    while True:
+        status, body, _ = request("POST", f"{ENV['ROUTER_URL']}/v1/documents",
+                                  {"documents": [first_doc]}, auth)
+        if status == 200:
+            break
+        if time.time() > deadline:
+            raise SystemExit(f"cell-kill: the tenant never became usable: {status} {body}")
+        time.sleep(0.2)
+    # When each acknowledged document was acknowledged: every member must hold them all.
+    acked = {"shipping": 0.0}
+    status, body, headers = request("POST", f"{ENV['ROUTER_URL']}/v1/query", {"query": QUESTION}, auth)
+    assert status == 200, body
+    home = headers["x-cellnet-cell"]
+    endpoints = cells()
+    members = [c for c, url in endpoints.items() if documents_on(key, url, tenant)]
+    assert home in members and len(members) >= 2, f"replica set {members}, home {home}"
+    pid = cell_pid(home)
+    argv = [a.decode() for a in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    environ = dict(kv.decode().split("=", 1) for kv in
+                   pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
+
+    start = time.time()
+    refused = {}
+    served_by = {"before": {}, "down": {}, "after": {}}
+    phase = ["before"]
+    probes = []  # (sent at, latency, answered by)
+    stop = threading.Event()
+
+    def write():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            doc = {"id": f"note-{n}", "text": f"Note {n}. Parcel {n} left the Lyon warehouse."}
+            status, body, _ = request("POST", f"{ENV['ROUTER_URL']}/v1/documents",
+                                      {"documents": [doc]}, auth)
+            if status == 200:
+                acked[doc["id"]] = time.time() - start
+            else:
+                refused[status] = refused.get(status, 0) + 1
+            time.sleep(max(0.0, start + n / WRITES_PER_SECOND - time.time()))
+
+    def probe():
+        # Which cell answers, sampled ten times a second beside the load.
+        while not stop.is_set():
+            sent = time.time()
+            status, _, headers = request("POST", f"{ENV['ROUTER_URL']}/v1/query", {"query": QUESTION}, auth)
+            who = headers.get("x-cellnet-cell", f"status {status}")
+            probes.append((sent - start, time.time() - sent, who))
+            bucket = served_by[phase[0]]
+            bucket[who] = bucket.get(who, 0) + 1
+            time.sleep(0.1)
+
+    threads = [threading.Thread(target=write, daemon=True), threading.Thread(target=probe, daemon=True)]
+    for t in threads:
+        t.start()
+    load = subprocess.Popen(
+        [BIN / "loadgen", "--url", f"{ENV['ROUTER_URL']}/v1/query", "--rate", str(RATE),
+         "--duration", f"{DURATION}s", "--warmup", "0s", "--timeout", "30s", "--json",
+         "--max-connections", "512", "--body", json.dumps({"query": QUESTION}),
+         "-H", f"Authorization: Bearer {api_key}"],
+        stdout=subprocess.PIPE, text=True)
+
+    def at(t):
+        time.sleep(max(0.0, start + t - time.time()))
+
+    at(KILL_AT)
+    os.kill(pid, signal.SIGKILL)
+    phase[0] = "down"
+    killed_at = time.time() - start
+    at(RESTART_AT)
+    log = LOCAL / "logs" / f"{home}.log"
+    out = LOCAL / "logs" / f"{home}.out"
+    with open(log, "a") as err, open(out, "a") as stdout:
+        restarted = subprocess.Popen(argv, env=environ, stdout=stdout, stderr=err,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(LOCAL / "pids", "a") as pids:
+        pids.write(f"{restarted.pid}\n")
+    restarted_at = time.time() - start
+    while documents_on(key, endpoints[home], tenant) is None:
+        time.sleep(0.05)
+    phase[0] = "after"
+    serving_at = time.time() - start
+    # The writes it missed reach it from the router's hints.
+    missed = {d for d, t in list(acked.items()) if killed_at <= t < restarted_at}
+    replayed_at, deadline = None, time.time() + 60
+    while time.time() < deadline:
+        if missed <= (documents_on(key, endpoints[home], tenant) or set()):
+            replayed_at = time.time() - start
+            break
+        time.sleep(0.1)
+    result = json.loads(load.communicate()[0])
+    stop.set()
+    for t in threads:
+        t.join()
+
+    held = {c: documents_on(key, endpoints[c], tenant) or set() for c in members}
+
+    total = result["ok"] + sum(result["failed"].values())
+    failed = sum(result["failed"].values())
+    print(f"reads: {RATE}/s for {DURATION} s through the router; writes: {WRITES_PER_SECOND}/s; "
+          f"replica set {', '.join(members)}, home {home}")
+    print(f"  {home} killed (SIGKILL) at {killed_at:.1f} s, started again at {restarted_at:.1f} s, "
+          f"answering at {serving_at:.1f} s")
+    print(f"  reads: {result['ok']} ok, failed {result['failed']} "
+          f"({100.0 * failed / max(total, 1):.3f} %); p50 {result['p50_ms']:.2f} ms, "
+          f"p99 {result['p99_ms']:.2f} ms, p99.9 {result['p999_ms']:.2f} ms, max {result['max_ms']:.1f} ms")
+    for name, label in (("before", "before the kill"), ("down", "while it was down"),
+                        ("after", "after it came back")):
+        print(f"  answered by, {label}: {served_by[name]}")
+    slowest = sorted(probes, key=lambda p: -p[1])[:3]
+    print("  slowest probes: " + ", ".join(f"{ms * 1000:.0f} ms at {t:.1f} s ({who})" for t, ms, who in slowest))
+    print(f"  writes: {len(acked)} acknowledged, refused {refused or 'none'}")
+    print(f"  {len(missed)} acknowledged while {home} was down: "
+          + (f"all on it {replayed_at - serving_at:.1f} s after it answered again" if replayed_at
+             else "NOT all on it 60 s after it answered again"))
+    lost = {c: sorted(set(acked) - docs) for c, docs in held.items() if not set(acked) <= docs}
+    print(f"  every acknowledged write on every member at the end: {'yes' if not lost else f'NO, missing {lost}'} "
+          f"({', '.join(f'{c} holds {len(d)}' for c, d in held.items())})")
+    if lost or failed or replayed_at is None:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
