@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: up down test setup build lint fmt bench-router chaos-region-outage chaos-cell-kill
+.PHONY: up down test setup build lint fmt bench-router chaos-region-outage chaos-cell-kill chaos-redis-kill chaos-etcd-kill
 
 up: setup build
 	scripts/up.sh
@@ -40,7 +40,8 @@ chaos-region-outage:
 	$(CARGO) build --release --workspace --bins
 	python3 chaos/scenarios/region_outage.py
 
-# A cell killed under load and started again; needs `CELLNET_PROFILE=release make up` running.
-chaos-cell-kill:
+# A cell, Redis or etcd killed under load and started again; needs
+# `CELLNET_PROFILE=release make up` running.
+chaos-cell-kill chaos-redis-kill chaos-etcd-kill:
 	$(CARGO) build --release --workspace --bins
-	python3 chaos/scenarios/cell_kill.py
+	python3 chaos/scenarios/kill_under_load.py $(patsubst chaos-%-kill,%,$@)

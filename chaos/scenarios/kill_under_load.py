@@ -1,15 +1,18 @@
-"""A cell killed under load, against a running `make up` system.
+"""A cell, Redis or etcd killed under load, against a running `make up` system.
 
 Open-loop reads (loadgen) of a question the tenant's documents answer, through
 the router, and a steady stream of document writes beside them. While they run:
-  10 s  the tenant's home cell (the one serving its reads) is killed with SIGKILL
-  25 s  it is started again, with the command line and environment it had
+  10 s  the victim is killed with SIGKILL: the tenant's home cell (the one
+        serving its reads), the Redis server or the etcd server
+  25 s  it is started again, as it was started before
 Printed: what the clients saw (failures by kind, latency), which cell answered
-before, during and after, every write the router acknowledged and whether both
-members of the replica set hold it once the killed cell is back (the router
-replays what it missed from its hints), and how long that took.
+before, during and after, every write the router acknowledged and whether every
+member of the replica set holds it at the end. For a cell: how long until the
+writes it missed were on it (the router replays them from its hints).
+Exits non-zero if a read failed or an acknowledged write is missing anywhere.
 
-Usage: python3 chaos/scenarios/cell_kill.py [RATE]   (default 1000 reads/s)
+Usage: python3 chaos/scenarios/kill_under_load.py cell|redis|etcd [RATE]
+       (default 1000 reads/s)
 """
 
 import hashlib
@@ -18,6 +21,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +31,13 @@ import urllib.request
 
 from system import BIN, ENV, LOCAL, cellctl
 
-RATE = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+VICTIMS = ("cell", "redis", "etcd")
+if len(sys.argv) < 2 or sys.argv[1] not in VICTIMS:
+    raise SystemExit(f"usage: {sys.argv[0]} {'|'.join(VICTIMS)} [RATE]")
+VICTIM = sys.argv[1]
+RATE = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+ETCD_PORT = int(os.environ.get("ETCD_PORT", "12379"))
+REDIS_PORT = int(os.environ.get("REDIS_PORT", "16379"))
 DURATION = 40
 KILL_AT, RESTART_AT = 10, 25
 WRITES_PER_SECOND = 5
@@ -57,8 +67,7 @@ def cells():
 
 
 def cell_key():
-    port = os.environ.get("ETCD_PORT", "12379")
-    out = subprocess.run(["etcdctl", "--endpoints", f"http://127.0.0.1:{port}", "get",
+    out = subprocess.run(["etcdctl", "--endpoints", f"http://127.0.0.1:{ETCD_PORT}", "get",
                           "/cellnet/secrets/cell-auth", "--print-value-only"],
                          check=True, capture_output=True, text=True).stdout.strip()
     return bytes.fromhex(out)
@@ -68,7 +77,7 @@ def signed_get(key, endpoint, path, tenant):
     """A GET straight to a cell, signed as the router signs (common/src/signing.rs):
     (status, raw body), status None when the cell does not answer."""
     timestamp = str(int(time.time()))
-    request_id = f"cell-kill-{time.monotonic_ns()}"
+    request_id = f"kill-under-load-{time.monotonic_ns()}"
     mac = hmac.new(key, digestmod=hashlib.sha256)
     for field in (b"GET", path.encode(), tenant.encode(), request_id.encode(),
                   timestamp.encode(), hashlib.sha256(b"").digest()):
@@ -95,22 +104,55 @@ def documents_on(key, endpoint, tenant):
     return {json.loads(line)["document_id"] for line in body.splitlines() if line.strip()}
 
 
-def cell_pid(cell_id):
-    """The pid of the running cell whose config file is cell-<n>.yaml."""
-    config = str(LOCAL / "config" / f"{cell_id}.yaml")
+def find_pid(what, matches):
+    """The pid of the one running process whose argument list `matches`."""
     for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
-            argv = (pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if argv and argv[0].endswith(b"/cell") and config.encode() in argv:
+        args = [a.decode(errors="replace") for a in argv if a]
+        if args and matches(args):
             return pid
-    raise SystemExit(f"cell-kill: no running process for {cell_id}")
+    raise SystemExit(f"kill-under-load: no running process for {what}")
+
+
+def victim(home):
+    """(pid, name, how to start it again, whether it is up again)."""
+    if VICTIM == "cell":
+        config = str(LOCAL / "config" / f"{home}.yaml")
+        pid = find_pid(home, lambda a: a[0].endswith("/cell") and config in a)
+        return pid, home, own_command(pid)
+    if VICTIM == "etcd":
+        data = str(LOCAL / "data" / "etcd")
+        pid = find_pid("etcd", lambda a: a[0].endswith("etcd") and data in a)
+        return pid, "etcd", own_command(pid)
+    # Redis rewrites its argument list into a title; it is started as up.sh starts it.
+    pid = find_pid("redis", lambda a: a[0].startswith("redis-server") and f":{REDIS_PORT}" in a[0])
+    argv = ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(LOCAL / "data")]
+    return pid, "redis", (argv, dict(os.environ))
+
+
+def own_command(pid):
+    """The argument list and environment a running process was started with."""
+    argv = [a.decode() for a in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    environ = dict(kv.decode().split("=", 1) for kv in
+                   pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
+    return argv, environ
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def main():
     key = cell_key()
-    tenant = f"cellkill-{int(time.time())}"
+    tenant = f"kill-{VICTIM}-{int(time.time())}"
     api_key = cellctl("tenants", "create", tenant, "--plan", "enterprise", "--quiet")
     cellctl("tenants", "set", tenant, "--rps", "1000000", "--burst", "1000000")
     auth = {"Authorization": f"Bearer {api_key}"}
@@ -123,7 +165,7 @@ def main():
         if status == 200:
             break
         if time.time() > deadline:
-            raise SystemExit(f"cell-kill: the tenant never became usable: {status} {body}")
+            raise SystemExit(f"kill-under-load: the tenant never became usable: {status} {body}")
         time.sleep(0.2)
     # When each acknowledged document was acknowledged: every member must hold them all.
     acked = {"shipping": 0.0}
@@ -133,10 +175,7 @@ def main():
     endpoints = cells()
     members = [c for c, url in endpoints.items() if documents_on(key, url, tenant)]
     assert home in members and len(members) >= 2, f"replica set {members}, home {home}"
-    pid = cell_pid(home)
-    argv = [a.decode() for a in pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-    environ = dict(kv.decode().split("=", 1) for kv in
-                   pathlib.Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in kv)
+    pid, name, (argv, environ) = victim(home)
 
     start = time.time()
     refused = {}
@@ -187,22 +226,25 @@ def main():
     phase[0] = "down"
     killed_at = time.time() - start
     at(RESTART_AT)
-    log = LOCAL / "logs" / f"{home}.log"
-    out = LOCAL / "logs" / f"{home}.out"
+    log = LOCAL / "logs" / f"{name}.log"
+    out = LOCAL / "logs" / f"{name}.out"
     with open(log, "a") as err, open(out, "a") as stdout:
         restarted = subprocess.Popen(argv, env=environ, stdout=stdout, stderr=err,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
     with open(LOCAL / "pids", "a") as pids:
         pids.write(f"{restarted.pid}\n")
     restarted_at = time.time() - start
-    while documents_on(key, endpoints[home], tenant) is None:
+    up_again = {"cell": lambda: documents_on(key, endpoints[home], tenant) is not None,
+                "redis": lambda: port_open(REDIS_PORT),
+                "etcd": lambda: port_open(ETCD_PORT)}[VICTIM]
+    while not up_again():
         time.sleep(0.05)
     phase[0] = "after"
     serving_at = time.time() - start
-    # The writes it missed reach it from the router's hints.
+    # The writes a killed cell missed reach it from the router's hints.
     missed = {d for d, t in list(acked.items()) if killed_at <= t < restarted_at}
     replayed_at, deadline = None, time.time() + 60
-    while time.time() < deadline:
+    while VICTIM == "cell" and time.time() < deadline:
         if missed <= (documents_on(key, endpoints[home], tenant) or set()):
             replayed_at = time.time() - start
             break
@@ -218,24 +260,25 @@ def main():
     failed = sum(result["failed"].values())
     print(f"reads: {RATE}/s for {DURATION} s through the router; writes: {WRITES_PER_SECOND}/s; "
           f"replica set {', '.join(members)}, home {home}")
-    print(f"  {home} killed (SIGKILL) at {killed_at:.1f} s, started again at {restarted_at:.1f} s, "
+    print(f"  {name} killed (SIGKILL) at {killed_at:.1f} s, started again at {restarted_at:.1f} s, "
           f"answering at {serving_at:.1f} s")
     print(f"  reads: {result['ok']} ok, failed {result['failed']} "
           f"({100.0 * failed / max(total, 1):.3f} %); p50 {result['p50_ms']:.2f} ms, "
           f"p99 {result['p99_ms']:.2f} ms, p99.9 {result['p999_ms']:.2f} ms, max {result['max_ms']:.1f} ms")
-    for name, label in (("before", "before the kill"), ("down", "while it was down"),
+    for when, label in (("before", "before the kill"), ("down", f"while {name} was down"),
                         ("after", "after it came back")):
-        print(f"  answered by, {label}: {served_by[name]}")
+        print(f"  answered by, {label}: {served_by[when]}")
     slowest = sorted(probes, key=lambda p: -p[1])[:3]
     print("  slowest probes: " + ", ".join(f"{ms * 1000:.0f} ms at {t:.1f} s ({who})" for t, ms, who in slowest))
     print(f"  writes: {len(acked)} acknowledged, refused {refused or 'none'}")
-    print(f"  {len(missed)} acknowledged while {home} was down: "
-          + (f"all on it {replayed_at - serving_at:.1f} s after it answered again" if replayed_at
-             else "NOT all on it 60 s after it answered again"))
+    if VICTIM == "cell":
+        print(f"  {len(missed)} acknowledged while {home} was down: "
+              + (f"all on it {replayed_at - serving_at:.1f} s after it answered again" if replayed_at
+                 else "NOT all on it 60 s after it answered again"))
     lost = {c: sorted(set(acked) - docs) for c, docs in held.items() if not set(acked) <= docs}
     print(f"  every acknowledged write on every member at the end: {'yes' if not lost else f'NO, missing {lost}'} "
           f"({', '.join(f'{c} holds {len(d)}' for c, d in held.items())})")
-    if lost or failed or replayed_at is None:
+    if lost or failed or (VICTIM == "cell" and replayed_at is None):
         sys.exit(1)
 
 
