@@ -237,7 +237,10 @@ def main():
     up_again = {"cell": lambda: documents_on(key, endpoints[home], tenant) is not None,
                 "redis": lambda: port_open(REDIS_PORT),
                 "etcd": lambda: port_open(ETCD_PORT)}[VICTIM]
+    deadline = time.time() + 60
     while not up_again():
+        if time.time() > deadline:
+            raise SystemExit(f"kill-under-load: {name} did not come back within 60 s; see {log}")
         time.sleep(0.05)
     phase[0] = "after"
     serving_at = time.time() - start
