@@ -78,6 +78,7 @@ pub fn routes(state: AdminState) -> Router {
             post(drain_provider).delete(undrain_provider),
         )
         .route("/admin/leader", get(leader))
+        .route("/admin/signing-key/rotate", post(rotate_signing_key))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_operator,
@@ -514,6 +515,15 @@ async fn undrain_provider(
 }
 
 /// `GET /admin/leader`: the control-plane replica leading now, if any.
+/// `POST /admin/signing-key/rotate`: a new router↔cell signing key; the one
+/// it replaces stays accepted until the next rotation.
+async fn rotate_signing_key(
+    State(state): State<AdminState>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let fingerprint = crate::service::rotate_cell_auth_key(&state.store, &state.keys).await?;
+    Ok(Json(serde_json::json!({ "fingerprint": fingerprint })))
+}
+
 async fn leader(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, AdminError> {
     let name = format!("{}/", state.keys.election());
     let leader = state

@@ -5,6 +5,7 @@
 //! <prefix>cells/<id>/alive    CellAlive    bound to the cell's lease (TTL ~3 s)
 //! <prefix>tenants/<id>        TenantRecord hashed API keys, plan and limits, pin, cache threshold
 //! <prefix>secrets/cell-auth    hex key      the key routers sign tenant context with
+//! <prefix>secrets/cell-auth-previous  hex key  the key before the last rotation, still accepted by cells
 //! <prefix>providers/<id>/reports/<cell>  ProviderReport  a cell's last second with a provider-region (leased)
 //! <prefix>providers/<id>/health  ProviderHealth  published by the control-plane leader
 //! <prefix>providers/<id>/drain   ProviderDrain   an operator took the provider-region out
@@ -27,6 +28,7 @@ pub enum KeyKind<'a> {
     CellAlive(&'a str),
     Tenant(&'a str),
     CellAuthKey,
+    CellAuthPreviousKey,
     ProviderHealth(&'a str),
     ProviderDrain(&'a str),
     ProviderReport {
@@ -75,6 +77,12 @@ impl Keys {
         format!("{}secrets/cell-auth", self.prefix)
     }
 
+    /// The signing key before the last rotation: cells still accept it, so
+    /// that a router that has not seen the rotation yet is not refused.
+    pub fn cell_auth_previous_key(&self) -> String {
+        format!("{}secrets/cell-auth-previous", self.prefix)
+    }
+
     pub fn providers(&self) -> String {
         format!("{}providers/", self.prefix)
     }
@@ -112,6 +120,9 @@ impl Keys {
         }
         if rest == "secrets/cell-auth" {
             return KeyKind::CellAuthKey;
+        }
+        if rest == "secrets/cell-auth-previous" {
+            return KeyKind::CellAuthPreviousKey;
         }
         if let Some(id) = rest.strip_prefix("tenants/")
             && !id.contains('/')
@@ -403,6 +414,12 @@ pub fn hash_api_key(key: &str) -> String {
 }
 
 /// A new random API key: `cn_` followed by 256 random bits, base64url.
+/// A signing key's public name: the first 8 bytes of its SHA-256, in hex.
+/// Shows which key is current without showing the key.
+pub fn key_fingerprint(key: &[u8]) -> String {
+    hex::encode(&Sha256::digest(key)[..8])
+}
+
 pub fn generate_api_key() -> String {
     use base64::Engine as _;
     let bytes: [u8; 32] = rand::random();
@@ -436,6 +453,10 @@ mod tests {
         assert_eq!(keys.parse(&keys.tenant("acme")), KeyKind::Tenant("acme"));
         assert_eq!(keys.parse("/cn/cells/c1/status"), KeyKind::Unknown);
         assert_eq!(keys.parse(&keys.cell_auth_key()), KeyKind::CellAuthKey);
+        assert_eq!(
+            keys.parse(&keys.cell_auth_previous_key()),
+            KeyKind::CellAuthPreviousKey
+        );
         assert_eq!(keys.parse("/other/tenants/acme"), KeyKind::Unknown);
         assert_eq!(
             keys.parse(&keys.provider_health("azure-eastus")),

@@ -92,6 +92,65 @@ pub async fn ensure_cell_auth_key(
     Ok(())
 }
 
+/// Replaces the router↔cell signing key with a new one and keeps the one it
+/// replaces as the previous key, which cells still accept: routers that have
+/// not seen the rotation yet go on being served. A rotation makes the key
+/// from two rotations ago worthless. Returns the new key's fingerprint.
+pub async fn rotate_cell_auth_key(
+    store: &Store,
+    keys: &Keys,
+) -> Result<String, crate::store::StoreError> {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let current_key = keys.cell_auth_key();
+    let previous_key = keys.cell_auth_previous_key();
+    // The key this call wrote, if a transaction may have landed unseen (its
+    // answer lost and the retry refused): finding it current means done.
+    let mut written: Option<[u8; 32]> = None;
+    loop {
+        let current = store
+            .retrying("read cell auth key", |mut c| {
+                let key = current_key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let Some(kv) = current.kvs().first() else {
+            ensure_cell_auth_key(store, keys).await?;
+            continue;
+        };
+        let (value, revision) = (kv.value().to_vec(), kv.mod_revision());
+        if let Some(secret) = written
+            && value == hex::encode(secret).as_bytes()
+        {
+            return Ok(crate::model::key_fingerprint(&secret));
+        }
+        let secret: [u8; 32] = rand::random();
+        written = Some(secret);
+        let fresh = hex::encode(secret);
+        // Only if nobody rotated in between: two rotations racing must not
+        // both keep the same previous key.
+        let rotated = store
+            .retrying("rotate cell auth key", |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        current_key.as_str(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([
+                        TxnOp::put(previous_key.as_str(), value.clone(), None),
+                        TxnOp::put(current_key.as_str(), fresh.as_bytes(), None),
+                    ]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        if rotated.succeeded() {
+            let fingerprint = crate::model::key_fingerprint(&secret);
+            tracing::info!(%fingerprint, "rotated the router-cell signing key");
+            return Ok(fingerprint);
+        }
+    }
+}
+
 /// Runs the control-plane service until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;

@@ -54,6 +54,8 @@ pub struct ClusterView {
     key_index: HashMap<String, String>,
     /// The router↔cell signing key, once the control plane has made it.
     pub cell_auth_key: Option<Arc<[u8]>>,
+    /// The signing key before the last rotation, which cells still accept.
+    pub cell_auth_previous_key: Option<Arc<[u8]>>,
     /// Provider-regions with published health or an operator's drain.
     pub providers: BTreeMap<String, ProviderView>,
 }
@@ -136,12 +138,9 @@ impl ClusterView {
                     self.tenants.insert(id.to_owned(), Arc::new(record));
                 }
             }
-            KeyKind::CellAuthKey => {
-                self.cell_auth_key = value
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| hex::decode(v.trim()).ok())
-                    .filter(|k| k.len() >= 32)
-                    .map(Arc::from);
+            KeyKind::CellAuthKey => self.cell_auth_key = value.and_then(signing_key),
+            KeyKind::CellAuthPreviousKey => {
+                self.cell_auth_previous_key = value.and_then(signing_key);
             }
             KeyKind::ProviderHealth(id) => {
                 let health = value.and_then(|v| decode_logged::<ProviderHealth>(key, v));
@@ -362,4 +361,13 @@ async fn watch_from(
         current.store(Arc::new(view));
         revisions.send_replace(rev);
     }
+}
+
+/// A signing key as stored in etcd: hex, at least 32 bytes.
+pub fn signing_key(value: &[u8]) -> Option<Arc<[u8]>> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| hex::decode(v.trim()).ok())
+        .filter(|k| k.len() >= 32)
+        .map(Arc::from)
 }

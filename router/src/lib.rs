@@ -14,4 +14,5 @@ pub mod proxy;
 pub mod redis_conn;
 pub mod replication;
 pub mod server;
+pub mod signing_key;
 pub mod upstreams;

@@ -43,6 +43,21 @@ pub struct ProxyState {
     pub upstreams: Upstreams,
     /// Permits for tenant requests in flight in this router.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// Which of the control plane's signing keys to sign with.
+    pub signing_keys: crate::signing_key::SigningKeys,
+}
+
+impl ProxyState {
+    /// The key to sign requests to cells with, once the control plane has
+    /// issued one.
+    fn signing_key(&self, view: &control_plane::watch::ClusterView) -> Option<Arc<[u8]>> {
+        let current = view.cell_auth_key.as_ref()?;
+        Some(self.signing_keys.choose(
+            current,
+            view.cell_auth_previous_key.as_ref(),
+            std::time::Instant::now,
+        ))
+    }
 }
 
 impl ProxyState {
@@ -215,7 +230,7 @@ async fn route(
     if targets.is_empty() {
         return Err(RouterError::NoCell);
     }
-    let Some(signing_key) = view.cell_auth_key.clone() else {
+    let Some(signing_key) = state.signing_key(&view) else {
         return Err(RouterError::NotReady(
             "the control plane has not issued the cell signing key yet",
         ));
@@ -567,7 +582,7 @@ pub async fn replay_hints(state: Arc<ProxyState>) {
     let mut revisions = state.cluster.revisions();
     loop {
         let view = state.cluster.snapshot();
-        if let Some(key) = view.cell_auth_key.clone() {
+        if let Some(key) = state.signing_key(&view) {
             for target in state.placement().live_targets() {
                 replay_to(&state, &key, target).await;
             }

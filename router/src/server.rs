@@ -90,6 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         limiter,
         upstreams: Upstreams::new(config.outliers, config.max_in_flight_per_cell),
         in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        signing_keys: Default::default(),
     });
     let replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
     let placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));

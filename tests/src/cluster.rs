@@ -342,6 +342,26 @@ impl Cluster {
         Ok(body)
     }
 
+    /// Rotates the router-cell signing key (`POST /admin/signing-key/rotate`);
+    /// returns the new key's fingerprint.
+    pub async fn rotate_signing_key(&self) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .post(format!(
+                "{}/admin/signing-key/rotate",
+                self.control_plane.url
+            ))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("rotating the signing key: {status} {body}");
+        }
+        Ok(body["fingerprint"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// The router-cell signing key, read from etcd as routers read it.
     pub async fn cell_auth_key(&self) -> anyhow::Result<Vec<u8>> {
         let keys = control_plane::model::Keys::new("/cellnet/");

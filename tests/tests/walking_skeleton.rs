@@ -345,6 +345,93 @@ async fn bad_input_is_refused_and_writes_nothing() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_rotation_refuses_nothing_in_flight_and_retires_the_old_key()
+-> anyhow::Result<()> {
+    let cluster = Cluster::start(ClusterOptions::default()).await?;
+    let key = cluster
+        .tenant_with_documents(
+            "initech",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await?;
+    let question = json!({"query": "Where do orders ship from?"});
+    // Straight to a cell, signed with `signing_key` as a router would sign.
+    let cell = cluster.cells[0].1.url.clone();
+    let body = serde_json::to_vec(&question)?;
+    let direct = |signing_key: Vec<u8>| {
+        let (url, body, http) = (
+            format!("{cell}/v1/query"),
+            body.clone(),
+            cluster.http.clone(),
+        );
+        async move {
+            let now = common::signing::now_secs();
+            let signature = common::signing::sign(
+                &signing_key,
+                &common::signing::SignedParts {
+                    method: "POST",
+                    path_and_query: "/v1/query",
+                    tenant: "initech",
+                    request_id: "r-rotation",
+                    timestamp: now,
+                    body: &body,
+                },
+            );
+            http.post(url)
+                .header("content-type", "application/json")
+                .header("x-cellnet-tenant", "initech")
+                .header("x-request-id", "r-rotation")
+                .header(common::signing::TIMESTAMP_HEADER, now)
+                .header(common::signing::SIGNATURE_HEADER, signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let first = cluster.cell_auth_key().await?;
+    assert_eq!(direct(first.clone()).await, 200);
+
+    // Rotated while requests flow through the router: none is refused.
+    let fingerprint = cluster.rotate_signing_key().await?;
+    let second = cluster.cell_auth_key().await?;
+    assert_ne!(second, first);
+    assert_eq!(
+        fingerprint,
+        control_plane::model::key_fingerprint(&second),
+        "the fingerprint names the new key"
+    );
+    for _ in 0..20 {
+        let (status, body, _) = cluster.post(&key, "/v1/query", &question).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    // The cell takes both the new key and the one it replaced.
+    e2e::eventually(10, "the cell to take the new key", || {
+        let second = second.clone();
+        async { direct(second).await == 200 }
+    })
+    .await;
+    assert_eq!(direct(first.clone()).await, 200);
+
+    // One more rotation retires the first key; the second is still taken.
+    cluster.rotate_signing_key().await?;
+    e2e::eventually(10, "the cell to refuse the retired key", || {
+        let first = first.clone();
+        async { direct(first).await == 401 }
+    })
+    .await;
+    assert_eq!(direct(second).await, 200);
+    for _ in 0..20 {
+        let (status, body, _) = cluster.post(&key, "/v1/query", &question).await?;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(direct(vec![7u8; 32]).await, 401);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_cell_is_routed_around_within_the_lease_window() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(two_regions()).await?;
     let key = cluster.create_tenant("umbrella").await?;

@@ -32,6 +32,9 @@ enum Command {
     /// LLM provider-regions: health as the leader judges it; drain, undrain.
     #[command(subcommand)]
     Providers(ProvidersCommand),
+    /// The key routers sign tenant context with: rotate.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCommand),
     /// Uploads files and folders (.txt, .md, .json, .jsonl) as a tenant's
     /// documents through the router, with a progress bar and a summary.
     Ingest {
@@ -57,6 +60,14 @@ enum ProvidersCommand {
     Drain { id: String },
     /// Puts a drained provider-region back.
     Undrain { id: String },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCommand {
+    /// Makes a new key for routers to sign with; cells go on accepting the
+    /// one it replaces until the next rotation, so nothing in flight is
+    /// refused. Prints the new key's fingerprint.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -316,6 +327,20 @@ async fn main() -> anyhow::Result<()> {
                     p.reporting_cells.join(",")
                 );
             }
+        }
+        Command::SigningKey(SigningKeyCommand::Rotate) => {
+            #[derive(Deserialize)]
+            struct Rotated {
+                fingerprint: String,
+            }
+            let resp = http
+                .post(format!("{base}/admin/signing-key/rotate"))
+                .header("authorization", &auth)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the control plane at {base}"))?;
+            let rotated: Rotated = read(resp).await?;
+            println!("signing key rotated; new key {}", rotated.fingerprint);
         }
         Command::Providers(ProvidersCommand::Drain { id }) => {
             let resp = http
