@@ -58,9 +58,7 @@ impl ProxyState {
             std::time::Instant::now,
         ))
     }
-}
 
-impl ProxyState {
     /// The current placement; one atomic load. It is rebuilt off the request
     /// path by `follow_placement`, once per change of the cluster view.
     pub fn placement(&self) -> Arc<Placement> {
