@@ -133,16 +133,18 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
         timestamp: timestamp.unwrap_or(0),
         body: &body,
     };
-    let now = common::signing::now_secs();
-    let mut verified = common::signing::verify(&key, &signed, signature.as_deref(), now);
     // A router that has not yet switched to the key of the last rotation
     // still signs with the one before it.
-    if verified == Err(common::signing::SignatureError::Mismatch)
-        && let Some(previous) = &snapshot.cell_auth_previous_key
-    {
-        verified = common::signing::verify(previous, &signed, signature.as_deref(), now);
-    }
-    if let Err(e) = verified {
+    let keys = [
+        Some(key.as_ref()),
+        snapshot.cell_auth_previous_key.as_deref(),
+    ];
+    if let Err(e) = common::signing::verify(
+        keys.into_iter().flatten(),
+        &signed,
+        signature.as_deref(),
+        common::signing::now_secs(),
+    ) {
         tracing::warn!(%tenant, error = %e, "refused a request without a valid router signature");
         return CellError::Unauthenticated(format!(
             "{e}: requests reach a cell only through the router"

@@ -65,9 +65,10 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Checks `signature` (the header value) for `parts` at time `now`.
-pub fn verify(
-    key: &[u8],
+/// Checks `signature` (the header value) for `parts` at time `now`, made
+/// under any of `keys` (the current key and, after a rotation, the previous).
+pub fn verify<'k>(
+    keys: impl IntoIterator<Item = &'k [u8]>,
     parts: &SignedParts<'_>,
     signature: Option<&str>,
     now: u64,
@@ -81,10 +82,12 @@ pub fn verify(
         return Err(SignatureError::Expired);
     }
     // Constant-time comparison.
-    mac(key, parts)
-        .ok_or(SignatureError::Mismatch)?
-        .verify_slice(&expected)
-        .map_err(|_| SignatureError::Mismatch)
+    let matches = |key: &[u8]| mac(key, parts).is_some_and(|m| m.verify_slice(&expected).is_ok());
+    if keys.into_iter().any(matches) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
 }
 
 /// Seconds since the Unix epoch.
@@ -115,31 +118,50 @@ mod tests {
         let key = b"k".repeat(32);
         let sig = sign(&key, &parts("acme", b"{}"));
         assert_eq!(
-            verify(&key, &parts("acme", b"{}"), Some(&sig), 1010),
+            verify([key.as_slice()], &parts("acme", b"{}"), Some(&sig), 1010),
             Ok(())
         );
         assert_eq!(
-            verify(&key, &parts("globex", b"{}"), Some(&sig), 1010),
+            verify([key.as_slice()], &parts("globex", b"{}"), Some(&sig), 1010),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(&key, &parts("acme", b"{\"x\":1}"), Some(&sig), 1010),
+            verify(
+                [key.as_slice()],
+                &parts("acme", b"{\"x\":1}"),
+                Some(&sig),
+                1010
+            ),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(b"other", &parts("acme", b"{}"), Some(&sig), 1010),
+            verify([&b"other"[..]], &parts("acme", b"{}"), Some(&sig), 1010),
+            Err(SignatureError::Mismatch)
+        );
+        // Under any of the keys given: a rotation's previous key still counts.
+        assert_eq!(
+            verify(
+                [&b"other"[..], key.as_slice()],
+                &parts("acme", b"{}"),
+                Some(&sig),
+                1010
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify([], &parts("acme", b"{}"), Some(&sig), 1010),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
-            verify(&key, &parts("acme", b"{}"), Some(&sig), 2000),
+            verify([key.as_slice()], &parts("acme", b"{}"), Some(&sig), 2000),
             Err(SignatureError::Expired)
         );
         assert_eq!(
-            verify(&key, &parts("acme", b"{}"), None, 1000),
+            verify([key.as_slice()], &parts("acme", b"{}"), None, 1000),
             Err(SignatureError::Missing)
         );
         assert_eq!(
-            verify(&key, &parts("acme", b"{}"), Some("v1=zz"), 1000),
+            verify([key.as_slice()], &parts("acme", b"{}"), Some("v1=zz"), 1000),
             Err(SignatureError::Malformed)
         );
     }

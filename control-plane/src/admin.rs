@@ -514,7 +514,6 @@ async fn undrain_provider(
     Ok(Json(json!({"id": id, "drained": false})))
 }
 
-/// `GET /admin/leader`: the control-plane replica leading now, if any.
 /// `POST /admin/signing-key/rotate`: a new router↔cell signing key; the one
 /// it replaces stays accepted until the next rotation.
 async fn rotate_signing_key(
@@ -524,6 +523,7 @@ async fn rotate_signing_key(
     Ok(Json(serde_json::json!({ "fingerprint": fingerprint })))
 }
 
+/// `GET /admin/leader`: the control-plane replica leading now, if any.
 async fn leader(State(state): State<AdminState>) -> Result<Json<serde_json::Value>, AdminError> {
     let name = format!("{}/", state.keys.election());
     let leader = state

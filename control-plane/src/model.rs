@@ -413,13 +413,13 @@ pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// A new random API key: `cn_` followed by 256 random bits, base64url.
 /// A signing key's public name: the first 8 bytes of its SHA-256, in hex.
 /// Shows which key is current without showing the key.
 pub fn key_fingerprint(key: &[u8]) -> String {
     hex::encode(&Sha256::digest(key)[..8])
 }
 
+/// A new random API key: `cn_` followed by 256 random bits, base64url.
 pub fn generate_api_key() -> String {
     use base64::Engine as _;
     let bytes: [u8; 32] = rand::random();

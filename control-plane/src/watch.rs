@@ -364,7 +364,7 @@ async fn watch_from(
 }
 
 /// A signing key as stored in etcd: hex, at least 32 bytes.
-pub fn signing_key(value: &[u8]) -> Option<Arc<[u8]>> {
+fn signing_key(value: &[u8]) -> Option<Arc<[u8]>> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|v| hex::decode(v.trim()).ok())

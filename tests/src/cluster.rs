@@ -209,18 +209,14 @@ impl Cluster {
     }
 
     pub async fn create_tenant_on_plan(&self, id: &str, plan: &str) -> anyhow::Result<String> {
-        let resp = self
-            .http
-            .post(format!("{}/admin/tenants", self.control_plane.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(&json!({"id": id, "plan": plan}))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("creating tenant {id}: {status} {body}");
-        }
+        let body = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/tenants",
+                Some(&json!({"id": id, "plan": plan})),
+            )
+            .await
+            .with_context(|| format!("creating tenant {id}"))?;
         body["api_key"]
             .as_str()
             .map(str::to_owned)
@@ -327,39 +323,83 @@ impl Cluster {
 
     /// Changes a tenant through the admin API (`PATCH /admin/tenants/{id}`).
     pub async fn update_tenant(&self, id: &str, update: &Value) -> anyhow::Result<Value> {
-        let resp = self
-            .http
-            .patch(format!("{}/admin/tenants/{id}", self.control_plane.url))
-            .bearer_auth(ADMIN_TOKEN)
-            .json(update)
-            .send()
-            .await?;
-        let status = resp.status();
-        let body: Value = resp.json().await?;
-        if !status.is_success() {
-            bail!("updating tenant {id}: {status} {body}");
-        }
-        Ok(body)
+        self.admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/tenants/{id}"),
+            Some(update),
+        )
+        .await
+        .with_context(|| format!("updating tenant {id}"))
     }
 
     /// Rotates the router-cell signing key (`POST /admin/signing-key/rotate`);
     /// returns the new key's fingerprint.
     pub async fn rotate_signing_key(&self) -> anyhow::Result<String> {
-        let resp = self
+        let body = self
+            .admin(reqwest::Method::POST, "/admin/signing-key/rotate", None)
+            .await
+            .context("rotating the signing key")?;
+        Ok(body["fingerprint"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// An operator's call to the control plane's admin API; an answer other
+    /// than 2xx is an error carrying its status and body.
+    async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let mut request = self
             .http
-            .post(format!(
-                "{}/admin/signing-key/rotate",
-                self.control_plane.url
-            ))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await?;
+            .request(method, format!("{}{path}", self.control_plane.url))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let resp = request.send().await?;
         let status = resp.status();
         let body: Value = resp.json().await?;
         if !status.is_success() {
-            bail!("rotating the signing key: {status} {body}");
+            bail!("{status} {body}");
         }
-        Ok(body["fingerprint"].as_str().unwrap_or_default().to_owned())
+        Ok(body)
+    }
+
+    /// A JSON `POST` straight to a cell, for `tenant`, signed under
+    /// `signing_key` as a router signs it.
+    pub async fn post_signed(
+        &self,
+        cell_url: &str,
+        signing_key: &[u8],
+        tenant: &str,
+        path_and_query: &str,
+        request_id: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let now = common::signing::now_secs();
+        let signature = common::signing::sign(
+            signing_key,
+            &common::signing::SignedParts {
+                method: "POST",
+                path_and_query,
+                tenant,
+                request_id,
+                timestamp: now,
+                body: &body,
+            },
+        );
+        Ok(self
+            .http
+            .post(format!("{cell_url}{path_and_query}"))
+            .header("content-type", "application/json")
+            .header(common::headers::TENANT, tenant)
+            .header(common::headers::REQUEST_ID, request_id)
+            .header(common::signing::TIMESTAMP_HEADER, now)
+            .header(common::signing::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await?)
     }
 
     /// The router-cell signing key, read from etcd as routers read it.

@@ -288,32 +288,15 @@ async fn a_job_known_to_one_replica_is_found_through_the_router() {
             {"id": format!("doc-{n}"), "text": "Opening hours. The Lyon shop opens at nine."}
         ]}))
         .unwrap();
-        let (path, request_id, now) = (
-            "/v1/documents?async=true",
-            format!("req-one-replica-{n}"),
-            common::signing::now_secs(),
-        );
-        let signature = common::signing::sign(
-            &signing_key,
-            &common::signing::SignedParts {
-                method: "POST",
-                path_and_query: path,
-                tenant: "acme",
-                request_id: &request_id,
-                timestamp: now,
-                body: &body,
-            },
-        );
         let resp = cluster
-            .http
-            .post(format!("{}{path}", cell.url))
-            .header("content-type", "application/json")
-            .header("x-cellnet-tenant", "acme")
-            .header("x-request-id", &request_id)
-            .header(common::signing::TIMESTAMP_HEADER, now)
-            .header(common::signing::SIGNATURE_HEADER, signature)
-            .body(body)
-            .send()
+            .post_signed(
+                &cell.url,
+                &signing_key,
+                "acme",
+                "/v1/documents?async=true",
+                &format!("req-one-replica-{n}"),
+                body,
+            )
             .await
             .unwrap();
         assert_eq!(resp.status(), 202);

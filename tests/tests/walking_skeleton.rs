@@ -355,36 +355,22 @@ async fn signing_key_rotation_refuses_nothing_in_flight_and_retires_the_old_key(
         )
         .await?;
     let question = json!({"query": "Where do orders ship from?"});
-    // Straight to a cell, signed with `signing_key` as a router would sign.
-    let cell = cluster.cells[0].1.url.clone();
+    // Straight to a cell, signed under `signing_key` as a router would sign.
+    let cell = &cluster.cells[0].1.url;
     let body = serde_json::to_vec(&question)?;
     let direct = |signing_key: Vec<u8>| {
-        let (url, body, http) = (
-            format!("{cell}/v1/query"),
-            body.clone(),
-            cluster.http.clone(),
-        );
+        let body = body.clone();
+        let cluster = &cluster;
         async move {
-            let now = common::signing::now_secs();
-            let signature = common::signing::sign(
-                &signing_key,
-                &common::signing::SignedParts {
-                    method: "POST",
-                    path_and_query: "/v1/query",
-                    tenant: "initech",
-                    request_id: "r-rotation",
-                    timestamp: now,
-                    body: &body,
-                },
-            );
-            http.post(url)
-                .header("content-type", "application/json")
-                .header("x-cellnet-tenant", "initech")
-                .header("x-request-id", "r-rotation")
-                .header(common::signing::TIMESTAMP_HEADER, now)
-                .header(common::signing::SIGNATURE_HEADER, signature)
-                .body(body)
-                .send()
+            cluster
+                .post_signed(
+                    cell,
+                    &signing_key,
+                    "initech",
+                    "/v1/query",
+                    "r-rotation",
+                    body,
+                )
                 .await
                 .unwrap()
                 .status()

@@ -69,13 +69,10 @@ impl MissCoalescer {
         })
     }
 
-    /// Questions being led right now.
-    pub fn len(&self) -> usize {
-        self.in_flight.lock().map(|m| m.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// No question is being led right now.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.in_flight.lock().map(|m| m.is_empty()).unwrap_or(true)
     }
 }
 
