@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use control_plane::model::{CellAlive, CellSpec, DesiredState, now_ms};
-use control_plane::registration::{LeaseSettings, keep_alive, publish_spec};
+use control_plane::model::{CellAlive, CellSpec, Lifecycle, now_ms};
+use control_plane::registration::{LeaseSettings, keep_cell_alive, publish_spec};
 use control_plane::store::Store;
 use control_plane::watch::ClusterWatch;
 
@@ -107,6 +107,38 @@ fn provider(p: &ProviderConfig, http: &ProviderHttp) -> anyhow::Result<AnyProvid
             http: http.clone(),
         })),
     })
+}
+
+/// Records each configured provider-region under
+/// `providers/<id>/cells/<cell>`, so operators see every region the system
+/// may call before any traffic has been judged.
+async fn register_providers(
+    store: &Store,
+    config: &Config,
+) -> Result<(), control_plane::store::StoreError> {
+    for p in &config.providers {
+        let (kind, region, model) = match p {
+            ProviderConfig::AzureOpenai {
+                region, deployment, ..
+            } => ("azure_openai", region, deployment),
+            ProviderConfig::VertexAi { region, model, .. } => ("vertex_ai", region, model),
+            ProviderConfig::OpenaiCompatible { region, model, .. } => {
+                ("openai_compatible", region, model)
+            }
+        };
+        let key = config.keys.provider_configured(p.name(), &config.id);
+        let value = serde_json::to_vec(&serde_json::json!({
+            "kind": kind, "region": region, "model": model,
+        }))
+        .unwrap_or_default();
+        store
+            .retrying("register provider-region", |mut c| {
+                let (key, value) = (key.clone(), value.clone());
+                async move { c.put(key, value, None).await }
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// Runs the cell until a shutdown signal or the death of a background task.
@@ -256,16 +288,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             region: config.region.clone(),
             endpoint: endpoint.clone(),
             template: config.template.clone(),
-            desired: DesiredState::Active,
+            lifecycle: Lifecycle::Joining,
         },
     )
     .await
     .context("cannot register the cell in etcd")?;
-    let mut lease_task = keep_alive(
+    register_providers(&store, &config)
+        .await
+        .context("cannot register the cell's provider-regions in etcd")?;
+    let mut lease_task = keep_cell_alive(
         store.clone(),
-        config.keys.clone(),
-        config.id.clone(),
-        CellAlive {
+        &config.keys,
+        &config.id,
+        &CellAlive {
             endpoint,
             started_at_ms: now_ms(),
         },

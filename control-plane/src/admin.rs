@@ -14,12 +14,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::model::{
-    ApiKeyRecord, CellAlive, CellSpec, DEFAULT_PLAN, Fallbacks, KeyKind, Keys, PLANS,
-    ProviderDrain, ProviderHealth, TenantLimits, TenantRecord, generate_api_key, hash_api_key,
-    now_ms, plan_limits, validate_provider_id, validate_tenant_id,
+    ApiKeyRecord, DEFAULT_PLAN, Fallbacks, KeyKind, Keys, PLANS, ProviderDrain, ProviderHealth,
+    TenantLimits, TenantRecord, generate_api_key, hash_api_key, now_ms, plan_limits,
+    validate_provider_id, validate_tenant_id,
 };
 use crate::service::Secret;
 use crate::store::{Store, StoreError, decode, encode};
+
+mod cells;
+
+pub use cells::{CellSummary, PlacementSummary, TenantPlacement};
 
 #[derive(Clone)]
 pub struct AdminState {
@@ -27,6 +31,9 @@ pub struct AdminState {
     pub keys: Keys,
     pub token: Secret,
     pub registry: Arc<prometheus_client::registry::Registry>,
+    /// The control plane's snapshot, for what spans many keys (placement).
+    pub cluster: crate::watch::ClusterWatch,
+    pub placement: crate::placement::MoveSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +78,7 @@ pub fn routes(state: AdminState) -> Router {
     Router::new()
         .route("/admin/tenants", post(create_tenant).get(list_tenants))
         .route("/admin/tenants/{id}", axum::routing::patch(update_tenant))
-        .route("/admin/cells", get(list_cells))
+        .merge(cells::routes())
         .route("/admin/providers", get(list_providers))
         .route(
             "/admin/providers/{id}/drain",
@@ -280,6 +287,15 @@ async fn update_tenant(
     body: Result<Json<UpdateTenant>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<TenantSummary>, AdminError> {
     let Json(update) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    apply_tenant_update(&state, &id, update).await.map(Json)
+}
+
+/// Validates and applies a change to a tenant record (compare-and-swap).
+async fn apply_tenant_update(
+    state: &AdminState,
+    id: &str,
+    update: UpdateTenant,
+) -> Result<TenantSummary, AdminError> {
     if let Some(Some(t)) = update.cache_threshold
         && !(t > 0.0 && t <= 1.0)
     {
@@ -300,7 +316,7 @@ async fn update_tenant(
             "pin must name at least one cell (or be null to clear it)".into(),
         ));
     }
-    let key = state.keys.tenant(&id);
+    let key = state.keys.tenant(id);
     // Read, change, write if unchanged since the read; retry on a race.
     for _ in 0..5 {
         let current = state
@@ -350,7 +366,7 @@ async fn update_tenant(
             .succeeded();
         if written {
             tracing::info!(tenant = %id, "tenant updated");
-            return Ok(Json(TenantSummary::from(&record)));
+            return Ok(TenantSummary::from(&record));
         }
     }
     Err(AdminError::Conflict(format!(
@@ -380,58 +396,6 @@ async fn list_tenants(
     Ok(Json(json!({ "tenants": tenants })))
 }
 
-/// A cell as operators see it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CellSummary {
-    pub id: String,
-    pub spec: Option<CellSpec>,
-    pub alive: Option<CellAlive>,
-}
-
-async fn list_cells(
-    State(state): State<AdminState>,
-) -> Result<Json<serde_json::Value>, AdminError> {
-    let prefix = state.keys.cells();
-    let resp = state
-        .store
-        .retrying("list cells", |mut c| {
-            let prefix = prefix.clone();
-            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
-        })
-        .await?;
-    let mut cells: std::collections::BTreeMap<String, CellSummary> = Default::default();
-    for kv in resp.kvs() {
-        let Ok(key) = kv.key_str() else { continue };
-        match state.keys.parse(key) {
-            KeyKind::CellSpec(id) => {
-                let spec: CellSpec = decode(key, kv.value())?;
-                cells
-                    .entry(id.to_owned())
-                    .or_insert_with(|| CellSummary {
-                        id: id.to_owned(),
-                        spec: None,
-                        alive: None,
-                    })
-                    .spec = Some(spec);
-            }
-            KeyKind::CellAlive(id) => {
-                let alive: CellAlive = decode(key, kv.value())?;
-                cells
-                    .entry(id.to_owned())
-                    .or_insert_with(|| CellSummary {
-                        id: id.to_owned(),
-                        spec: None,
-                        alive: None,
-                    })
-                    .alive = Some(alive);
-            }
-            _ => {}
-        }
-    }
-    let cells: Vec<_> = cells.into_values().collect();
-    Ok(Json(json!({ "cells": cells })))
-}
-
 /// A provider-region as operators see it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ProviderSummary {
@@ -440,6 +404,9 @@ pub struct ProviderSummary {
     pub drained: bool,
     /// Cells that reported on it in their last interval.
     pub reporting_cells: Vec<String>,
+    /// Cells configured to use it (registered when each starts).
+    #[serde(default)]
+    pub configured_cells: Vec<String>,
 }
 
 async fn list_providers(
@@ -459,7 +426,8 @@ async fn list_providers(
         let kind = state.keys.parse(key);
         let id = match kind {
             KeyKind::ProviderHealth(id) | KeyKind::ProviderDrain(id) => id,
-            KeyKind::ProviderReport { provider, .. } => provider,
+            KeyKind::ProviderReport { provider, .. }
+            | KeyKind::ProviderConfigured { provider, .. } => provider,
             _ => continue,
         };
         let summary = providers
@@ -472,6 +440,9 @@ async fn list_providers(
             KeyKind::ProviderHealth(_) => summary.health = Some(decode(key, kv.value())?),
             KeyKind::ProviderDrain(_) => summary.drained = true,
             KeyKind::ProviderReport { cell, .. } => summary.reporting_cells.push(cell.to_owned()),
+            KeyKind::ProviderConfigured { cell, .. } => {
+                summary.configured_cells.push(cell.to_owned());
+            }
             _ => {}
         }
     }

@@ -4,7 +4,8 @@
 //! with a lease it keeps alive; the campaign blocks until the replica leads
 //! (so it runs on a client without a request timeout). The leader judges
 //! provider-region health every second from the cells' leased reports and
-//! publishes `providers/<id>/health` when a region's state changes. If the
+//! publishes `providers/<id>/health` when a region's state changes, and
+//! runs placement (`crate::placement::reconcile`) while it leads. If the
 //! leader dies its lease expires within [`LEASE_TTL_SECS`] and the next
 //! replica's campaign returns.
 
@@ -43,9 +44,15 @@ impl Default for JudgeSettings {
 
 /// Campaigns, leads while elected, campaigns again after losing the lease;
 /// never returns.
-pub async fn lead(store: Store, keys: Keys, instance: String, settings: JudgeSettings) {
+pub async fn lead(
+    store: Store,
+    keys: Keys,
+    instance: String,
+    settings: JudgeSettings,
+    placement: crate::placement::MoveContext,
+) {
     loop {
-        if let Err(e) = campaign_and_lead(&store, &keys, &instance, settings).await {
+        if let Err(e) = campaign_and_lead(&store, &keys, &instance, settings, &placement).await {
             tracing::warn!(%instance, error = %e, "not leading; campaigning again");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -57,6 +64,7 @@ async fn campaign_and_lead(
     keys: &Keys,
     instance: &str,
     settings: JudgeSettings,
+    placement: &crate::placement::MoveContext,
 ) -> Result<(), StoreError> {
     let mut client = store.client();
     let lease = client.lease_grant(LEASE_TTL_SECS, None).await?.id();
@@ -83,6 +91,9 @@ async fn campaign_and_lead(
         }
     }
     tracing::info!(%instance, "leading the control plane");
+    // Stopped (with every move it runs) when this function returns.
+    let _placement =
+        crate::placement::AbortOnDrop(tokio::spawn(crate::placement::reconcile(placement.clone())));
     let mut tick = tokio::time::interval(settings.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

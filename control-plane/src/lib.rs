@@ -3,11 +3,13 @@
 //! the control-plane service's own internals (`admin`, `service`).
 //!
 //! Router and cells must use only `model`, `store`, `watch` and
-//! `registration`; `admin` and `service` are the server's internals.
+//! `registration`; `admin`, `service`, `leader` and `placement` are the
+//! server's internals.
 
 pub mod admin;
 pub mod leader;
 pub mod model;
+pub mod placement;
 pub mod registration;
 pub mod service;
 pub mod store;

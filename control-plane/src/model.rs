@@ -9,11 +9,19 @@
 //! <prefix>providers/<id>/reports/<cell>  ProviderReport  a cell's last second with a provider-region (leased)
 //! <prefix>providers/<id>/health  ProviderHealth  published by the control-plane leader
 //! <prefix>providers/<id>/drain   ProviderDrain   an operator took the provider-region out
+//! <prefix>placement/<tenant>  PlacementRecord  committed replica set, epoch, move in progress (leader only)
+//! <prefix>routers/<id>        RouterPresence   the placement revision a router routes by (leased)
 //! <prefix>election/control-plane               etcd election among control-plane replicas
 //! ```
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+mod placement;
+
+pub use placement::{
+    Leaving, Move, MoveStep, PlacementRecord, RouterPresence, hint_stream, ingest_stream,
+};
 
 /// Key layout under a configurable prefix (default `/cellnet/`).
 #[derive(Debug, Clone)]
@@ -35,6 +43,13 @@ pub enum KeyKind<'a> {
         provider: &'a str,
         cell: &'a str,
     },
+    /// A provider-region a cell is configured with.
+    ProviderConfigured {
+        provider: &'a str,
+        cell: &'a str,
+    },
+    Placement(&'a str),
+    Router(&'a str),
     /// A key this version does not know; ignored so that newer writers can add keys.
     Unknown,
 }
@@ -99,6 +114,27 @@ impl Keys {
         format!("{}providers/{provider}/reports/{cell}", self.prefix)
     }
 
+    /// A provider-region as one cell is configured to use it.
+    pub fn provider_configured(&self, provider: &str, cell: &str) -> String {
+        format!("{}providers/{provider}/cells/{cell}", self.prefix)
+    }
+
+    pub fn placements(&self) -> String {
+        format!("{}placement/", self.prefix)
+    }
+
+    pub fn placement(&self, tenant: &str) -> String {
+        format!("{}placement/{tenant}", self.prefix)
+    }
+
+    pub fn routers(&self) -> String {
+        format!("{}routers/", self.prefix)
+    }
+
+    pub fn router(&self, id: &str) -> String {
+        format!("{}routers/{id}", self.prefix)
+    }
+
     /// The election control-plane replicas campaign in.
     pub fn election(&self) -> String {
         format!("{}election/control-plane", self.prefix)
@@ -139,6 +175,19 @@ impl Keys {
             if let Some((id, cell)) = provider.split_once("/reports/") {
                 return KeyKind::ProviderReport { provider: id, cell };
             }
+            if let Some((id, cell)) = provider.split_once("/cells/") {
+                return KeyKind::ProviderConfigured { provider: id, cell };
+            }
+        }
+        if let Some(id) = rest.strip_prefix("placement/")
+            && !id.contains('/')
+        {
+            return KeyKind::Placement(id);
+        }
+        if let Some(id) = rest.strip_prefix("routers/")
+            && !id.contains('/')
+        {
+            return KeyKind::Router(id);
         }
         KeyKind::Unknown
     }
@@ -202,14 +251,40 @@ pub fn validate_provider_id(id: &str) -> Result<(), String> {
     })
 }
 
-/// What an operator wants a cell to do.
+/// Where a cell is in its life. Operators move it to `draining` and
+/// `removed`; the control-plane leader moves it on from `joining` (once its
+/// share of tenants has been moved onto it) and from `draining` (once every
+/// tenant has been moved off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
-pub enum DesiredState {
+pub enum Lifecycle {
+    /// Registered and alive, taking tenants but committed for none yet.
     #[default]
+    Joining,
     Active,
+    /// Every tenant is being moved off.
     Draining,
+    /// Holds no committed tenant; may be removed.
+    Drained,
+    /// Gone: out of every target, never routed to again.
     Removed,
+}
+
+impl Lifecycle {
+    /// Whether the leader places tenants on a cell in this state.
+    pub fn takes_tenants(self) -> bool {
+        matches!(self, Lifecycle::Joining | Lifecycle::Active)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Joining => "joining",
+            Lifecycle::Active => "active",
+            Lifecycle::Draining => "draining",
+            Lifecycle::Drained => "drained",
+            Lifecycle::Removed => "removed",
+        }
+    }
 }
 
 /// `cells/<id>/spec`.
@@ -219,8 +294,9 @@ pub struct CellSpec {
     /// Base URL the router uses to reach the cell, e.g. `http://10.0.0.7:8080`.
     pub endpoint: String,
     pub template: String,
-    #[serde(default)]
-    pub desired: DesiredState,
+    /// Records written before lifecycles existed call it `desired`.
+    #[serde(default, alias = "desired")]
+    pub lifecycle: Lifecycle,
 }
 
 /// `cells/<id>/alive`: present only while the cell's lease is kept alive.
@@ -452,6 +528,18 @@ mod tests {
         );
         assert_eq!(keys.parse(&keys.tenant("acme")), KeyKind::Tenant("acme"));
         assert_eq!(keys.parse("/cn/cells/c1/status"), KeyKind::Unknown);
+        assert_eq!(
+            keys.parse(&keys.placement("acme")),
+            KeyKind::Placement("acme")
+        );
+        assert_eq!(keys.parse(&keys.router("r-1")), KeyKind::Router("r-1"));
+        assert_eq!(
+            keys.parse(&keys.provider_configured("azure-eastus", "cell-a")),
+            KeyKind::ProviderConfigured {
+                provider: "azure-eastus",
+                cell: "cell-a"
+            }
+        );
         assert_eq!(keys.parse(&keys.cell_auth_key()), KeyKind::CellAuthKey);
         assert_eq!(
             keys.parse(&keys.cell_auth_previous_key()),

@@ -12,7 +12,11 @@ use serde::Deserialize;
 
 use crate::admin::{AdminState, routes};
 use crate::model::Keys;
+use crate::placement::plan::Throttle;
+use crate::placement::ring::PlacementSettings;
+use crate::placement::{MoveContext, MoveMetrics, MoveSettings};
 use crate::store::{EtcdSettings, RawEtcd, Store};
+use crate::watch::ClusterWatch;
 
 pub use common::config::Secret;
 
@@ -25,6 +29,81 @@ struct RawConfig {
     /// itself never sits in a config file.
     #[serde(default = "default_token_env")]
     admin_token_env: String,
+    /// The Redis routers keep hints in and cells queue ingestion in: a move
+    /// copies only from a member that owes the tenant nothing there.
+    #[serde(default)]
+    redis: Option<RawRedis>,
+    #[serde(default)]
+    placement: RawPlacement,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    url: String,
+}
+
+/// How the leader places and moves tenants.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlacement {
+    #[serde(default = "default_replicas")]
+    replicas: usize,
+    #[serde(default = "default_vnodes")]
+    vnodes: u32,
+    /// A cell may be home to at most ⌈(1 + load_epsilon) · mean⌉ tenants.
+    #[serde(default = "default_epsilon")]
+    load_epsilon: f64,
+    #[serde(default = "default_max_moves_per_cell")]
+    max_moves_per_cell: usize,
+    #[serde(default = "default_max_moves")]
+    max_moves: usize,
+    #[serde(default = "default_copy_rate")]
+    copy_points_per_second: u64,
+    #[serde(default = "default_cleanup_grace", with = "humantime_serde")]
+    cleanup_grace: std::time::Duration,
+}
+
+impl Default for RawPlacement {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            vnodes: default_vnodes(),
+            load_epsilon: default_epsilon(),
+            max_moves_per_cell: default_max_moves_per_cell(),
+            max_moves: default_max_moves(),
+            copy_points_per_second: default_copy_rate(),
+            cleanup_grace: default_cleanup_grace(),
+        }
+    }
+}
+
+fn default_replicas() -> usize {
+    crate::placement::ring::DEFAULT_REPLICAS
+}
+
+fn default_vnodes() -> u32 {
+    crate::placement::ring::DEFAULT_VNODES
+}
+
+fn default_epsilon() -> f64 {
+    crate::placement::ring::DEFAULT_LOAD_EPSILON
+}
+
+fn default_max_moves_per_cell() -> usize {
+    crate::placement::plan::Throttle::default().max_moves_per_cell
+}
+
+fn default_max_moves() -> usize {
+    crate::placement::plan::Throttle::default().max_moves
+}
+
+fn default_copy_rate() -> u64 {
+    crate::placement::DEFAULT_COPY_POINTS_PER_SECOND
+}
+
+fn default_cleanup_grace() -> std::time::Duration {
+    crate::placement::DEFAULT_CLEANUP_GRACE
 }
 
 fn default_token_env() -> String {
@@ -37,6 +116,8 @@ pub struct Config {
     pub etcd: EtcdSettings,
     pub keys: Keys,
     pub admin_token: Secret,
+    pub redis_url: Option<String>,
+    pub placement: MoveSettings,
 }
 
 impl Config {
@@ -63,11 +144,63 @@ impl Config {
                 raw.admin_token_env
             ),
         );
+        let p = &raw.placement;
+        errors.check(
+            (1..=16).contains(&p.replicas),
+            "placement.replicas",
+            "must be between 1 and 16",
+        );
+        errors.check(
+            (1..=4096).contains(&p.vnodes),
+            "placement.vnodes",
+            "must be between 1 and 4096",
+        );
+        errors.check(
+            p.load_epsilon > 0.0 && p.load_epsilon <= 10.0,
+            "placement.load_epsilon",
+            "must be in (0, 10]",
+        );
+        errors.check(
+            p.max_moves_per_cell >= 1,
+            "placement.max_moves_per_cell",
+            "must be at least 1",
+        );
+        errors.check(
+            p.max_moves >= 1,
+            "placement.max_moves",
+            "must be at least 1",
+        );
+        errors.check(
+            p.copy_points_per_second >= 1,
+            "placement.copy_points_per_second",
+            "must be at least 1",
+        );
+        if let Some(r) = &raw.redis {
+            errors.check(
+                r.url.starts_with("redis://") || r.url.starts_with("rediss://"),
+                "redis.url",
+                "must be a redis:// URL",
+            );
+        }
         errors.finish(Config {
             listen,
             etcd,
             keys,
             admin_token: Secret::new(token),
+            redis_url: raw.redis.map(|r| r.url),
+            placement: MoveSettings {
+                ring: PlacementSettings {
+                    vnodes: p.vnodes,
+                    replicas: p.replicas,
+                    epsilon: p.load_epsilon,
+                },
+                throttle: Throttle {
+                    max_moves_per_cell: p.max_moves_per_cell,
+                    max_moves: p.max_moves,
+                },
+                copy_points_per_second: p.copy_points_per_second,
+                cleanup_grace: p.cleanup_grace,
+            },
         })
     }
 }
@@ -155,13 +288,38 @@ pub async fn rotate_cell_auth_key(
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
     ensure_cell_auth_key(&store, &config.keys).await?;
-    let registry = Arc::new(prometheus_client::registry::Registry::default());
+    let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone()).await?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = MoveMetrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let redis = match &config.redis_url {
+        Some(url) => {
+            Some(redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?)
+        }
+        None => {
+            tracing::warn!(
+                "no redis configured: moves cannot see the hints and ingestion jobs a source still owes"
+            );
+            None
+        }
+    };
+    let moves = MoveContext {
+        store: store.clone(),
+        keys: config.keys.clone(),
+        cluster: cluster.clone(),
+        cells: Default::default(),
+        redis,
+        settings: config.placement,
+        metrics,
+    };
     let leader_store = store.clone();
     let state = AdminState {
         store,
         keys: config.keys.clone(),
         token: config.admin_token.clone(),
         registry: registry.clone(),
+        cluster,
+        placement: config.placement,
     };
     let app = Router::new()
         .merge(routes(state))
@@ -182,6 +340,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.keys.clone(),
         instance,
         crate::leader::JudgeSettings::default(),
+        moves,
     ));
     tracing::info!(%addr, "control plane listening");
     common::process::announce_ready("control-plane", addr);
@@ -190,6 +349,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         result = server => result?,
         r = leader => anyhow::bail!("leadership task stopped: {r:?}"),
+        r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
     }
     Ok(())
 }

@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::model::{
-    CellAlive, CellSpec, DesiredState, KeyKind, Keys, ProviderHealth, ProviderState, TenantRecord,
+    CellAlive, CellSpec, KeyKind, Keys, Lifecycle, PlacementRecord, ProviderHealth, ProviderState,
+    RouterPresence, TenantRecord,
 };
 use crate::store::{Store, StoreError, decode};
 
@@ -26,13 +27,15 @@ pub struct CellView {
 }
 
 impl CellView {
-    /// A cell takes traffic when an operator wants it active and its lease is alive.
+    /// A cell takes traffic for the tenants placed on it while its lease is
+    /// alive and it has not been removed.
     pub fn is_serving(&self) -> bool {
-        self.alive.is_some()
-            && self
-                .spec
-                .as_ref()
-                .is_some_and(|s| s.desired == DesiredState::Active)
+        self.alive.is_some() && self.lifecycle() != Some(Lifecycle::Removed)
+    }
+
+    /// The lifecycle its spec records, if it has a spec.
+    pub fn lifecycle(&self) -> Option<Lifecycle> {
+        self.spec.as_ref().map(|s| s.lifecycle)
     }
 
     /// The endpoint to send requests to: the live one if any, else the spec's.
@@ -58,6 +61,14 @@ pub struct ClusterView {
     pub cell_auth_previous_key: Option<Arc<[u8]>>,
     /// Provider-regions with published health or an operator's drain.
     pub providers: BTreeMap<String, ProviderView>,
+    /// Committed placement, by tenant.
+    pub placements: HashMap<String, Arc<PlacementRecord>>,
+    /// Routers that are up, with the placement revision each routes by.
+    pub routers: BTreeMap<String, RouterPresence>,
+    /// The last revision that changed what placement is built from (cells,
+    /// tenants, placement records); other keys leave it alone, so that
+    /// routers rebuild and report only when routing may have changed.
+    pub placement_revision: i64,
 }
 
 /// What the control plane says about one provider-region.
@@ -82,20 +93,6 @@ impl ProviderView {
 }
 
 impl ClusterView {
-    /// Cells an operator wants active, alive or not, in id order: the members
-    /// of the ring. A member that is down keeps its place (its tenants'
-    /// writes wait for it as hints) until an operator drains or removes it.
-    pub fn active_cells(&self) -> impl Iterator<Item = (&str, &CellView)> {
-        self.cells
-            .iter()
-            .filter(|(_, c)| {
-                c.spec
-                    .as_ref()
-                    .is_some_and(|s| s.desired == DesiredState::Active)
-            })
-            .map(|(id, c)| (id.as_str(), c))
-    }
-
     /// Cells that take traffic, in id order.
     pub fn serving_cells(&self) -> impl Iterator<Item = (&str, &CellView)> {
         self.cells
@@ -111,7 +108,21 @@ impl ClusterView {
             .and_then(|id| self.tenants.get(id))
     }
 
-    fn apply(&mut self, kind: KeyKind<'_>, key: &str, value: Option<&[u8]>) {
+    /// The tenant's committed placement.
+    pub fn placement(&self, tenant: &str) -> Option<&Arc<PlacementRecord>> {
+        self.placements.get(tenant)
+    }
+
+    fn apply(&mut self, kind: KeyKind<'_>, key: &str, value: Option<&[u8]>, revision: i64) {
+        if matches!(
+            kind,
+            KeyKind::CellSpec(_)
+                | KeyKind::CellAlive(_)
+                | KeyKind::Tenant(_)
+                | KeyKind::Placement(_)
+        ) {
+            self.placement_revision = self.placement_revision.max(revision);
+        }
         match kind {
             KeyKind::CellSpec(id) => {
                 let spec = value.and_then(|v| decode_logged::<CellSpec>(key, v));
@@ -153,8 +164,30 @@ impl ClusterView {
                 p.drained = value.is_some();
                 self.prune_provider(id);
             }
+            KeyKind::Placement(id) => {
+                match value.and_then(|v| decode_logged::<PlacementRecord>(key, v)) {
+                    Some(record) => {
+                        self.placements.insert(id.to_owned(), Arc::new(record));
+                    }
+                    None => {
+                        self.placements.remove(id);
+                    }
+                }
+            }
+            KeyKind::Router(id) => {
+                match value.and_then(|v| decode_logged::<RouterPresence>(key, v)) {
+                    Some(presence) => {
+                        self.routers.insert(id.to_owned(), presence);
+                    }
+                    None => {
+                        self.routers.remove(id);
+                    }
+                }
+            }
             // Reports are for the leader, which reads them itself.
-            KeyKind::ProviderReport { .. } | KeyKind::Unknown => {}
+            KeyKind::ProviderReport { .. }
+            | KeyKind::ProviderConfigured { .. }
+            | KeyKind::Unknown => {}
         }
     }
 
@@ -259,7 +292,7 @@ async fn load(store: &Store, keys: &Keys) -> Result<ClusterView, StoreError> {
     };
     for kv in resp.kvs() {
         let Ok(key) = kv.key_str() else { continue };
-        view.apply(keys.parse(key), key, Some(kv.value()));
+        view.apply(keys.parse(key), key, Some(kv.value()), kv.mod_revision());
     }
     Ok(view)
 }
@@ -336,7 +369,9 @@ async fn watch_from(
             e.kv().and_then(|kv| kv.key_str().ok()).is_some_and(|k| {
                 !matches!(
                     keys.parse(k),
-                    KeyKind::ProviderReport { .. } | KeyKind::Unknown
+                    KeyKind::ProviderReport { .. }
+                        | KeyKind::ProviderConfigured { .. }
+                        | KeyKind::Unknown
                 )
             })
         });
@@ -351,7 +386,7 @@ async fn watch_from(
                 EventType::Put => Some(kv.value()),
                 EventType::Delete => None,
             };
-            view.apply(keys.parse(key), key, value);
+            view.apply(keys.parse(key), key, value, kv.mod_revision());
             view.revision = view.revision.max(kv.mod_revision());
         }
         if let Some(header) = resp.header() {

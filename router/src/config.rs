@@ -11,7 +11,6 @@ use control_plane::store::EtcdSettings;
 use control_plane::store::RawEtcd;
 use serde::Deserialize;
 
-use crate::placement::{DEFAULT_LOAD_EPSILON, DEFAULT_REPLICAS, DEFAULT_VNODES, PlacementSettings};
 use crate::upstreams::OutlierSettings;
 
 /// Connecting to a cell on the same network takes well under this; a cell
@@ -26,14 +25,6 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 struct RawConfig {
     listen: String,
     etcd: RawEtcd,
-    #[serde(default = "default_vnodes")]
-    vnodes: u32,
-    /// Cells in each tenant's replica set.
-    #[serde(default = "default_replicas")]
-    replicas: usize,
-    /// A cell may be home to at most ⌈(1 + load_epsilon) · mean⌉ tenants.
-    #[serde(default = "default_epsilon")]
-    load_epsilon: f64,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     connect_timeout: Duration,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
@@ -105,18 +96,6 @@ struct RawRedis {
     url: String,
 }
 
-fn default_vnodes() -> u32 {
-    DEFAULT_VNODES
-}
-
-fn default_replicas() -> usize {
-    DEFAULT_REPLICAS
-}
-
-fn default_epsilon() -> f64 {
-    DEFAULT_LOAD_EPSILON
-}
-
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
 }
@@ -138,7 +117,6 @@ pub struct Config {
     pub listen: SocketAddr,
     pub etcd: EtcdSettings,
     pub keys: Keys,
-    pub placement: PlacementSettings,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -168,21 +146,6 @@ impl Config {
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
         let (etcd, keys) = raw.etcd.validate("etcd", &mut e);
-        e.check(
-            (1..=16).contains(&raw.replicas),
-            "replicas",
-            "must be between 1 and 16",
-        );
-        e.check(
-            raw.load_epsilon > 0.0 && raw.load_epsilon <= 10.0,
-            "load_epsilon",
-            "must be in (0, 10]",
-        );
-        e.check(
-            (1..=4096).contains(&raw.vnodes),
-            "vnodes",
-            "must be between 1 and 4096",
-        );
         e.check(
             !raw.connect_timeout.is_zero(),
             "connect_timeout",
@@ -229,11 +192,6 @@ impl Config {
             listen,
             etcd,
             keys,
-            placement: PlacementSettings {
-                vnodes: raw.vnodes,
-                replicas: raw.replicas,
-                epsilon: raw.load_epsilon,
-            },
             connect_timeout: raw.connect_timeout,
             request_timeout: raw.request_timeout,
             header_read_timeout: raw.header_read_timeout,
@@ -273,11 +231,10 @@ mod tests {
 
     #[test]
     fn reports_every_bad_field() {
-        let yaml = "listen: nope\netcd: {endpoints: [\"http://127.0.0.1:2379\"]}\nreplicas: 0\nworkers: 0\nmax_in_flight: 0\nmax_body_bytes: 10\nheader_read_timeout: 0s\n";
+        let yaml = "listen: nope\netcd: {endpoints: [\"http://127.0.0.1:2379\"]}\nworkers: 0\nmax_in_flight: 0\nmax_body_bytes: 10\nheader_read_timeout: 0s\n";
         let err = parse(yaml).unwrap_err();
         for field in [
             "listen",
-            "replicas",
             "workers",
             "max_in_flight",
             "max_body_bytes",

@@ -19,6 +19,8 @@ pub enum RouterError {
     BadBody(String),
     #[error("no cell is available to serve this tenant")]
     NoCell,
+    #[error("the tenant has not been placed on cells yet; retry shortly")]
+    NotPlaced,
     #[error("the router is not ready: {0}")]
     NotReady(&'static str),
     #[error("a replica is down and its write could not be recorded for later; retry the request")]
@@ -53,6 +55,7 @@ impl IntoResponse for RouterError {
             }
             RouterError::BadBody(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             RouterError::NoCell => (StatusCode::SERVICE_UNAVAILABLE, "no_cell"),
+            RouterError::NotPlaced => (StatusCode::SERVICE_UNAVAILABLE, "not_placed"),
             RouterError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             RouterError::HintUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "replica_unavailable")
@@ -71,6 +74,7 @@ impl IntoResponse for RouterError {
             RouterError::Overloaded
             | RouterError::RouterBusy { .. }
             | RouterError::NoCell
+            | RouterError::NotPlaced
             | RouterError::HintUnavailable => Some(1),
             _ => None,
         };

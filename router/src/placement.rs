@@ -1,33 +1,23 @@
-//! Placement: which cells serve a tenant, in the order to try them.
+//! Placement as the control plane committed it: a lookup, never a
+//! computation. The leader writes each tenant's replica set to
+//! `placement/<tenant>`; every router reads the same records, so all of
+//! them flip at the same etcd revision. Reads go to the committed members
+//! that are alive, home first; writes go to every member, and while a move
+//! is under way to the cells it brings in too.
 //!
-//! A consistent-hash ring with virtual nodes over the cells operators want
-//! active (alive or not: a cell that is down keeps its place, so its tenants
-//! do not move while it restarts; reads skip it and writes leave it hints),
-//! positions hashed with the `hashring` crate's hasher (SipHash with fixed
-//! keys, so every router computes the same ring from the same etcd
-//! revision). Tenants are placed with bounded loads (Mirrokni, Thorup and
-//! Zadimoghaddam): oldest first (by creation time, then id), the k-th tenant
-//! walks the ring from its hash to the first cell holding fewer than
-//! ⌈(1+ε)·k/cells⌉ tenants, the bound when it was created. No cell ends
-//! above ⌈(1+ε)·mean⌉, and a new tenant takes its place without moving any
-//! older one. Its replica set is that home cell plus the next distinct cells
-//! along the ring, preferring regions not yet in the set. A pin in the
-//! tenant record overrides the ring. After the replica set come every other
-//! serving cell, in ring order, as a last resort.
+//! A router reports the placement revision it routes by (`routers/<id>`)
+//! only once no write it began under an older placement is still in
+//! flight: each write holds the placement it was routed by, and a retired
+//! placement says so when its last holder lets go. The leader copies a
+//! moving tenant's points only after every router reports the revision that
+//! started the move, so no write can miss the new members.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
+use control_plane::model::Lifecycle;
 use control_plane::watch::ClusterView;
-use hashring::DefaultHashBuilder;
-
-/// Virtual nodes per cell: enough to spread tenants evenly over a few cells.
-pub const DEFAULT_VNODES: u32 = 128;
-/// Cells in a tenant's replica set.
-pub const DEFAULT_REPLICAS: usize = 2;
-/// A cell may hold up to (1 + ε) times the mean number of tenants.
-pub const DEFAULT_LOAD_EPSILON: f64 = 0.25;
+use tokio::sync::oneshot;
 
 /// A cell requests can be sent to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,169 +29,81 @@ pub struct Target {
     pub alive: bool,
 }
 
-/// How placement is computed.
-#[derive(Debug, Clone, Copy)]
-pub struct PlacementSettings {
-    pub vnodes: u32,
-    pub replicas: usize,
-    pub epsilon: f64,
-}
-
-impl Default for PlacementSettings {
-    fn default() -> Self {
-        Self {
-            vnodes: DEFAULT_VNODES,
-            replicas: DEFAULT_REPLICAS,
-            epsilon: DEFAULT_LOAD_EPSILON,
-        }
-    }
-}
-
-/// A virtual node as hashed onto the ring.
-#[derive(Hash)]
-struct VNode<'a> {
-    cell: &'a str,
-    replica: u32,
-}
-
-fn position<T: Hash>(value: &T) -> u64 {
-    DefaultHashBuilder.hash_one(value)
+/// What a tenant's requests are routed by.
+#[derive(Debug, Default)]
+struct Sets {
+    /// The committed members, home first (indices into `targets`).
+    reads: Vec<u32>,
+    /// Members and a move's new cells.
+    writes: Vec<u32>,
 }
 
 /// Placement for one snapshot revision.
 #[derive(Debug)]
 pub struct Placement {
+    /// The snapshot's placement revision.
     pub revision: i64,
-    /// Serving cells, by id.
+    /// Cells that can be routed to (not removed), by id.
     targets: Vec<Target>,
-    /// (position, index into `targets`), sorted.
-    ring: Vec<(u64, u32)>,
-    /// Tenant → its replica set (indices into `targets`), home first.
-    replica_sets: HashMap<String, Vec<u32>>,
-    /// Tenants whose home each cell is.
-    loads: Vec<usize>,
+    tenants: HashMap<String, Sets>,
+    /// Told when the last holder of this placement lets go of it.
+    retired: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if let Some(tx) = self.retired.take() {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl Placement {
-    pub fn build(view: &ClusterView, settings: PlacementSettings) -> Self {
+    /// The committed placement in `view`, and a receiver told when it is
+    /// dropped for good.
+    pub fn build(view: &ClusterView) -> (Self, oneshot::Receiver<()>) {
         let mut targets = Vec::new();
-        for (id, cell) in view.active_cells() {
+        let mut index: HashMap<&str, u32> = HashMap::new();
+        for (id, cell) in &view.cells {
             let Some(endpoint) = cell.endpoint() else {
                 continue;
             };
+            if cell.lifecycle() == Some(Lifecycle::Removed) {
+                continue;
+            }
             let region = cell.spec.as_ref().map(|s| s.region.as_str()).unwrap_or("");
+            index.insert(id, targets.len() as u32);
             targets.push(Target {
-                cell: Arc::from(id),
+                cell: Arc::from(id.as_str()),
                 region: Arc::from(region),
                 endpoint: Arc::from(endpoint.trim_end_matches('/')),
                 alive: cell.alive.is_some(),
             });
         }
-        let mut ring: Vec<(u64, u32)> =
-            Vec::with_capacity(targets.len() * settings.vnodes as usize);
-        for (i, t) in targets.iter().enumerate() {
-            for replica in 0..settings.vnodes {
-                ring.push((
-                    position(&VNode {
-                        cell: &t.cell,
-                        replica,
-                    }),
-                    i as u32,
-                ));
-            }
-        }
-        ring.sort_unstable();
-        let mut placement = Self {
-            revision: view.revision,
-            targets,
-            ring,
-            replica_sets: HashMap::with_capacity(view.tenants.len()),
-            loads: Vec::new(),
+        let lookup = |cells: &mut dyn Iterator<Item = &str>| -> Vec<u32> {
+            cells.filter_map(|c| index.get(c).copied()).collect()
         };
-        placement.loads = vec![0; placement.targets.len()];
-        if placement.targets.is_empty() {
-            return placement;
-        }
-        // Oldest first, each under the bound as it stood when the tenant was
-        // created: a tenant's place then depends only on the cells and the
-        // tenants created before it, so creating one moves no other (its
-        // documents would not follow it).
-        let mut tenants: Vec<(u64, &String)> = view
-            .tenants
+        let tenants = view
+            .placements
             .iter()
-            .map(|(id, t)| (t.created_at_ms, id))
+            .map(|(tenant, record)| {
+                let sets = Sets {
+                    reads: lookup(&mut record.members.iter().map(String::as_str)),
+                    writes: lookup(&mut record.write_set().into_iter()),
+                };
+                (tenant.clone(), sets)
+            })
             .collect();
-        tenants.sort_unstable();
-        let cells = placement.targets.len() as f64;
-        let epsilon = settings.epsilon.max(0.0);
-        for (placed, (_, tenant)) in tenants.into_iter().enumerate() {
-            let capacity = ((1.0 + epsilon) * (placed + 1) as f64 / cells)
-                .ceil()
-                .max(1.0) as usize;
-            let set = placement.replica_set(tenant, capacity, settings.replicas.max(1));
-            if let Some(&home) = set.first() {
-                placement.loads[home as usize] += 1;
-            }
-            placement.replica_sets.insert(tenant.clone(), set);
-        }
-        placement
-    }
-
-    fn start(&self, tenant: &str) -> usize {
-        let h = position(&tenant);
-        self.ring.partition_point(|(p, _)| *p < h) % self.ring.len()
-    }
-
-    /// Ring order from the tenant's hash, each cell once.
-    fn walk(&self, tenant: &str) -> Vec<u32> {
-        let mut seen = vec![false; self.targets.len()];
-        let mut order = Vec::with_capacity(self.targets.len());
-        let start = self.start(tenant);
-        for k in 0..self.ring.len() {
-            let cell = self.ring[(start + k) % self.ring.len()].1;
-            if !seen[cell as usize] {
-                seen[cell as usize] = true;
-                order.push(cell);
-                if order.len() == self.targets.len() {
-                    break;
-                }
-            }
-        }
-        order
-    }
-
-    fn replica_set(&self, tenant: &str, capacity: usize, replicas: usize) -> Vec<u32> {
-        let order = self.walk(tenant);
-        let home = order
-            .iter()
-            .copied()
-            .find(|&c| self.loads[c as usize] < capacity)
-            .unwrap_or(order[0]);
-        let mut set = vec![home];
-        let after_home: Vec<u32> = order
-            .iter()
-            .copied()
-            .skip_while(|&c| c != home)
-            .skip(1)
-            .chain(order.iter().copied().take_while(|&c| c != home))
-            .collect();
-        while set.len() < replicas.min(self.targets.len()) {
-            let regions: Vec<&str> = set
-                .iter()
-                .map(|&c| &*self.targets[c as usize].region)
-                .collect();
-            let next = after_home
-                .iter()
-                .copied()
-                .filter(|c| !set.contains(c))
-                .find(|&c| !regions.contains(&&*self.targets[c as usize].region))
-                .or_else(|| after_home.iter().copied().find(|c| !set.contains(c)));
-            match next {
-                Some(c) => set.push(c),
-                None => break,
-            }
-        }
-        set
+        let (tx, rx) = oneshot::channel();
+        (
+            Self {
+                revision: view.placement_revision,
+                targets,
+                tenants,
+                retired: Some(tx),
+            },
+            rx,
+        )
     }
 
     /// Cells that are alive now.
@@ -214,62 +116,132 @@ impl Placement {
         self.targets.iter().filter(|t| t.alive)
     }
 
-    /// Home tenants per cell id.
-    pub fn loads(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.targets
+    /// Whether the control plane has placed the tenant.
+    pub fn is_placed(&self, tenant: &str) -> bool {
+        self.tenants.contains_key(tenant)
+    }
+
+    fn pick(&self, cells: &[u32]) -> Vec<Target> {
+        cells
             .iter()
-            .zip(&self.loads)
-            .map(|(t, &n)| (&*t.cell, n))
+            .map(|&c| self.targets[c as usize].clone())
+            .collect()
     }
 
-    fn target(&self, cell: &str) -> Option<&Target> {
-        self.targets.iter().find(|t| &*t.cell == cell)
-    }
-
-    /// The tenant's replica set, home first (the pin if it names serving cells).
-    pub fn replicas_of(&self, tenant: &str, pin: Option<&[String]>) -> Vec<Target> {
-        if let Some(pin) = pin {
-            let pinned: Vec<Target> = pin.iter().filter_map(|c| self.target(c)).cloned().collect();
-            if !pinned.is_empty() {
-                return pinned;
-            }
-        }
-        match self.replica_sets.get(tenant) {
-            Some(set) => set
-                .iter()
-                .map(|&c| self.targets[c as usize].clone())
-                .collect(),
-            // A tenant newer than this snapshot: its ring walk, unbounded.
-            None if !self.targets.is_empty() => self
-                .walk(tenant)
-                .into_iter()
-                .take(DEFAULT_REPLICAS)
-                .map(|c| self.targets[c as usize].clone())
-                .collect(),
-            None => Vec::new(),
-        }
-    }
-
-    /// Every live cell in the order to try it for a read by `tenant`: the
-    /// live members of its replica set first, then the rest of the ring.
-    pub fn cells_for(&self, tenant: &str, pin: Option<&[String]>) -> Vec<Target> {
-        let mut out: Vec<Target> = self
-            .replicas_of(tenant, pin)
+    /// The cells a read by `tenant` may go to, in order: its committed
+    /// members that are alive, home first. No other cell holds its data, so
+    /// none other is tried.
+    pub fn cells_for(&self, tenant: &str) -> Vec<Target> {
+        self.tenants
+            .get(tenant)
+            .map(|s| self.pick(&s.reads))
+            .unwrap_or_default()
             .into_iter()
             .filter(|t| t.alive)
-            .collect();
-        if self.targets.is_empty() {
-            return out;
-        }
-        for c in self.walk(tenant) {
-            let t = &self.targets[c as usize];
-            if t.alive && !out.iter().any(|o| o.cell == t.cell) {
-                out.push(t.clone());
-            }
-        }
-        out
+            .collect()
+    }
+
+    /// Every cell a write by `tenant` must reach, alive or not: its members
+    /// and, during a move, the cells the move brings in.
+    pub fn write_targets(&self, tenant: &str) -> Vec<Target> {
+        self.tenants
+            .get(tenant)
+            .map(|s| self.pick(&s.writes))
+            .unwrap_or_default()
     }
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+    use control_plane::model::{CellAlive, CellSpec, Move, MoveStep, PlacementRecord};
+    use control_plane::watch::CellView;
+
+    fn view() -> ClusterView {
+        let mut v = ClusterView::default();
+        for (id, lifecycle, alive) in [
+            ("a", Lifecycle::Active, true),
+            ("b", Lifecycle::Draining, false),
+            ("c", Lifecycle::Joining, true),
+            ("d", Lifecycle::Removed, true),
+        ] {
+            v.cells.insert(
+                id.into(),
+                CellView {
+                    spec: Some(CellSpec {
+                        region: "r".into(),
+                        endpoint: format!("http://{id}/"),
+                        template: "standard".into(),
+                        lifecycle,
+                    }),
+                    alive: alive.then(|| CellAlive {
+                        endpoint: format!("http://{id}"),
+                        started_at_ms: 0,
+                    }),
+                },
+            );
+        }
+        v.placements.insert(
+            "t1".into(),
+            Arc::new(PlacementRecord {
+                members: vec!["b".into(), "a".into()],
+                epoch: 3,
+                moving: Some(Move {
+                    to: vec!["c".into(), "a".into()],
+                    step: MoveStep::Copy,
+                    started_at_ms: 0,
+                    source: None,
+                    total_points: 0,
+                    copied_points: 0,
+                    failures: 0,
+                    last_error: None,
+                }),
+                leaving: Vec::new(),
+                updated_at_ms: 0,
+            }),
+        );
+        v.placements.insert(
+            "t2".into(),
+            Arc::new(PlacementRecord {
+                members: vec!["d".into(), "a".into()],
+                epoch: 1,
+                moving: None,
+                leaving: Vec::new(),
+                updated_at_ms: 0,
+            }),
+        );
+        v.placement_revision = 42;
+        v
+    }
+
+    fn ids(targets: &[Target]) -> Vec<&str> {
+        targets.iter().map(|t| &*t.cell).collect()
+    }
+
+    #[test]
+    fn reads_go_to_live_committed_members_and_writes_to_the_move_too() {
+        let (p, _) = Placement::build(&view());
+        assert_eq!(p.revision, 42);
+        // b is down, c is only being moved onto: the read goes to a alone.
+        assert_eq!(ids(&p.cells_for("t1")), ["a"]);
+        assert_eq!(ids(&p.write_targets("t1")), ["b", "a", "c"]);
+        // A removed cell is never routed to.
+        assert_eq!(ids(&p.cells_for("t2")), ["a"]);
+        assert_eq!(ids(&p.write_targets("t2")), ["a"]);
+        // A tenant the leader has not placed yet goes nowhere.
+        assert!(!p.is_placed("t3"));
+        assert!(p.cells_for("t3").is_empty());
+        assert_eq!(p.targets[0].endpoint.as_ref(), "http://a");
+    }
+
+    #[tokio::test]
+    async fn a_placement_says_when_its_last_holder_lets_go() {
+        let (p, mut retired) = Placement::build(&view());
+        let p = Arc::new(p);
+        let in_flight = p.clone();
+        drop(p);
+        assert!(retired.try_recv().is_err(), "a write still holds it");
+        drop(in_flight);
+        assert!(retired.await.is_ok());
+    }
+}

@@ -74,18 +74,44 @@ pub struct WorkerState {
     pub http: CellClient,
 }
 
-/// Rebuilds the placement whenever the cluster view changes, until the
-/// process stops. Requests never build it: a build places every tenant.
-pub async fn follow_placement(state: Arc<ProxyState>) {
+/// Rebuilds the placement whenever what it is built from changes, until
+/// the process stops, and reports each revision in `presence` once every
+/// write begun under an older placement has finished (see `placement`).
+/// Requests never build it.
+pub async fn follow_placement(
+    state: Arc<ProxyState>,
+    mut retired: tokio::sync::oneshot::Receiver<()>,
+    presence: tokio::sync::watch::Sender<Vec<u8>>,
+) {
+    // Reports go out in order, each after the placements before it retired,
+    // without holding up the next rebuild.
+    let (acks, mut queue) =
+        tokio::sync::mpsc::unbounded_channel::<(i64, tokio::sync::oneshot::Receiver<()>)>();
+    let reporter = tokio::spawn(async move {
+        while let Some((revision, older)) = queue.recv().await {
+            let _ = older.await;
+            presence.send_replace(control_plane::store::encode(
+                &control_plane::model::RouterPresence {
+                    placement_revision: revision,
+                    at_ms: control_plane::model::now_ms(),
+                },
+            ));
+        }
+    });
     let mut revisions = state.cluster.revisions();
     loop {
         let view = state.cluster.snapshot();
-        if state.placement.load().revision != view.revision {
-            state
-                .placement
-                .store(Arc::new(Placement::build(&view, state.config.placement)));
+        if state.placement.load().revision != view.placement_revision {
+            let (placement, next_retired) = Placement::build(&view);
+            let revision = placement.revision;
+            state.placement.store(Arc::new(placement));
+            let older = std::mem::replace(&mut retired, next_retired);
+            if acks.send((revision, older)).is_err() {
+                return;
+            }
         }
         if revisions.changed().await.is_err() {
+            reporter.abort();
             return;
         }
     }
@@ -219,13 +245,16 @@ async fn route(
                 }
             }
         })?;
-    let targets = state.upstreams.order(
-        state
-            .placement()
-            .cells_for(&tenant.id, tenant.pin.as_deref()),
-        tokio::time::Instant::now(),
-    );
-    if targets.is_empty() {
+    let placement = state.placement();
+    if !placement.is_placed(&tenant.id) {
+        return Err(RouterError::NotPlaced);
+    }
+    let targets = state
+        .upstreams
+        .order(placement.cells_for(&tenant.id), tokio::time::Instant::now());
+    drop(placement);
+    let write = is_replicated_write(request.method(), request.uri().path());
+    if targets.is_empty() && !write {
         return Err(RouterError::NoCell);
     }
     let Some(signing_key) = state.signing_key(&view) else {
@@ -249,11 +278,14 @@ async fn route(
         request_id: request_id.to_owned(),
         body,
     };
-    if is_replicated_write(&parts.method, parts.uri.path()) {
+    if write {
+        // Held until the write is done: the router reports a newer
+        // placement only once no write routed by an older one is in flight.
         let placement = state.placement();
-        let members = placement.replicas_of(&tenant.id, tenant.pin.as_deref());
+        let members = placement.write_targets(&tenant.id);
         let mut response =
             replicate(state, http, &signing_key, &members, &hint, &forwarded).await?;
+        drop(placement);
         quota_headers(&mut response, &limits, used_today);
         return Ok(response);
     }

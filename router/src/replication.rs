@@ -51,7 +51,7 @@ pub struct Hints {
 }
 
 fn stream(cell: &str) -> String {
-    format!("cn:hints:{cell}")
+    control_plane::model::hint_stream(cell)
 }
 
 fn replay_lock(cell: &str) -> String {

@@ -63,13 +63,14 @@ async fn readyz(State(state): State<WorkerState>) -> impl IntoResponse {
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
-    let (cluster, watch_task) = ClusterWatch::start(store, config.keys.clone())
+    let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone())
         .await
         .context("cannot read the cluster state from etcd")?;
     let http = CellClient::new(config.connect_timeout);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = RouterMetrics::register(&mut registry);
-    let initial = Placement::build(&cluster.snapshot(), config.placement);
+    let (initial, retired) = Placement::build(&cluster.snapshot());
+    let initial_revision = initial.revision;
     let redis = config
         .redis_url
         .as_deref()
@@ -93,7 +94,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         signing_keys: Default::default(),
     });
     let replayer = tokio::spawn(crate::proxy::replay_hints(state.clone()));
-    let placer = tokio::spawn(crate::proxy::follow_placement(state.clone()));
+    // The router's presence: the placement revision it routes by, on a lease.
+    let (presence, presence_value) = tokio::sync::watch::channel(control_plane::store::encode(
+        &control_plane::model::RouterPresence {
+            placement_revision: initial_revision,
+            at_ms: control_plane::model::now_ms(),
+        },
+    ));
+    let placer = tokio::spawn(crate::proxy::follow_placement(
+        state.clone(),
+        retired,
+        presence,
+    ));
     let registry = Arc::new(registry);
     let apps = (0..config.workers)
         .map(|_| {
@@ -107,6 +119,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut workers = Workers::start("router", apps, config.header_read_timeout)?;
     let listener = common::workers::listen(config.listen)?;
     let addr = listener.local_addr()?;
+    let router_id = format!("router-{}-{}", addr, std::process::id());
+    let mut presence_task = control_plane::registration::keep_alive(
+        store.clone(),
+        config.keys.router(&router_id),
+        presence_value,
+        control_plane::registration::LeaseSettings::default(),
+    );
     tracing::info!(%addr, workers = config.workers, "router listening");
     common::process::announce_ready("router", addr);
     tokio::select! {
@@ -115,9 +134,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
         r = replayer => anyhow::bail!("hint replay stopped: {r:?}"),
         r = placer => anyhow::bail!("placement stopped: {r:?}"),
+        r = &mut presence_task => anyhow::bail!("router presence stopped: {r:?}"),
     }
     // New connections are refused from here on; those open finish what they took.
     drop(listener);
     workers.drain().await;
+    // Only now, with no write of this router in flight, may moves stop
+    // waiting for it.
+    presence_task.abort();
+    let presence_key = config.keys.router(&router_id);
+    if let Err(e) = store
+        .retrying("deregister router", |mut c| {
+            let key = presence_key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "cannot deregister the router; its lease will expire instead");
+    }
     Ok(())
 }

@@ -25,6 +25,10 @@ pub struct ClusterOptions {
     /// The cells' provider list, replacing the default (Azure East US, then
     /// Azure West Europe); `{sim}` in a string stands for the simulator's URL.
     pub providers: Option<Value>,
+    /// Routers started (all alike, sharing Redis); `router` is the first.
+    pub routers: usize,
+    /// Extra control-plane settings, merged into its config.
+    pub control_plane_settings: Value,
 }
 
 impl Default for ClusterOptions {
@@ -35,6 +39,8 @@ impl Default for ClusterOptions {
             router_settings: json!({}),
             cell_settings: json!({}),
             providers: None,
+            routers: 1,
+            control_plane_settings: json!({}),
         }
     }
 }
@@ -60,9 +66,20 @@ pub struct Cluster {
     pub control_plane: Service,
     pub cells: Vec<(String, Service)>,
     pub router: Service,
+    /// Routers beyond the first.
+    pub more_routers: Vec<Service>,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     cell_configs: Vec<PathBuf>,
+    control_plane_config: PathBuf,
+    /// What every cell's config starts from; `id`, `region` and `data_dir` are set per cell.
+    cell_template: Value,
+}
+
+fn merge(base: &mut Value, extra: &Value) {
+    if let (Some(base), Some(extra)) = (base.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
 }
 
 fn write(path: &Path, value: &Value) -> anyhow::Result<()> {
@@ -71,7 +88,52 @@ fn write(path: &Path, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a cell's config from the template and starts it.
+fn start_cell(
+    dir: &Path,
+    template: &Value,
+    id: &str,
+    region: &str,
+) -> anyhow::Result<(Service, PathBuf)> {
+    let config = dir.join(format!("{id}.yaml"));
+    let mut cell_config = template.clone();
+    merge(
+        &mut cell_config,
+        &json!({"id": id, "region": region, "data_dir": dir.join(id)}),
+    );
+    write(&config, &cell_config)?;
+    let cell = Service::start("cell", &config, &[("TEST_PROVIDER_KEY", PROVIDER_KEY)], dir)?;
+    Ok((cell, config))
+}
+
 impl Cluster {
+    /// Starts one more cell; it registers and joins like the others.
+    pub fn add_cell(&mut self, id: &str, region: &str) -> anyhow::Result<()> {
+        let (cell, config) = start_cell(self.dir.path(), &self.cell_template, id, region)?;
+        self.cells.push((id.to_owned(), cell));
+        self.cell_configs.push(config);
+        Ok(())
+    }
+
+    /// Starts the control plane again (after a kill) with its config.
+    pub fn restart_control_plane(&mut self) -> anyhow::Result<()> {
+        self.control_plane = Service::start(
+            "control-plane",
+            &self.control_plane_config,
+            &[("CELLNET_ADMIN_TOKEN", ADMIN_TOKEN)],
+            self.dir.path(),
+        )?;
+        Ok(())
+    }
+
+    /// Every router's base URL, the first one first.
+    pub fn router_urls(&self) -> Vec<String> {
+        std::iter::once(&self.router)
+            .chain(&self.more_routers)
+            .map(|r| r.url.clone())
+            .collect()
+    }
+
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let logs = dir.path();
@@ -96,10 +158,13 @@ impl Cluster {
         let sim = Service::start("provider-sim", &sim_config, &[], logs)?;
 
         let cp_config = dir.path().join("control-plane.yaml");
-        write(
-            &cp_config,
-            &json!({"listen": "127.0.0.1:0", "etcd": etcd_section}),
-        )?;
+        let mut cp_settings = json!({
+            "listen": "127.0.0.1:0",
+            "etcd": etcd_section,
+            "redis": {"url": redis.url},
+        });
+        merge(&mut cp_settings, &options.control_plane_settings);
+        write(&cp_config, &cp_settings)?;
         let control_plane = Service::start(
             "control-plane",
             &cp_config,
@@ -120,32 +185,18 @@ impl Cluster {
         };
         let cell_settings: Value =
             serde_json::from_str(&options.cell_settings.to_string().replace("{sim}", &sim.url))?;
+        let mut cell_template = json!({
+            "listen": "127.0.0.1:0",
+            "etcd": etcd_section,
+            "redis": {"url": redis.url},
+            "providers": providers,
+            "prices": {"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}}
+        });
+        merge(&mut cell_template, &cell_settings);
         let mut cells = Vec::new();
         let mut cell_configs = Vec::new();
         for (id, region) in &options.cells {
-            let config = dir.path().join(format!("{id}.yaml"));
-            let mut cell_config = json!({
-                "id": id,
-                "region": region,
-                "listen": "127.0.0.1:0",
-                "data_dir": dir.path().join(id),
-                "etcd": etcd_section,
-                "redis": {"url": redis.url},
-                "providers": providers,
-                "prices": {"gpt-4o-mini": {"input_per_million": 0.15, "output_per_million": 0.6}}
-            });
-            if let (Some(base), Some(extra)) =
-                (cell_config.as_object_mut(), cell_settings.as_object())
-            {
-                base.extend(extra.clone());
-            }
-            write(&config, &cell_config)?;
-            let cell = Service::start(
-                "cell",
-                &config,
-                &[("TEST_PROVIDER_KEY", PROVIDER_KEY)],
-                logs,
-            )?;
+            let (cell, config) = start_cell(dir.path(), &cell_template, id, region)?;
             cells.push((id.clone(), cell));
             cell_configs.push(config);
         }
@@ -158,14 +209,15 @@ impl Cluster {
             "max_body_bytes": options.router_max_body_bytes,
             "redis": {"url": redis.url},
         });
-        if let (Some(base), Some(extra)) = (
-            router_settings.as_object_mut(),
-            options.router_settings.as_object(),
-        ) {
-            base.extend(extra.clone());
-        }
+        merge(&mut router_settings, &options.router_settings);
         write(&router_config, &router_settings)?;
         let router = Service::start("router", &router_config, &[], logs)?;
+        let mut more_routers = Vec::new();
+        for i in 1..options.routers.max(1) {
+            let config = dir.path().join(format!("router-{i}.yaml"));
+            write(&config, &router_settings)?;
+            more_routers.push(Service::start("router", &config, &[], logs)?);
+        }
         let cluster = Self {
             etcd,
             redis,
@@ -173,9 +225,12 @@ impl Cluster {
             control_plane,
             cells,
             router,
+            more_routers,
             http: reqwest::Client::new(),
             dir,
             cell_configs,
+            control_plane_config: cp_config,
+            cell_template,
         };
         cluster.wait_for_cells(options.cells.len()).await?;
         Ok(cluster)
@@ -187,20 +242,29 @@ impl Cluster {
         Ok(self.http.get(url).send().await?.text().await?)
     }
 
-    /// Waits until the router routes to `n` cells (its `/readyz` counts them).
+    /// Waits until every router routes to `n` cells (its `/readyz` counts them).
     pub async fn wait_for_cells(&self, n: usize) -> anyhow::Result<()> {
         let want = format!("ok: {n} cells");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let body = self.router_text("/readyz").await?;
-            if body.trim() == want {
-                return Ok(());
+        for url in self.router_urls() {
+            loop {
+                let body = self
+                    .http
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .await?
+                    .text()
+                    .await?;
+                if body.trim() == want {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    bail!("router {url} never saw {n} cells; last said {body:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            if tokio::time::Instant::now() > deadline {
-                bail!("router never saw {n} cells; last said {body:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(())
     }
 
     /// Creates a tenant through the admin API; returns its API key.
@@ -344,7 +408,7 @@ impl Cluster {
 
     /// An operator's call to the control plane's admin API; an answer other
     /// than 2xx is an error carrying its status and body.
-    async fn admin(
+    pub async fn admin(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -400,6 +464,47 @@ impl Cluster {
             .body(body)
             .send()
             .await?)
+    }
+
+    /// The tenant's points on one cell, asked of the cell directly (signed
+    /// as a router signs).
+    pub async fn points_on(&self, cell: &str, tenant: &str) -> anyhow::Result<u64> {
+        let url = &self
+            .cells
+            .iter()
+            .find(|(c, _)| c == cell)
+            .context("no such cell")?
+            .1
+            .url;
+        let key = self.cell_auth_key().await?;
+        let now = common::signing::now_secs();
+        let path = "/v1/points/count";
+        let signature = common::signing::sign(
+            &key,
+            &common::signing::SignedParts {
+                method: "GET",
+                path_and_query: path,
+                tenant,
+                request_id: "points-on",
+                timestamp: now,
+                body: b"",
+            },
+        );
+        let resp = self
+            .http
+            .get(format!("{url}{path}"))
+            .header(common::headers::TENANT, tenant)
+            .header(common::headers::REQUEST_ID, "points-on")
+            .header(common::signing::TIMESTAMP_HEADER, now)
+            .header(common::signing::SIGNATURE_HEADER, signature)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("counting {tenant}'s points on {cell}: {status} {body}");
+        }
+        body["points"].as_u64().context("no points in answer")
     }
 
     /// The router-cell signing key, read from etcd as routers read it.

@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use control_plane::model::{CellAlive, CellSpec, DesiredState, Keys, TenantRecord};
-use control_plane::registration::{LeaseSettings, keep_alive, publish_spec};
+use control_plane::model::{CellAlive, CellSpec, Keys, Lifecycle, TenantRecord};
+use control_plane::registration::{LeaseSettings, keep_cell_alive, publish_spec};
 use control_plane::store::{EtcdSettings, Store, encode};
 use control_plane::watch::ClusterWatch;
 use e2e::Etcd;
@@ -99,14 +99,14 @@ async fn liveness_key_follows_the_lease() -> anyhow::Result<()> {
         region: "r1".into(),
         endpoint: "http://127.0.0.1:1".into(),
         template: "standard".into(),
-        desired: DesiredState::Active,
+        lifecycle: Lifecycle::Active,
     };
     publish_spec(&store, &keys, "c1", spec).await?;
-    let keeper = keep_alive(
+    let keeper = keep_cell_alive(
         store.clone(),
-        keys.clone(),
-        "c1".into(),
-        CellAlive {
+        &keys,
+        "c1",
+        &CellAlive {
             endpoint: "http://127.0.0.1:1".into(),
             started_at_ms: 0,
         },

@@ -147,7 +147,7 @@ impl JobQueue {
     }
 
     fn stream(&self) -> String {
-        format!("cn:{{{}}}:ingest", self.cell)
+        control_plane::model::ingest_stream(&self.cell)
     }
 
     fn job_key(&self, job: &str) -> String {

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use control_plane::model::{CellAlive, CellSpec, DesiredState, TenantRecord};
-use control_plane::watch::{CellView, ClusterView};
+use crate::model::{CellAlive, CellSpec, Lifecycle, TenantRecord};
+use crate::watch::{CellView, ClusterView};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -19,7 +19,7 @@ fn cell(region: &str, id: &str) -> CellView {
             region: region.into(),
             endpoint: format!("http://{id}"),
             template: "t".into(),
-            desired: DesiredState::Active,
+            lifecycle: Lifecycle::Active,
         }),
         alive: Some(CellAlive {
             endpoint: format!("http://{id}"),
@@ -174,7 +174,7 @@ fn creating_tenants_moves_no_existing_tenant() {
 }
 
 #[test]
-fn every_router_places_alike() {
+fn every_replica_places_alike() {
     let mut rng = StdRng::seed_from_u64(11);
     let cells = names(9);
     let a = Placement::build(&view(&cells, 2000), PlacementSettings::default());
@@ -183,7 +183,7 @@ fn every_router_places_alike() {
     let b = Placement::build(&view(&shuffled, 2000), PlacementSettings::default());
     for t in 0..2000 {
         let tenant = format!("tenant-{t}");
-        assert_eq!(a.cells_for(&tenant, None), b.cells_for(&tenant, None));
+        assert_eq!(a.replicas_of(&tenant, None), b.replicas_of(&tenant, None));
     }
 }
 
@@ -197,8 +197,6 @@ fn replica_sets_are_distinct_and_span_regions() {
         assert_eq!(ids.len(), DEFAULT_REPLICAS);
         let regions: HashSet<_> = set.iter().map(|t| t.region.clone()).collect();
         assert_eq!(regions.len(), 2, "{set:?}");
-        // Failover continues over every other cell.
-        assert_eq!(p.cells_for(&format!("tenant-{t}"), None).len(), 6);
     }
 }
 
@@ -208,11 +206,7 @@ fn pin_overrides_the_ring() {
     let pinned = p.replicas_of("tenant-1", Some(&["cell-02".to_owned()]));
     assert_eq!(pinned.len(), 1);
     assert_eq!(&*pinned[0].cell, "cell-02");
-    assert_eq!(
-        &*p.cells_for("tenant-1", Some(&["cell-02".to_owned()]))[0].cell,
-        "cell-02"
-    );
-    // A pin to cells that are all down falls back to the ring.
+    // A pin to cells that take no tenants falls back to the ring.
     assert_eq!(
         p.replicas_of("tenant-1", Some(&["gone".to_owned()])).len(),
         2
@@ -220,7 +214,7 @@ fn pin_overrides_the_ring() {
 }
 
 #[test]
-fn a_dead_cell_keeps_its_tenants_but_serves_no_reads() {
+fn a_dead_cell_keeps_its_tenants() {
     let cells = names(4);
     let mut v = view(&cells, 400);
     let before = Placement::build(&v, PlacementSettings::default());
@@ -228,25 +222,40 @@ fn a_dead_cell_keeps_its_tenants_but_serves_no_reads() {
         c.alive = None;
     }
     let after = Placement::build(&v, PlacementSettings::default());
-    assert_eq!(after.cell_count(), 3);
     for t in 0..400 {
         let tenant = format!("tenant-{t}");
-        // Same replica sets (nobody moves while a cell restarts)...
-        let ids = |p: &Placement| {
-            p.replicas_of(&tenant, None)
-                .iter()
-                .map(|t| t.cell.clone())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(ids(&before), ids(&after));
-        // ...but reads never go to the dead cell.
-        assert!(
-            after
-                .cells_for(&tenant, None)
-                .iter()
-                .all(|t| &*t.cell != "cell-01")
+        // Nobody moves while a cell restarts.
+        assert_eq!(
+            before.replicas_of(&tenant, None),
+            after.replicas_of(&tenant, None)
         );
-        assert_eq!(after.cells_for(&tenant, None).len(), 3);
+    }
+}
+
+#[test]
+fn cells_that_drain_or_left_take_no_tenants() {
+    let cells = names(5);
+    let mut v = view(&cells, 500);
+    for (id, lifecycle) in [
+        ("cell-01", Lifecycle::Draining),
+        ("cell-02", Lifecycle::Drained),
+        ("cell-03", Lifecycle::Removed),
+    ] {
+        if let Some(spec) = v.cells.get_mut(id).and_then(|c| c.spec.as_mut()) {
+            spec.lifecycle = lifecycle;
+        }
+    }
+    if let Some(spec) = v.cells.get_mut("cell-04").and_then(|c| c.spec.as_mut()) {
+        spec.lifecycle = Lifecycle::Joining;
+    }
+    let p = Placement::build(&v, PlacementSettings::default());
+    for t in 0..500 {
+        let set = p.target_ids(&format!("tenant-{t}"), None);
+        assert_eq!(set.len(), 2);
+        assert!(
+            set.iter().all(|c| c == "cell-00" || c == "cell-04"),
+            "{set:?}"
+        );
     }
 }
 
@@ -258,10 +267,10 @@ fn random_cluster_shapes_stay_consistent() {
         let tenants = rng.random_range(0..500);
         let p = Placement::build(&view(&cells, tenants), PlacementSettings::default());
         for t in 0..tenants {
-            let order = p.cells_for(&format!("tenant-{t}"), None);
-            let ids: HashSet<_> = order.iter().map(|t| t.cell.clone()).collect();
-            assert_eq!(ids.len(), cells.len());
-            assert_eq!(order.len(), cells.len());
+            let set = p.replicas_of(&format!("tenant-{t}"), None);
+            let ids: HashSet<_> = set.iter().map(|t| t.cell.clone()).collect();
+            assert_eq!(ids.len(), DEFAULT_REPLICAS.min(cells.len()));
+            assert_eq!(set.len(), ids.len());
         }
     }
 }
