@@ -210,6 +210,37 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Writes `value` at `key` if the key is still at `revision` (its
+    /// mod revision, or 0 for absent); returns the new store revision, or
+    /// `None` if someone wrote in between.
+    pub async fn put_if_revision(
+        &self,
+        what: &str,
+        key: &str,
+        value: &[u8],
+        revision: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let compare = if revision == 0 {
+            Compare::create_revision(key, CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key, CompareOp::Equal, revision)
+        };
+        let resp = self
+            .retrying(what, |mut c| {
+                let txn = Txn::new()
+                    .when([compare.clone()])
+                    .and_then([TxnOp::put(key, value, None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()).unwrap_or(revision)))
+    }
+}
+
 /// Parses a JSON record read from etcd.
 pub fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {

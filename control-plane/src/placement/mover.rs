@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use sha2::{Digest, Sha256};
 
 use crate::model::{
@@ -66,26 +65,10 @@ pub async fn write_record(
     revision: i64,
 ) -> Result<Option<i64>, MoveError> {
     let key = ctx.keys.placement(tenant);
-    let value = encode(record);
-    let compare = if revision == 0 {
-        Compare::create_revision(key.clone(), CompareOp::Equal, 0)
-    } else {
-        Compare::mod_revision(key.clone(), CompareOp::Equal, revision)
-    };
-    let resp = ctx
+    Ok(ctx
         .store
-        .retrying("write placement", |mut c| {
-            let txn = Txn::new().when([compare.clone()]).and_then([TxnOp::put(
-                key.clone(),
-                value.clone(),
-                None,
-            )]);
-            async move { c.txn(txn).await }
-        })
-        .await?;
-    Ok(resp
-        .succeeded()
-        .then(|| resp.header().map(|h| h.revision()).unwrap_or(revision)))
+        .put_if_revision("write placement", &key, &encode(record), revision)
+        .await?)
 }
 
 /// Commits `members` for a tenant without moving data: a new tenant, or a
@@ -143,18 +126,8 @@ pub async fn set_lifecycle(
     let revision = kv.mod_revision();
     let mut spec: CellSpec = decode(&key, kv.value())?;
     spec.lifecycle = lifecycle;
-    let value = encode(&spec);
     ctx.store
-        .retrying("write cell lifecycle", |mut c| {
-            let txn = Txn::new()
-                .when([Compare::mod_revision(
-                    key.clone(),
-                    CompareOp::Equal,
-                    revision,
-                )])
-                .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
-            async move { c.txn(txn).await }
-        })
+        .put_if_revision("write cell lifecycle", &key, &encode(&spec), revision)
         .await?;
     tracing::info!(
         cell,
