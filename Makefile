@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: up down test setup build lint fmt bench-router chaos-region-outage chaos-cell-kill chaos-redis-kill chaos-etcd-kill
+.PHONY: up down test setup build lint fmt bench-router bench-moves chaos-region-outage chaos-cell-kill chaos-redis-kill chaos-etcd-kill chaos-scale-out chaos-drain
 
 up: setup build
 	scripts/up.sh
@@ -35,6 +35,12 @@ bench-router:
 	$(CARGO) build --release --workspace --bins
 	scripts/bench-router.sh
 
+# Tenant moves on a whole system of release binaries: one tenant of 10k and
+# of 100k points, and a drain of a cell holding 50 tenants under query load.
+bench-moves:
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench -p e2e --bench moves
+
 # A region outage under steady load; needs `CELLNET_PROFILE=release make up` running.
 chaos-region-outage:
 	$(CARGO) build --release --workspace --bins
@@ -45,3 +51,11 @@ chaos-region-outage:
 chaos-cell-kill chaos-redis-kill chaos-etcd-kill:
 	$(CARGO) build --release --workspace --bins
 	python3 chaos/scenarios/kill_under_load.py $(patsubst chaos-%-kill,%,$@)
+
+# Cells added (3 → 4 → 5) or one drained and removed under reads and writes of
+# 50 tenants, with a destination cell and the control plane killed mid-move;
+# needs `CELLNET_PROFILE=release CELLNET_COPY_RATE=20 make up` running (a fresh
+# one for each; the low copy rate keeps copies long enough to kill one mid-way).
+chaos-scale-out chaos-drain:
+	$(CARGO) build --release --workspace --bins
+	python3 chaos/scenarios/cells_move.py $(patsubst chaos-%,%,$@)

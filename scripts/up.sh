@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the whole system on this machine and leaves it running:
 # etcd, Redis, the provider simulator, the control plane, three cells in two
-# regions and the router. Creates two demo tenants, ingests the project's docs
+# regions and two routers (in production, N replicas behind one address). Creates two demo tenants, ingests the project's docs
 # and writes .local/demo.env. `make down` stops everything.
 #
 # Ports are configurable through the environment (defaults below); start-up
@@ -17,6 +17,7 @@ REDIS_PORT="${REDIS_PORT:-16379}"
 SIM_PORT="${SIM_PORT:-18200}"
 ADMIN_PORT="${ADMIN_PORT:-18090}"
 ROUTER_PORT="${ROUTER_PORT:-18080}"
+ROUTER_PORT_2="${ROUTER_PORT_2:-18081}"
 CELL_PORTS="${CELL_PORTS:-18101 18102 18103}"
 
 # CELLNET_PROFILE=release runs optimised binaries (build them with cargo build --release).
@@ -31,9 +32,9 @@ if [[ -f "$local_dir/pids" ]] && xargs -r kill -0 < "$local_dir/pids" 2>/dev/nul
 fi
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for p in $ETCD_PORT $ETCD_PEER_PORT $REDIS_PORT $SIM_PORT $ADMIN_PORT $ROUTER_PORT $CELL_PORTS; do
+for p in $ETCD_PORT $ETCD_PEER_PORT $REDIS_PORT $SIM_PORT $ADMIN_PORT $ROUTER_PORT $ROUTER_PORT_2 $CELL_PORTS; do
   if port_taken "$p"; then
-    echo "up: port $p is already in use; choose others (ETCD_PORT, ETCD_PEER_PORT, REDIS_PORT, SIM_PORT, ADMIN_PORT, ROUTER_PORT, CELL_PORTS)" >&2
+    echo "up: port $p is already in use; choose others (ETCD_PORT, ETCD_PEER_PORT, REDIS_PORT, SIM_PORT, ADMIN_PORT, ROUTER_PORT, ROUTER_PORT_2, CELL_PORTS)" >&2
     exit 1
   fi
 done
@@ -41,6 +42,8 @@ done
 rm -rf "$local_dir"
 mkdir -p "$local_dir"/{logs,config,data}
 : > "$local_dir/pids"
+# scripts/start-cell.sh starts more cells from the same binaries.
+echo "$bin_dir" > "$local_dir/bin_dir"
 
 # start NAME CMD... : runs CMD in the background, logging to .local/logs/NAME.
 start() {
@@ -112,34 +115,42 @@ start provider-sim "$bin_dir/provider-sim" --config "$local_dir/config/provider-
 cat > "$local_dir/config/control-plane.yaml" <<YAML
 listen: 127.0.0.1:$ADMIN_PORT
 $etcd_section
+# Before copying a tenant, the leader checks that the source owes it no hints
+# or queued ingestion jobs.
+redis: { url: "redis://127.0.0.1:$REDIS_PORT" }
+# CELLNET_COPY_RATE caps the points a second a tenant move copies.
+placement: { copy_points_per_second: ${CELLNET_COPY_RATE:-20000}, cleanup_grace: 5s }
 YAML
 echo "starting control plane on $ADMIN_PORT"
 start control-plane "$bin_dir/control-plane" --config "$local_dir/config/control-plane.yaml"
 
+# Every cell's config, with @ID@, @REGION@, @PORT@ and the provider order
+# (@FIRST@, @SECOND@) left to fill in: scripts/start-cell.sh starts one more
+# cell from it, as the chaos scenarios do.
 sim="http://127.0.0.1:$SIM_PORT"
-i=0
-regions=(eu-west us-east eu-west)
-for port in $CELL_PORTS; do
-  i=$((i + 1)); region="${regions[$(( (i - 1) % 3 ))]}"
-  if [[ $region == us-east ]]; then order=(azure-eastus azure-westeurope); else order=(azure-westeurope azure-eastus); fi
-  cat > "$local_dir/config/cell-$i.yaml" <<YAML
-id: cell-$i
-region: $region
-listen: 127.0.0.1:$port
-data_dir: $local_dir/data/cell-$i
+cat > "$local_dir/config/cell.yaml.in" <<YAML
+id: @ID@
+region: @REGION@
+template: ${CELL_TEMPLATE:-standard}
+listen: 127.0.0.1:@PORT@
+data_dir: $local_dir/data/@ID@
 $etcd_section
 redis: { url: "redis://127.0.0.1:$REDIS_PORT" }
 embedding: { lru_capacity: ${CELL_EMBEDDING_LRU:-8192} }
 providers:
-  - { kind: azure_openai, name: ${order[0]}, region: ${order[0]#azure-}, endpoint: "$sim/${order[0]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
-  - { kind: azure_openai, name: ${order[1]}, region: ${order[1]#azure-}, endpoint: "$sim/${order[1]}", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
+  - { kind: azure_openai, name: azure-@FIRST@, region: @FIRST@, endpoint: "$sim/azure-@FIRST@", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
+  - { kind: azure_openai, name: azure-@SECOND@, region: @SECOND@, endpoint: "$sim/azure-@SECOND@", deployment: gpt-4o-mini, api_key_env: SIM_PROVIDER_KEY }
   - { kind: vertex_ai, name: vertex-us-central1, region: us-central1, endpoint: "$sim/vertex-us-central1", project: cellnet-local, location: us-central1, model: gemini-2.0-flash, auth: { service_account_key_file: "$local_dir/config/vertex-sa.json" } }
 prices:
   gpt-4o-mini: { input_per_million: 0.15, output_per_million: 0.60 }
   gemini-2.0-flash: { input_per_million: 0.15, output_per_million: 0.60 }
 YAML
+i=0
+regions=(eu-west us-east eu-west)
+for port in $CELL_PORTS; do
+  i=$((i + 1)); region="${regions[$(( (i - 1) % 3 ))]}"
   echo "starting cell-$i ($region) on $port"
-  start "cell-$i" "$bin_dir/cell" --config "$local_dir/config/cell-$i.yaml"
+  START_CELL_WAIT=0 scripts/start-cell.sh "cell-$i" "$region" "$port"
 done
 
 cat > "$local_dir/config/router.yaml" <<YAML
@@ -147,17 +158,22 @@ listen: 127.0.0.1:$ROUTER_PORT
 $etcd_section
 redis: { url: "redis://127.0.0.1:$REDIS_PORT" }
 YAML
-echo "starting router on $ROUTER_PORT"
+sed "s/^listen: .*/listen: 127.0.0.1:$ROUTER_PORT_2/" "$local_dir/config/router.yaml" > "$local_dir/config/router-2.yaml"
+echo "starting routers on $ROUTER_PORT and $ROUTER_PORT_2"
 start router "$bin_dir/router" --config "$local_dir/config/router.yaml"
+start router-2 "$bin_dir/router" --config "$local_dir/config/router-2.yaml"
 
-for name in provider-sim control-plane router $(seq -f 'cell-%g' 1 "$i"); do wait_ready "$name"; done
-deadline=$((SECONDS + 30))
-until curl -fsS "http://127.0.0.1:$ROUTER_PORT/readyz" 2>/dev/null | grep -q "ok: $i cells"; do
-  (( SECONDS < deadline )) || { echo "up: the router never saw $i cells" >&2; exit 1; }
-  sleep 0.1
+for name in provider-sim control-plane router router-2 $(seq -f 'cell-%g' 1 "$i"); do wait_ready "$name"; done
+for port in $ROUTER_PORT $ROUTER_PORT_2; do
+  deadline=$((SECONDS + 30))
+  until curl -fsS "http://127.0.0.1:$port/readyz" 2>/dev/null | grep -q "ok: $i cells"; do
+    (( SECONDS < deadline )) || { echo "up: the router on $port never saw $i cells" >&2; exit 1; }
+    sleep 0.1
+  done
 done
 
 ROUTER_URL="http://127.0.0.1:$ROUTER_PORT"
+ROUTER_URL_2="http://127.0.0.1:$ROUTER_PORT_2"
 ADMIN_URL="http://127.0.0.1:$ADMIN_PORT"
 export ADMIN_URL ADMIN_TOKEN
 API_KEY="$("$bin_dir/cellctl" tenants create acme --quiet)"
@@ -165,6 +181,7 @@ API_KEY_2="$("$bin_dir/cellctl" tenants create globex --quiet)"
 
 cat > "$local_dir/demo.env" <<ENV
 ROUTER_URL=$ROUTER_URL
+ROUTER_URL_2=$ROUTER_URL_2
 API_KEY=$API_KEY
 API_KEY_2=$API_KEY_2
 ADMIN_URL=$ADMIN_URL
@@ -210,7 +227,13 @@ that sees none of the first one's documents. OpenAI SDKs work with base URL
        -H 'content-type: application/json' \\
        -d '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "What does make up start?"}]}'
 
-Operators:
-  ADMIN_URL=\$ADMIN_URL ADMIN_TOKEN=\$ADMIN_TOKEN $bin_dir/cellctl cells list
+\$ROUTER_URL_2 is a second router: it sends every tenant to the same cells.
+
+Operators (after source .local/demo.env):
+  $bin_dir/cellctl cells list
+  $bin_dir/cellctl placement
+  scripts/start-cell.sh cell-4 us-east 18104    # a new cell joins; tenants move onto it
+  $bin_dir/cellctl cells drain cell-4 --wait && $bin_dir/cellctl cells remove cell-4
+  $bin_dir/cellctl plan --users 100000 --docs 10000000 --queries-per-user-per-day 5 --template large
 Stop everything with: make down
 MSG

@@ -89,8 +89,11 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(String::as_str)
         .unwrap_or("standard");
-    let settings = cell::config::template_index_settings(template)
-        .unwrap_or_else(|| panic!("no cell template {template:?}"));
+    let settings = cell::config::index_settings(
+        &common::template::CellTemplate::load(template)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .vector,
+    );
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (anon_before, _) = resident_mib();

@@ -30,10 +30,6 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(24 * 3600);
 /// An expired answer stays a week for the stale fallback: better than none
 /// when every provider is down.
 pub const DEFAULT_STALE_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
-/// Entries one tenant may keep; its oldest are evicted past this.
-pub const DEFAULT_MAX_ENTRIES_PER_TENANT: usize = 100_000;
-/// Memory the in-process vector tier may use: about 400k entries of 384 floats.
-pub const DEFAULT_CACHE_MEMORY_BUDGET: usize = 768 * 1024 * 1024;
 /// A cache round trip slower than this is bypassed: answering matters more.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 /// MiniLM scores unrelated text around 0.1; below this a chunk is noise.
@@ -44,6 +40,8 @@ pub const DEFAULT_SCORE_FLOOR: f32 = 0.25;
 struct RawConfig {
     id: String,
     region: String,
+    /// A shipped template (`small`, `standard`, `large`) or a template file;
+    /// the sections below override its fields.
     #[serde(default = "default_template")]
     template: String,
     listen: String,
@@ -78,7 +76,7 @@ struct RawConfig {
     #[serde(default)]
     hedging: bool,
     /// Threads that serve connections, each with a runtime and a Redis
-    /// connection of its own; by default one per core.
+    /// connection of its own; by default the template's.
     #[serde(default)]
     workers: Option<usize>,
 }
@@ -100,12 +98,15 @@ impl Price {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEmbedding {
     /// Recent query embeddings kept in memory; 0 turns the memo off.
-    #[serde(default = "default_lru")]
-    lru_capacity: usize,
+    #[serde(default)]
+    lru_capacity: Option<usize>,
+    /// Questions embedded in one forward pass at most.
+    #[serde(default)]
+    max_batch: Option<usize>,
     /// Embed through a provider's embeddings API instead of the local model
     /// (same fields as a provider; its model or deployment is the embedding
     /// model, asked for the shard's dimensions).
@@ -113,21 +114,8 @@ struct RawEmbedding {
     remote: Option<RawProvider>,
 }
 
-impl Default for RawEmbedding {
-    fn default() -> Self {
-        Self {
-            lru_capacity: default_lru(),
-            remote: None,
-        }
-    }
-}
-
-fn default_lru() -> usize {
-    crate::embed::batch::LRU_CAPACITY
-}
-
 fn default_template() -> String {
-    "standard".to_owned()
+    common::template::DEFAULT.to_owned()
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,10 +144,12 @@ struct RawCache {
     ttl: Duration,
     #[serde(default = "default_stale_grace", with = "humantime_serde")]
     stale_grace: Duration,
-    #[serde(default = "default_max_entries")]
-    max_entries_per_tenant: usize,
-    #[serde(default = "default_memory_budget")]
-    memory_budget_bytes: usize,
+    /// By default the template's.
+    #[serde(default)]
+    max_entries_per_tenant: Option<usize>,
+    /// By default the template's.
+    #[serde(default)]
+    memory_budget_bytes: Option<usize>,
 }
 
 impl Default for RawCache {
@@ -168,22 +158,14 @@ impl Default for RawCache {
             threshold: DEFAULT_CACHE_THRESHOLD,
             ttl: DEFAULT_CACHE_TTL,
             stale_grace: DEFAULT_STALE_GRACE,
-            max_entries_per_tenant: DEFAULT_MAX_ENTRIES_PER_TENANT,
-            memory_budget_bytes: DEFAULT_CACHE_MEMORY_BUDGET,
+            max_entries_per_tenant: None,
+            memory_budget_bytes: None,
         }
     }
 }
 
 fn default_stale_grace() -> Duration {
     DEFAULT_STALE_GRACE
-}
-
-fn default_max_entries() -> usize {
-    DEFAULT_MAX_ENTRIES_PER_TENANT
-}
-
-fn default_memory_budget() -> usize {
-    DEFAULT_CACHE_MEMORY_BUDGET
 }
 
 fn default_threshold() -> f32 {
@@ -231,25 +213,16 @@ pub struct QdrantServerConfig {
     pub collection: String,
 }
 
-/// The vector index settings of each cell template: `small` cells keep few
-/// vectors and search them exhaustively; `large` cells hold millions and
-/// keep an int8 copy of each vector for search (a quarter of the memory).
-pub fn template_index_settings(template: &str) -> Option<crate::vector::IndexSettings> {
-    let standard = crate::vector::IndexSettings::default();
-    match template {
-        "small" => Some(crate::vector::IndexSettings {
-            indexing_threshold_kb: 50_000,
-            ..standard
-        }),
-        "standard" => Some(standard),
-        "large" => Some(crate::vector::IndexSettings {
-            hnsw_ef_construct: 128,
-            scalar_quantization: true,
-            vectors_on_disk: true,
-            optimize_after_points: 50_000,
-            ..standard
-        }),
-        _ => None,
+/// A template's vector parameters as the shard's index settings.
+pub fn index_settings(v: &common::template::VectorParams) -> crate::vector::IndexSettings {
+    crate::vector::IndexSettings {
+        hnsw_m: v.hnsw_m,
+        hnsw_ef_construct: v.hnsw_ef_construct,
+        hnsw_ef: v.hnsw_ef,
+        scalar_quantization: v.scalar_quantization,
+        vectors_on_disk: v.vectors_on_disk,
+        indexing_threshold_kb: v.indexing_threshold_kb,
+        optimize_after_points: v.optimize_after_points,
     }
 }
 
@@ -325,8 +298,9 @@ struct RawLimits {
     max_documents: usize,
     #[serde(default = "default_max_query_chars")]
     max_query_chars: usize,
-    #[serde(default = "default_max_concurrent")]
-    max_concurrent_requests: usize,
+    /// By default the template's.
+    #[serde(default)]
+    max_concurrent_requests: Option<usize>,
     /// Documents in one `POST /v1/documents?async=true`.
     #[serde(default = "default_max_async_documents")]
     max_async_documents: usize,
@@ -336,20 +310,13 @@ fn default_max_async_documents() -> usize {
     10_000
 }
 
-/// Tenant requests one cell serves at once; the rest are shed (503).
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
-
-fn default_max_concurrent() -> usize {
-    DEFAULT_MAX_CONCURRENT_REQUESTS
-}
-
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
             max_documents: default_max_documents(),
             max_query_chars: default_max_query_chars(),
-            max_concurrent_requests: default_max_concurrent(),
+            max_concurrent_requests: None,
             max_async_documents: default_max_async_documents(),
         }
     }
@@ -552,6 +519,7 @@ pub struct Limits {
 pub struct Config {
     pub id: String,
     pub region: String,
+    /// The template's name (or file), as the config gave it.
     pub template: String,
     pub listen: SocketAddr,
     pub advertise: Option<String>,
@@ -573,6 +541,7 @@ pub struct Config {
     pub qdrant_server: Option<QdrantServerConfig>,
     pub ingest_claim_idle: Duration,
     pub embedding_lru_capacity: usize,
+    pub embedding_max_batch: usize,
     /// A provider to embed with instead of the local model.
     pub embedding_remote: Option<ProviderConfig>,
     pub providers: Vec<ProviderConfig>,
@@ -690,11 +659,6 @@ impl RawConfig {
             "must be at least 1",
         );
         e.check(
-            self.limits.max_concurrent_requests >= 1,
-            "limits.max_concurrent_requests",
-            "must be at least 1",
-        );
-        e.check(
             self.limits.max_async_documents >= 1,
             "limits.max_async_documents",
             "must be at least 1",
@@ -704,16 +668,16 @@ impl RawConfig {
             "ingest.claim_idle",
             "must be longer than zero",
         );
-        let template = template_index_settings(&self.template);
-        e.check(
-            template.is_some(),
-            "template",
-            format!(
-                "{:?} is not a cell template (small, standard, large)",
-                self.template
-            ),
-        );
-        let mut vector = template.unwrap_or_default();
+        // Fields the config leaves out come from the template; without a
+        // usable one the rest cannot be judged.
+        let base = match common::template::CellTemplate::load(&self.template) {
+            Ok(template) => template,
+            Err(err) => {
+                e.push("template", err);
+                return Err(ConfigError::Invalid(e));
+            }
+        };
+        let mut vector = base.vector.clone();
         let v = &self.vector;
         vector.hnsw_m = v.hnsw_m.unwrap_or(vector.hnsw_m);
         vector.hnsw_ef_construct = v.hnsw_ef_construct.unwrap_or(vector.hnsw_ef_construct);
@@ -726,21 +690,21 @@ impl RawConfig {
         vector.optimize_after_points = v
             .optimize_after_points
             .unwrap_or(vector.optimize_after_points);
+        vector.check("vector", &mut e);
+        let max_concurrent_requests = self
+            .limits
+            .max_concurrent_requests
+            .unwrap_or(base.limits.max_concurrent_requests);
         e.check(
-            (4..=128).contains(&vector.hnsw_m),
-            "vector.hnsw_m",
-            "must be between 4 and 128",
-        );
-        e.check(
-            vector.hnsw_ef_construct >= vector.hnsw_m,
-            "vector.hnsw_ef_construct",
-            "must be at least vector.hnsw_m",
-        );
-        e.check(vector.hnsw_ef >= 1, "vector.hnsw_ef", "must be at least 1");
-        e.check(
-            vector.optimize_after_points >= 1,
-            "vector.optimize_after_points",
+            max_concurrent_requests >= 1,
+            "limits.max_concurrent_requests",
             "must be at least 1",
+        );
+        let embedding_max_batch = self.embedding.max_batch.unwrap_or(base.embedding.max_batch);
+        e.check(
+            (1..=256).contains(&embedding_max_batch),
+            "embedding.max_batch",
+            "must be between 1 and 256",
         );
         let qdrant_server = self.vector.qdrant_server.as_ref().map(|q| {
             e.check(
@@ -787,7 +751,8 @@ impl RawConfig {
                 "prices must be finite and not negative",
             );
         }
-        let workers = common::workers::count_from_config(self.workers, &mut e);
+        let workers =
+            common::workers::count_from_config(self.workers.or(Some(base.workers)), &mut e);
         let mut names: Vec<&str> = providers.iter().map(ProviderConfig::name).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -808,8 +773,14 @@ impl RawConfig {
             cache_threshold: self.cache.threshold,
             cache_ttl: self.cache.ttl,
             cache_stale_grace: self.cache.stale_grace,
-            cache_max_entries_per_tenant: self.cache.max_entries_per_tenant,
-            cache_memory_budget_bytes: self.cache.memory_budget_bytes,
+            cache_max_entries_per_tenant: self
+                .cache
+                .max_entries_per_tenant
+                .unwrap_or(base.cache.max_entries_per_tenant),
+            cache_memory_budget_bytes: self
+                .cache
+                .memory_budget_bytes
+                .unwrap_or(base.cache.memory_budget_bytes),
             retrieval: RetrievalConfig {
                 default_top_k: self.retrieval.default_top_k,
                 max_top_k: self.retrieval.max_top_k,
@@ -820,13 +791,17 @@ impl RawConfig {
                 max_body_bytes: self.limits.max_body_bytes,
                 max_documents: self.limits.max_documents,
                 max_query_chars: self.limits.max_query_chars,
-                max_concurrent_requests: self.limits.max_concurrent_requests,
+                max_concurrent_requests,
                 max_async_documents: self.limits.max_async_documents,
             },
-            vector,
+            vector: index_settings(&vector),
             qdrant_server,
             ingest_claim_idle: self.ingest.claim_idle,
-            embedding_lru_capacity: self.embedding.lru_capacity,
+            embedding_lru_capacity: self
+                .embedding
+                .lru_capacity
+                .unwrap_or(base.embedding.lru_capacity),
+            embedding_max_batch,
             embedding_remote,
             providers,
             prices: self.prices,
@@ -1071,5 +1046,97 @@ providers:
         ] {
             assert!(err.contains(expected), "{expected:?} missing from: {err}");
         }
+    }
+
+    fn minimal(extra: &str) -> String {
+        format!(
+            "id: a\nregion: r1\nlisten: 127.0.0.1:0\ndata_dir: /tmp/x\n\
+             etcd: {{ endpoints: [\"http://127.0.0.1:2379\"] }}\n\
+             redis: {{ url: \"redis://127.0.0.1:6379\" }}\n\
+             providers: [{{ kind: openai_compatible, name: p, region: r1, base_url: \"http://x/v1\", model: m }}]\n{extra}"
+        )
+    }
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        common::config::parse_yaml::<RawConfig>(yaml)
+            .map_err(|message| ConfigError::Parse {
+                path: "cell.yaml".into(),
+                message,
+            })?
+            .validate()
+    }
+
+    #[test]
+    fn a_template_fills_what_the_config_leaves_out_and_the_config_overrides_it() {
+        let standard = load(&minimal("")).unwrap();
+        assert_eq!(standard.template, "standard");
+        assert!(!standard.vector.scalar_quantization);
+        assert_eq!(standard.workers, 2);
+        assert_eq!(standard.embedding_max_batch, 32);
+
+        let large = load(&minimal(
+            "template: large\nvector: { hnsw_ef: 64 }\ncache: { memory_budget_bytes: 1048576 }\n",
+        ))
+        .unwrap();
+        assert!(large.vector.scalar_quantization && large.vector.vectors_on_disk);
+        assert_eq!(large.vector.hnsw_ef_construct, 128, "from the template");
+        assert_eq!(large.vector.hnsw_ef, 64, "overridden");
+        assert_eq!(large.cache_memory_budget_bytes, 1 << 20, "overridden");
+        assert_eq!(
+            large.cache_max_entries_per_tenant, 200_000,
+            "from the template"
+        );
+        assert_eq!(large.limits.max_concurrent_requests, 1024);
+        assert_eq!(large.workers, 4);
+
+        let small = load(&minimal("template: small\nworkers: 3\n")).unwrap();
+        assert_eq!(small.vector.indexing_threshold_kb, 50_000);
+        assert_eq!(small.embedding_max_batch, 16);
+        assert_eq!(small.workers, 3, "overridden");
+    }
+
+    #[test]
+    fn template_mistakes_name_their_path() {
+        let err = load(&minimal("template: huge\n")).unwrap_err().to_string();
+        assert!(
+            err.contains("template ") && err.contains("\"huge\" is not a cell template"),
+            "{err}"
+        );
+
+        let err = load(&minimal(
+            "template: large\nvector: { hnsw_m: 2 }\nembedding: { max_batch: 0 }\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("vector.hnsw_m must be between 4 and 128"),
+            "{err}"
+        );
+        assert!(
+            err.contains("embedding.max_batch must be between 1 and 256"),
+            "{err}"
+        );
+
+        let err = load(&minimal("vector: { hnsw_mm: 8 }\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vector.hnsw_mm"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("custom.yaml");
+        std::fs::write(
+            &file,
+            common::template::SHIPPED[1]
+                .1
+                .replace("workers: 2", "workers: 0"),
+        )
+        .unwrap();
+        let err = load(&minimal(&format!("template: {}\n", file.display())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("custom.yaml: workers must be between 1"),
+            "{err}"
+        );
     }
 }

@@ -232,7 +232,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let orchestrator = Arc::new(Orchestrator {
         cell_id: config.id.clone(),
-        embedder: QueryEmbedder::new(embedder.clone(), config.embedding_lru_capacity),
+        embedder: QueryEmbedder::new(
+            embedder.clone(),
+            config.embedding_lru_capacity,
+            config.embedding_max_batch,
+        ),
         shard: shard.clone(),
         cache: cache.clone(),
         breakers: config

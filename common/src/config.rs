@@ -89,11 +89,21 @@ pub fn read_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     })
 }
 
-/// Parses YAML text; the error names the field serde stopped at.
+/// Parses YAML text; the error names the field's path (`vector.hnsw_m`) and
+/// its line.
 pub fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_yaml::from_str(text).map_err(|e| match e.location() {
-        Some(loc) => format!("line {} column {}: {e}", loc.line(), loc.column()),
-        None => e.to_string(),
+    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = match inner.location() {
+            Some(loc) => format!("line {} column {}: ", loc.line(), loc.column()),
+            None => String::new(),
+        };
+        if path.is_empty() || path == "." {
+            format!("{at}{inner}")
+        } else {
+            format!("{at}{path}: {inner}")
+        }
     })
 }
 

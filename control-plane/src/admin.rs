@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::GetOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -349,21 +349,11 @@ async fn apply_tenant_update(
         if let Some(hybrid) = update.hybrid_retrieval {
             record.hybrid_retrieval = hybrid;
         }
-        let value = encode(&record);
         let written = state
             .store
-            .retrying("update tenant", |mut c| {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        revision,
-                    )])
-                    .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
-                async move { c.txn(txn).await }
-            })
+            .put_if_revision("update tenant", &key, &encode(&record), revision)
             .await?
-            .succeeded();
+            .is_some();
         if written {
             tracing::info!(tenant = %id, "tenant updated");
             return Ok(TenantSummary::from(&record));

@@ -12,5 +12,6 @@ pub mod model;
 pub mod placement;
 pub mod registration;
 pub mod service;
+pub mod sizing;
 pub mod store;
 pub mod watch;

@@ -186,16 +186,7 @@ mod tests {
             Arc::new(PlacementRecord {
                 members: vec!["b".into(), "a".into()],
                 epoch: 3,
-                moving: Some(Move {
-                    to: vec!["c".into(), "a".into()],
-                    step: MoveStep::Copy,
-                    started_at_ms: 0,
-                    source: None,
-                    total_points: 0,
-                    copied_points: 0,
-                    failures: 0,
-                    last_error: None,
-                }),
+                moving: Some(Move::new(vec!["c".into(), "a".into()], MoveStep::Copy, 0)),
                 leaving: Vec::new(),
                 updated_at_ms: 0,
             }),

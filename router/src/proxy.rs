@@ -546,11 +546,23 @@ async fn replicate(
     let mut hinted: Vec<&Target> = members.iter().filter(|t| !t.alive).collect();
     let mut written: Vec<&Target> = Vec::new();
     let mut answer = None;
+    let mut absent = None;
+    let mut absent_on = 0;
+    let deletes_one = hint.method == "DELETE" && hint.path_and_query.starts_with("/v1/documents/");
     for (target, result) in live.iter().zip(results) {
         match result {
             Ok((status, h, b)) if status.is_success() => {
                 written.push(target);
                 answer.get_or_insert((status, h, b));
+            }
+            // A member may lack the document while others hold it: a move's
+            // destination the copy has not reached yet, or a replica whose
+            // hinted write is not replayed yet. The delete is hinted all the
+            // same, so that it applies after any such write.
+            Ok((status, h, b)) if status == StatusCode::NOT_FOUND && deletes_one => {
+                hinted.push(target);
+                absent_on += 1;
+                absent.get_or_insert((status, h, b));
             }
             // The request itself is wrong: every member would say so, nothing was written.
             Ok((status, h, b)) if status.is_client_error() => return Ok(buffered(status, &h, b)),
@@ -565,6 +577,11 @@ async fn replicate(
         }
     }
     let Some((status, h, b)) = answer else {
+        // Every member says it has no such document: nothing to delete. (With
+        // one that failed or is down, which may hold it, the client retries.)
+        if let Some((status, h, b)) = absent.filter(|_| absent_on == members.len()) {
+            return Ok(buffered(status, &h, b));
+        }
         return Err(RouterError::AllCellsFailed(
             "no replica accepted the write".into(),
         ));

@@ -119,7 +119,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut workers = Workers::start("router", apps, config.header_read_timeout)?;
     let listener = common::workers::listen(config.listen)?;
     let addr = listener.local_addr()?;
-    let router_id = format!("router-{}-{}", addr, std::process::id());
+    // Unique among routers: replicas in containers share the address they
+    // bind and, often, their pid, so the host name is part of it.
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let router_id = format!("router-{host}-{addr}-{}", std::process::id());
     let mut presence_task = control_plane::registration::keep_alive(
         store.clone(),
         config.keys.router(&router_id),

@@ -88,15 +88,18 @@ fn write(path: &Path, value: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a cell's config from the template and starts it.
+/// Writes a cell's config from the template (with `extra` merged in) and
+/// starts it.
 fn start_cell(
     dir: &Path,
     template: &Value,
     id: &str,
     region: &str,
+    extra: &Value,
 ) -> anyhow::Result<(Service, PathBuf)> {
     let config = dir.join(format!("{id}.yaml"));
     let mut cell_config = template.clone();
+    merge(&mut cell_config, extra);
     merge(
         &mut cell_config,
         &json!({"id": id, "region": region, "data_dir": dir.join(id)}),
@@ -109,7 +112,19 @@ fn start_cell(
 impl Cluster {
     /// Starts one more cell; it registers and joins like the others.
     pub fn add_cell(&mut self, id: &str, region: &str) -> anyhow::Result<()> {
-        let (cell, config) = start_cell(self.dir.path(), &self.cell_template, id, region)?;
+        self.add_cell_with(id, region, &json!({}))
+    }
+
+    /// Starts one more cell with `settings` merged into its config (a
+    /// `template`, say).
+    pub fn add_cell_with(
+        &mut self,
+        id: &str,
+        region: &str,
+        settings: &Value,
+    ) -> anyhow::Result<()> {
+        let (cell, config) =
+            start_cell(self.dir.path(), &self.cell_template, id, region, settings)?;
         self.cells.push((id.to_owned(), cell));
         self.cell_configs.push(config);
         Ok(())
@@ -196,7 +211,7 @@ impl Cluster {
         let mut cells = Vec::new();
         let mut cell_configs = Vec::new();
         for (id, region) in &options.cells {
-            let (cell, config) = start_cell(dir.path(), &cell_template, id, region)?;
+            let (cell, config) = start_cell(dir.path(), &cell_template, id, region, &json!({}))?;
             cells.push((id.clone(), cell));
             cell_configs.push(config);
         }
@@ -441,11 +456,33 @@ impl Cluster {
         request_id: &str,
         body: Vec<u8>,
     ) -> anyhow::Result<reqwest::Response> {
+        self.send_signed(
+            reqwest::Method::POST,
+            cell_url,
+            signing_key,
+            (tenant, request_id),
+            path_and_query,
+            body,
+        )
+        .await
+    }
+
+    /// A request straight to a cell, signed as a router signs it, for
+    /// `(tenant, request id)`.
+    pub async fn send_signed(
+        &self,
+        method: reqwest::Method,
+        cell_url: &str,
+        signing_key: &[u8],
+        (tenant, request_id): (&str, &str),
+        path_and_query: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::Response> {
         let now = common::signing::now_secs();
         let signature = common::signing::sign(
             signing_key,
             &common::signing::SignedParts {
-                method: "POST",
+                method: method.as_str(),
                 path_and_query,
                 tenant,
                 request_id,
@@ -455,7 +492,7 @@ impl Cluster {
         );
         Ok(self
             .http
-            .post(format!("{cell_url}{path_and_query}"))
+            .request(method, format!("{cell_url}{path_and_query}"))
             .header("content-type", "application/json")
             .header(common::headers::TENANT, tenant)
             .header(common::headers::REQUEST_ID, request_id)
@@ -466,38 +503,31 @@ impl Cluster {
             .await?)
     }
 
-    /// The tenant's points on one cell, asked of the cell directly (signed
-    /// as a router signs).
-    pub async fn points_on(&self, cell: &str, tenant: &str) -> anyhow::Result<u64> {
-        let url = &self
+    /// A cell's base URL.
+    pub fn cell_url(&self, cell: &str) -> anyhow::Result<&str> {
+        Ok(&self
             .cells
             .iter()
             .find(|(c, _)| c == cell)
             .context("no such cell")?
             .1
-            .url;
+            .url)
+    }
+
+    /// The tenant's points on one cell, asked of the cell directly (signed
+    /// as a router signs).
+    pub async fn points_on(&self, cell: &str, tenant: &str) -> anyhow::Result<u64> {
+        let url = self.cell_url(cell)?;
         let key = self.cell_auth_key().await?;
-        let now = common::signing::now_secs();
-        let path = "/v1/points/count";
-        let signature = common::signing::sign(
-            &key,
-            &common::signing::SignedParts {
-                method: "GET",
-                path_and_query: path,
-                tenant,
-                request_id: "points-on",
-                timestamp: now,
-                body: b"",
-            },
-        );
         let resp = self
-            .http
-            .get(format!("{url}{path}"))
-            .header(common::headers::TENANT, tenant)
-            .header(common::headers::REQUEST_ID, "points-on")
-            .header(common::signing::TIMESTAMP_HEADER, now)
-            .header(common::signing::SIGNATURE_HEADER, signature)
-            .send()
+            .send_signed(
+                reqwest::Method::GET,
+                url,
+                &key,
+                (tenant, "points-on"),
+                "/v1/points/count",
+                Vec::new(),
+            )
             .await?;
         let status = resp.status();
         let body: Value = resp.json().await?;

@@ -9,220 +9,9 @@
     reason = "test code: a panic is a failed test"
 )]
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use e2e::{Cluster, ClusterOptions, eventually};
-use serde_json::{Value, json};
-
-const OBJECTS: &[&str] = &[
-    "lantern",
-    "compass",
-    "kettle",
-    "violin",
-    "anchor",
-    "telescope",
-    "hammock",
-    "bicycle",
-];
-const PLACES: &[&str] = &[
-    "greenhouse",
-    "boathouse",
-    "attic",
-    "cellar",
-    "lighthouse",
-    "garage",
-    "library",
-    "chapel",
-];
-
-fn tenant_id(i: usize) -> String {
-    format!("tenant-{i:02}")
-}
-
-/// A fact only tenant `i` knows, in a document of its own.
-fn fact(i: usize) -> Value {
-    let text = format!(
-        "The spare keys of {} are hidden inside the {} in the {}.",
-        tenant_id(i),
-        OBJECTS[i % OBJECTS.len()],
-        PLACES[(i / OBJECTS.len()) % PLACES.len()]
-    );
-    json!({"documents": [{"id": format!("fact-{i}"), "text": text}]})
-}
-
-/// Asks tenant `i`'s question through one router; returns the status, the
-/// cited document ids and the cell that answered.
-async fn ask(
-    http: &reqwest::Client,
-    router: &str,
-    key: &str,
-    i: usize,
-) -> (u16, Vec<String>, String) {
-    let resp = http
-        .post(format!("{router}/v1/query"))
-        .bearer_auth(key)
-        .json(&json!({"query": format!("Where are the spare keys of {} hidden?", tenant_id(i))}))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    let cited = body["citations"]
-        .as_array()
-        .map(|c| {
-            c.iter()
-                .filter_map(|c| c["document_id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    (
-        status,
-        cited,
-        body["cell"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
-async fn tenants(cluster: &Cluster, n: usize) -> Vec<String> {
-    let mut keys = Vec::new();
-    for i in 0..n {
-        keys.push(
-            cluster
-                .tenant_with_documents(&tenant_id(i), &fact(i))
-                .await
-                .unwrap(),
-        );
-    }
-    keys
-}
-
-async fn placement(cluster: &Cluster) -> Value {
-    cluster
-        .admin(reqwest::Method::GET, "/admin/placement", None)
-        .await
-        .unwrap()
-}
-
-/// Committed members by tenant.
-async fn members(cluster: &Cluster) -> BTreeMap<String, Vec<String>> {
-    placement(cluster).await["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| {
-            let members = t["members"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m.as_str().unwrap().to_owned())
-                .collect();
-            (t["tenant"].as_str().unwrap().to_owned(), members)
-        })
-        .collect()
-}
-
-async fn lifecycle(cluster: &Cluster, cell: &str) -> String {
-    let cells = cluster
-        .admin(reqwest::Method::GET, "/admin/cells", None)
-        .await
-        .unwrap();
-    cells["cells"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == cell)
-        .map(|c| c["spec"]["lifecycle"].as_str().unwrap_or("-").to_owned())
-        .unwrap_or_default()
-}
-
-/// Waits until no tenant is away from its target and no cell that left
-/// still holds points.
-async fn settled(cluster: &Cluster, secs: u64) {
-    eventually(secs, "placement settles at its target", || async {
-        let p = placement(cluster).await;
-        p["pending"].as_array().is_some_and(Vec::is_empty)
-            && p["tenants"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|t| t["leaving"].as_array().is_none_or(Vec::is_empty) && t["moving"].is_null())
-    })
-    .await;
-}
-
-/// Reads every tenant's fact through every router, round after round, until
-/// told to stop; returns how many answers were wrong (an error, or without
-/// the tenant's own document) and how many were asked.
-fn keep_reading(
-    cluster: &Cluster,
-    keys: &[String],
-    stop: &Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<String>, usize)> {
-    let (http, routers) = (cluster.http.clone(), cluster.router_urls());
-    let (keys, stop) = (keys.to_vec(), stop.clone());
-    tokio::spawn(async move {
-        let mut wrong = Vec::new();
-        let mut asked = 0;
-        while !stop.load(Ordering::Relaxed) {
-            for (i, key) in keys.iter().enumerate() {
-                let router = &routers[(asked + i) % routers.len()];
-                let (status, cited, cell) = ask(&http, router, key, i).await;
-                asked += 1;
-                if status != 200 || !cited.contains(&format!("fact-{i}")) {
-                    wrong.push(format!("{}: {status} {cited:?} from {cell}", tenant_id(i)));
-                }
-            }
-        }
-        (wrong, asked)
-    })
-}
-
-/// Every tenant answered with its own document through every router, each
-/// router sending it to the same cell; and every committed member holds the
-/// tenant's `points[i]` points.
-async fn check_every_tenant(cluster: &Cluster, keys: &[String], points: &[u64]) {
-    let committed = members(cluster).await;
-    for (i, key) in keys.iter().enumerate() {
-        assert!(cluster.purge_cache(key).await.unwrap().is_success());
-        let mut served_by = Vec::new();
-        for router in cluster.router_urls() {
-            let (status, cited, cell) = ask(&cluster.http, &router, key, i).await;
-            assert_eq!(status, 200, "{}", tenant_id(i));
-            assert!(
-                cited.contains(&format!("fact-{i}")),
-                "{} answered without its document by {cell}: {cited:?}",
-                tenant_id(i)
-            );
-            served_by.push(cell);
-        }
-        assert!(
-            served_by.windows(2).all(|w| w[0] == w[1]),
-            "{}: routers disagree: {served_by:?}",
-            tenant_id(i)
-        );
-        for member in &committed[&tenant_id(i)] {
-            assert_eq!(
-                cluster.points_on(member, &tenant_id(i)).await.unwrap(),
-                points[i],
-                "{} on {member}",
-                tenant_id(i)
-            );
-        }
-    }
-}
-
-fn options(cells: &[(&str, &str)], placement: Value) -> ClusterOptions {
-    ClusterOptions {
-        cells: cells
-            .iter()
-            .map(|(c, r)| (c.to_string(), r.to_string()))
-            .collect(),
-        routers: 2,
-        control_plane_settings: json!({"placement": placement}),
-        ..ClusterOptions::default()
-    }
-}
+use e2e::fleet::*;
+use e2e::{Cluster, eventually};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cell_added_under_load_gets_its_share_and_no_tenant_loses_its_documents() {
@@ -240,8 +29,7 @@ async fn a_cell_added_under_load_gets_its_share_and_no_tenant_loses_its_document
     for cell in ["cell-a", "cell-b", "cell-c"] {
         assert_eq!(lifecycle(&cluster, cell).await, "active");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = keep_reading(&cluster, &keys, &stop);
+    let load = Load::start(&cluster, &keys);
     cluster.add_cell("cell-d", "us-east").unwrap();
     cluster.wait_for_cells(4).await.unwrap();
     eventually(120, "cell-d becomes active", || async {
@@ -249,14 +37,7 @@ async fn a_cell_added_under_load_gets_its_share_and_no_tenant_loses_its_document
     })
     .await;
     settled(&cluster, 60).await;
-    stop.store(true, Ordering::Relaxed);
-    let (wrong, asked) = reader.await.unwrap();
-    assert!(
-        wrong.is_empty(),
-        "{} of {asked} answers wrong: {wrong:?}",
-        wrong.len()
-    );
-    assert!(asked >= keys.len());
+    let notes = load.finish().await;
 
     // cell-d took its share: home to some tenants, never above the bound.
     let committed = members(&cluster).await;
@@ -267,7 +48,7 @@ async fn a_cell_added_under_load_gets_its_share_and_no_tenant_loses_its_document
         "cell-d is home to {homed} tenants"
     );
     assert!(committed.values().all(|m| m.len() == 2));
-    check_every_tenant(&cluster, &keys, &[1; 24]).await;
+    check_every_tenant(&cluster, &keys, &expected_points(&notes)).await;
     // Cells that left a replica set kept nothing of the tenant.
     for (tenant, m) in &committed {
         for cell in ["cell-a", "cell-b", "cell-c", "cell-d"] {
@@ -280,4 +61,220 @@ async fn a_cell_added_under_load_gets_its_share_and_no_tenant_loses_its_document
             }
         }
     }
+}
+
+/// Four cells, two per region: a drain can move each tenant to a cell of
+/// the region it leaves.
+const FOUR_CELLS: [(&str, &str); 4] = [
+    ("cell-a", "eu-west"),
+    ("cell-b", "us-east"),
+    ("cell-c", "eu-west"),
+    ("cell-d", "us-east"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_drained_under_reads_and_writes_gives_up_every_tenant_and_only_then_can_go() {
+    // A slow copy, so that writes and deletes land while tenants are copied.
+    let cluster = Cluster::start(options(
+        &FOUR_CELLS,
+        json!({"cleanup_grace": "1s", "copy_points_per_second": 4}),
+    ))
+    .await
+    .unwrap();
+    let keys = tenants(&cluster, 16).await;
+    let held = members(&cluster).await;
+    let on_d = held
+        .values()
+        .filter(|m| m.contains(&"cell-d".into()))
+        .count();
+    assert!(on_d > 0, "cell-d holds no tenant: {held:?}");
+
+    let refused = cluster
+        .admin(reqwest::Method::DELETE, "/admin/cells/cell-d", None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.starts_with("409") && refused.contains("still holds"),
+        "{refused}"
+    );
+
+    let load = Load::start(&cluster, &keys);
+    cluster
+        .admin(reqwest::Method::POST, "/admin/cells/cell-d/drain", None)
+        .await
+        .unwrap();
+    eventually(20, "a move copies while writes go on", || async {
+        !moving_at(&cluster, "copy").await.is_empty()
+            || lifecycle(&cluster, "cell-d").await == "drained"
+    })
+    .await;
+    eventually(180, "cell-d is drained", || async {
+        lifecycle(&cluster, "cell-d").await == "drained"
+    })
+    .await;
+    settled(&cluster, 60).await;
+    let notes = load.finish().await;
+    assert!(
+        notes.iter().all(|n| !n.is_empty()),
+        "every tenant was written to during the drain"
+    );
+
+    let committed = members(&cluster).await;
+    assert!(
+        committed
+            .values()
+            .all(|m| m.len() == 2 && !m.contains(&"cell-d".into())),
+        "{committed:?}"
+    );
+    check_every_tenant(&cluster, &keys, &expected_points(&notes)).await;
+    emptied(&cluster, "cell-d", keys.len(), 30).await;
+    cluster
+        .admin(reqwest::Method::DELETE, "/admin/cells/cell-d", None)
+        .await
+        .unwrap();
+    assert_eq!(lifecycle(&cluster, "cell-d").await, "removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moves_interrupted_by_a_killed_destination_and_a_killed_leader_complete_after_restart() {
+    let mut cluster = Cluster::start(options(
+        &FOUR_CELLS[..3],
+        json!({"cleanup_grace": "1s", "copy_points_per_second": 2}),
+    ))
+    .await
+    .unwrap();
+    let keys = tenants(&cluster, 12).await;
+    let load = Load::start(&cluster, &keys);
+
+    cluster.add_cell("cell-d", "us-east").unwrap();
+    eventually(30, "a tenant is copied onto cell-d", || async {
+        !moving_at(&cluster, "copy").await.is_empty()
+    })
+    .await;
+    // kill -9 the destination mid-copy; it comes back with its data dir.
+    cluster.cell_mut("cell-d").unwrap().kill();
+    eventually(
+        30,
+        "the copy fails against the dead destination",
+        || async {
+            placement(&cluster).await["tenants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| !t["moving"]["last_error"].is_null())
+        },
+    )
+    .await;
+    cluster.restart_cell("cell-d").unwrap();
+
+    // kill -9 the control-plane leader mid-move; a new one resumes from etcd.
+    eventually(30, "a move is in progress", || async {
+        placement(&cluster).await["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| !t["moving"].is_null())
+    })
+    .await;
+    cluster.control_plane.kill();
+    cluster.restart_control_plane().unwrap();
+
+    eventually(180, "cell-d becomes active", || async {
+        lifecycle(&cluster, "cell-d").await == "active"
+    })
+    .await;
+    settled(&cluster, 120).await;
+    let notes = load.finish().await;
+    let committed = members(&cluster).await;
+    assert!(
+        committed.values().any(|m| m.contains(&"cell-d".into())),
+        "cell-d got no tenant: {committed:?}"
+    );
+    check_every_tenant(&cluster, &keys, &expected_points(&notes)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_lost_for_good_has_its_tenants_copied_again_from_their_surviving_members() {
+    let mut cluster = Cluster::start(options(&FOUR_CELLS, json!({"cleanup_grace": "1s"})))
+        .await
+        .unwrap();
+    let keys = tenants(&cluster, 12).await;
+    let lost: Vec<String> = members(&cluster)
+        .await
+        .into_iter()
+        .filter(|(_, m)| m.contains(&"cell-d".into()))
+        .map(|(t, _)| t)
+        .collect();
+    assert!(!lost.is_empty());
+    cluster.cell_mut("cell-d").unwrap().kill();
+    cluster
+        .admin(
+            reqwest::Method::DELETE,
+            "/admin/cells/cell-d?force=true",
+            None,
+        )
+        .await
+        .unwrap();
+    settled(&cluster, 120).await;
+    let committed = members(&cluster).await;
+    for tenant in &lost {
+        let m = &committed[tenant];
+        assert!(
+            m.len() == 2 && !m.contains(&"cell-d".into()),
+            "{tenant}: {m:?}"
+        );
+    }
+    check_every_tenant(&cluster, &keys, &[1; 12]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_resumes_after_its_source_is_killed_and_etcd_goes_away() {
+    let mut cluster = Cluster::start(options(
+        &FOUR_CELLS,
+        json!({"cleanup_grace": "1s", "copy_points_per_second": 2}),
+    ))
+    .await
+    .unwrap();
+    let keys = tenants(&cluster, 12).await;
+    let load = Load::start(&cluster, &keys);
+
+    // Draining cell-d moves its tenants; kill -9 the cell one of them is
+    // being copied from (the copy starts again from its other member).
+    cluster
+        .admin(reqwest::Method::POST, "/admin/cells/cell-d/drain", None)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let source = loop {
+        let p = placement(&cluster).await;
+        let copying = p["tenants"].as_array().unwrap().iter().find_map(|t| {
+            (t["moving"]["step"] == "copy")
+                .then(|| t["moving"]["source"].as_str().map(str::to_owned))
+                .flatten()
+        });
+        if let Some(cell) = copying {
+            break cell;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no copy started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    cluster.cell_mut(&source).unwrap().kill();
+
+    // etcd away for a while mid-move: nothing commits, everything keeps
+    // serving from the last snapshot, and the moves go on once it is back.
+    cluster.etcd.kill();
+    let asked_while_away = ask(&cluster.http, &cluster.router.url, &keys[0], 0).await;
+    cluster.etcd.restart().unwrap();
+    cluster.restart_cell(&source).unwrap();
+
+    eventually(180, "cell-d is drained", || async {
+        lifecycle(&cluster, "cell-d").await == "drained"
+    })
+    .await;
+    settled(&cluster, 120).await;
+    let notes = load.finish().await;
+    println!("killed {source}");
+    assert_eq!(asked_while_away.0, 200, "{asked_while_away:?}");
+    check_every_tenant(&cluster, &keys, &expected_points(&notes)).await;
 }

@@ -225,3 +225,38 @@ async fn with_etcd_down_cells_keep_their_last_routing_table() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_system_lists_every_configured_provider_region_as_unjudged() {
+    let cluster = Cluster::start(ClusterOptions::two_regions()).await.unwrap();
+    // No request has been served: the regions are known from the cells' configs.
+    let list = cluster
+        .admin(reqwest::Method::GET, "/admin/providers", None)
+        .await
+        .unwrap();
+    for region in ["azure-eastus", "azure-westeurope"] {
+        let p = list["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == region)
+            .unwrap_or_else(|| panic!("{region} not listed: {list}"));
+        assert!(p["health"].is_null(), "{p}");
+        assert_eq!(p["configured_cells"], json!(["cell-a", "cell-b"]), "{p}");
+    }
+    let out = std::process::Command::new(e2e::process::binary("cellctl").unwrap())
+        .args(["providers", "list"])
+        .env("ADMIN_URL", &cluster.control_plane.url)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    for region in ["azure-eastus", "azure-westeurope"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(region))
+            .unwrap_or_else(|| panic!("{region} missing: {stdout}"));
+        assert!(line.contains("unjudged"), "{line}");
+    }
+}

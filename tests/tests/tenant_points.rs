@@ -159,3 +159,52 @@ async fn export_delete_all_and_import_round_trip_within_one_tenant() {
     );
     assert_eq!(count(&cluster, &globex).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_succeeds_when_one_replica_already_lacks_the_document() {
+    let cluster = Cluster::start(ClusterOptions::two_regions()).await.unwrap();
+    let acme = cluster.create_tenant("acme").await.unwrap();
+    cluster.wait_for_tenant(&acme).await.unwrap();
+    let docs = json!({"documents": [{"id": "shipping", "text": SHIPPING}]});
+    let (status, body, _) = cluster.post(&acme, "/v1/documents", &docs).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // One replica loses the document behind the router's back, as a move's
+    // destination lacks what the copy has not reached yet.
+    let key = cluster.cell_auth_key().await.unwrap();
+    let gone = cluster
+        .send_signed(
+            reqwest::Method::DELETE,
+            cluster.cell_url("cell-b").unwrap(),
+            &key,
+            ("acme", "behind-the-back"),
+            "/v1/documents/shipping",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 200);
+
+    let delete = || {
+        cluster
+            .http
+            .delete(format!("{}/v1/documents/shipping", cluster.router.url))
+            .bearer_auth(&acme)
+            .send()
+    };
+    let resp = delete().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    for cell in ["cell-a", "cell-b"] {
+        assert_eq!(cluster.points_on(cell, "acme").await.unwrap(), 0, "{cell}");
+    }
+    // Now no replica holds it: the answer is 404, with a body that says so.
+    let resp = delete().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shipping"),
+        "{body}"
+    );
+}

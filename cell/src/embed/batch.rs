@@ -11,11 +11,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{EmbedError, Embedder};
 
-/// Most queries embedded in one model call.
-pub const MAX_BATCH: usize = 32;
-/// Recent query embeddings kept (about 1.5 KiB each at 384 dimensions).
-pub const LRU_CAPACITY: usize = 8192;
-
 struct Job {
     text: String,
     reply: oneshot::Sender<Result<Vec<f32>, EmbedError>>,
@@ -62,11 +57,13 @@ pub struct QueryEmbedder {
 }
 
 impl QueryEmbedder {
-    /// Starts the batching worker on the current runtime.
-    pub fn new(inner: Arc<dyn Embedder>, capacity: usize) -> Self {
+    /// Starts the batching worker on the current runtime: it embeds up to
+    /// `max_batch` waiting questions in one model call, and the `capacity`
+    /// most recent embeddings are kept (about 1.5 KiB each at 384 dimensions).
+    pub fn new(inner: Arc<dyn Embedder>, capacity: usize, max_batch: usize) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let dimensions = inner.dimensions();
-        tokio::spawn(worker(inner.clone(), rx));
+        tokio::spawn(worker(inner.clone(), rx, max_batch.max(1)));
         Self {
             inner,
             jobs: tx,
@@ -112,10 +109,10 @@ impl QueryEmbedder {
     }
 }
 
-async fn worker(inner: Arc<dyn Embedder>, mut rx: mpsc::Receiver<Job>) {
+async fn worker(inner: Arc<dyn Embedder>, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+        while jobs.len() < max_batch {
             match rx.try_recv() {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
@@ -175,7 +172,7 @@ mod tests {
     #[tokio::test]
     async fn repeated_text_is_embedded_once() {
         let model = Arc::new(Counting(Default::default()));
-        let e = QueryEmbedder::new(model.clone(), 10);
+        let e = QueryEmbedder::new(model.clone(), 10, 32);
         assert_eq!(e.embed("abc").await.unwrap(), vec![3.0, 1.0]);
         assert_eq!(e.embed("abc").await.unwrap(), vec![3.0, 1.0]);
         assert_eq!(model.0.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -184,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_all_answered_correctly() {
         let model = Arc::new(Counting(Default::default()));
-        let e = QueryEmbedder::new(model, 10);
+        let e = QueryEmbedder::new(model, 10, 32);
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let e = e.clone();

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::GetOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -175,21 +175,11 @@ async fn change_lifecycle(
         let mut spec: CellSpec = decode(&key, kv.value())?;
         allowed(spec.lifecycle).map_err(AdminError::Conflict)?;
         spec.lifecycle = to;
-        let value = encode(&spec);
         let written = state
             .store
-            .retrying("write cell spec", |mut c| {
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        key.clone(),
-                        CompareOp::Equal,
-                        revision,
-                    )])
-                    .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
-                async move { c.txn(txn).await }
-            })
+            .put_if_revision("write cell spec", &key, &encode(&spec), revision)
             .await?
-            .succeeded();
+            .is_some();
         if written {
             tracing::info!(cell = %id, lifecycle = to.as_str(), "cell lifecycle set by an operator");
             return Ok(spec);
@@ -246,8 +236,11 @@ async fn remove_cell(
     if !held.is_empty() && !options.force {
         let shown: Vec<&str> = held.iter().take(5).map(String::as_str).collect();
         return Err(AdminError::Conflict(format!(
-            "cell {id:?} still holds {} tenants ({}{}); drain it first, or remove it with force if it is lost for good",
-            held.len(),
+            "cell {id:?} still holds {} ({}{}); drain it first, or remove it with force if it is lost for good",
+            match held.len() {
+                1 => "1 tenant".to_owned(),
+                n => format!("{n} tenants"),
+            },
             shown.join(", "),
             if held.len() > shown.len() {
                 ", …"

@@ -91,6 +91,20 @@ pub struct Move {
 }
 
 impl Move {
+    /// A move to `to` at `step`, with no copy progress yet.
+    pub fn new(to: Vec<String>, step: MoveStep, started_at_ms: u64) -> Self {
+        Self {
+            to,
+            step,
+            started_at_ms,
+            source: None,
+            total_points: 0,
+            copied_points: 0,
+            failures: 0,
+            last_error: None,
+        }
+    }
+
     /// The cells the move brings in.
     pub fn destinations<'a>(&'a self, members: &'a [String]) -> impl Iterator<Item = &'a str> {
         self.to
@@ -138,16 +152,7 @@ mod tests {
         let record = PlacementRecord {
             members: vec!["a".into(), "b".into()],
             epoch: 1,
-            moving: Some(Move {
-                to: vec!["c".into(), "a".into()],
-                step: MoveStep::Copy,
-                started_at_ms: 0,
-                source: None,
-                total_points: 0,
-                copied_points: 0,
-                failures: 0,
-                last_error: None,
-            }),
+            moving: Some(Move::new(vec!["c".into(), "a".into()], MoveStep::Copy, 0)),
             leaving: vec![Leaving {
                 cell: "d".into(),
                 after_ms: 0,

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use crate::watch::ClusterView;
 
-/// How long one call to a cell may take before the step is retried; an
-/// export of a large tenant streams for longer, a page at a time.
+/// How long one call to a cell may take before the step is retried. An
+/// export of a large tenant streams for longer than that: it is bounded by
+/// the time between two reads instead.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one import may wait for a destination that is building its index.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CellCallError {
@@ -31,6 +34,7 @@ impl Default for CellApi {
         Self {
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))
+                .read_timeout(CALL_TIMEOUT)
                 .build()
                 .unwrap_or_default(),
         }
@@ -75,15 +79,23 @@ impl CellApi {
             cell: cell.to_owned(),
             message,
         };
-        let resp = self
+        let mut request = self
             .http
-            .request(method, format!("{endpoint}{path}"))
+            .request(method.clone(), format!("{endpoint}{path}"));
+        match (&method, path) {
+            // An export streams: only the time between two reads is bounded.
+            (&reqwest::Method::GET, "/v1/points") => {}
+            // A cell holds writes while it builds its vector index, which for
+            // a large shard takes a minute or more: an import waits for it.
+            (&reqwest::Method::POST, "/v1/points") => request = request.timeout(IMPORT_TIMEOUT),
+            _ => request = request.timeout(CALL_TIMEOUT),
+        }
+        let resp = request
             .header(common::headers::TENANT, tenant)
             .header(common::headers::REQUEST_ID, &request_id)
             .header(common::signing::TIMESTAMP_HEADER, timestamp)
             .header(common::signing::SIGNATURE_HEADER, signature)
             .header("content-type", "application/x-ndjson")
-            .timeout(CALL_TIMEOUT)
             .body(body)
             .send()
             .await
@@ -113,11 +125,7 @@ impl CellApi {
                 Vec::new(),
             )
             .await?;
-        let body: serde_json::Value = resp.json().await.map_err(|e| CellCallError::Failed {
-            cell: cell.to_owned(),
-            message: e.to_string(),
-        })?;
-        Ok(body["points"].as_u64().unwrap_or(0))
+        number(resp, cell, "points").await
     }
 
     /// Deletes every point of the tenant on `cell`.
@@ -133,6 +141,27 @@ impl CellApi {
             tenant,
             reqwest::Method::DELETE,
             "/v1/documents",
+            Vec::new(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes one document of the tenant (every chunk of it) on `cell`.
+    pub async fn delete_document(
+        &self,
+        view: &ClusterView,
+        cell: &str,
+        tenant: &str,
+        document: &str,
+    ) -> Result<(), CellCallError> {
+        let path = format!("/v1/documents/{}", percent_encode(document));
+        self.call(
+            view,
+            cell,
+            tenant,
+            reqwest::Method::DELETE,
+            &path,
             Vec::new(),
         )
         .await?;
@@ -157,11 +186,7 @@ impl CellApi {
                 lines,
             )
             .await?;
-        let body: serde_json::Value = resp.json().await.map_err(|e| CellCallError::Failed {
-            cell: cell.to_owned(),
-            message: e.to_string(),
-        })?;
-        Ok(body["imported"].as_u64().unwrap_or(0))
+        number(resp, cell, "imported").await
     }
 
     /// Streams the tenant's points on `cell` as JSON lines, read one at a
@@ -230,4 +255,26 @@ impl Lines {
             message,
         }
     }
+}
+
+/// A count in a cell's JSON answer.
+async fn number(resp: reqwest::Response, cell: &str, field: &str) -> Result<u64, CellCallError> {
+    let body: serde_json::Value = resp.json().await.map_err(|e| CellCallError::Failed {
+        cell: cell.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(body[field].as_u64().unwrap_or(0))
+}
+
+/// A path segment with everything but unreserved characters percent-encoded.
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

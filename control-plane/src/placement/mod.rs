@@ -7,6 +7,7 @@ pub mod cells;
 pub mod mover;
 pub mod plan;
 pub mod ring;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -6,23 +6,21 @@
 //!    reaches the old and the new members;
 //! 2. copy: the tenant's points are streamed from a current member that owes
 //!    nothing (no pending hint, no queued ingestion job) to each new one;
-//! 3. verify: point ids and a checksum of every point compared on both sides
-//!    (a mismatch copies again, a few times, then the move rolls back);
+//! 3. verify (module `verify`): point ids and a checksum of every point
+//!    compared on both sides (a mismatch copies again);
 //! 4. flip: the new replica set committed in one transaction on the record's
 //!    revision;
 //! 5. clean up: the cells that left delete the tenant's points once the grace
 //!    period is over and every router routes by the flip.
+//!
+//! A step that fails five times in a row rolls the move back.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
-
-use sha2::{Digest, Sha256};
 
 use crate::model::{
     CellSpec, Leaving, Lifecycle, Move, MoveStep, PlacementRecord, hint_stream, ingest_stream,
     now_ms,
 };
-use crate::placement::cells::CellCallError;
 use crate::placement::{MoveContext, MoveError};
 use crate::store::{decode, encode};
 use crate::watch::ClusterView;
@@ -154,16 +152,7 @@ pub async fn start(ctx: &MoveContext, tenant: &str, to: Vec<String>) -> Result<(
         }
     }
     record.leaving.retain(|l| !to.contains(&l.cell));
-    record.moving = Some(Move {
-        to,
-        step: MoveStep::DualWrite,
-        started_at_ms: now_ms(),
-        source: None,
-        total_points: 0,
-        copied_points: 0,
-        failures: 0,
-        last_error: None,
-    });
+    record.moving = Some(Move::new(to, MoveStep::DualWrite, now_ms()));
     record.updated_at_ms = now_ms();
     if write_record(ctx, tenant, &record, revision)
         .await?
@@ -191,7 +180,7 @@ pub async fn run(ctx: &MoveContext, tenant: &str) -> Result<(), MoveError> {
                 .await
                 .map(|()| Next::Step(MoveStep::Copy)),
             MoveStep::Copy => copy(ctx, tenant, &record).await,
-            MoveStep::Verify => verify(ctx, tenant, &record).await,
+            MoveStep::Verify => super::verify::verify(ctx, tenant, &record).await,
         };
         // The step may have recorded progress meanwhile: apply its outcome
         // to the record as it is now, if the move is still the same one at
@@ -310,7 +299,7 @@ async fn roll_back(
     Ok(())
 }
 
-enum Next {
+pub(super) enum Next {
     Step(MoveStep),
     Copied {
         source: String,
@@ -350,7 +339,11 @@ async fn choose_source(
 
 /// Whether `cell` still has writes for `tenant` to apply: hints routers
 /// hold for it, or queued asynchronous ingestion jobs.
-async fn owes_writes(ctx: &MoveContext, cell: &str, tenant: &str) -> Result<bool, MoveError> {
+pub(super) async fn owes_writes(
+    ctx: &MoveContext,
+    cell: &str,
+    tenant: &str,
+) -> Result<bool, MoveError> {
     let Some(redis) = &ctx.redis else {
         return Ok(false);
     };
@@ -395,7 +388,7 @@ async fn copy(
     let mut batch: Vec<u8> = Vec::new();
     let mut lines = 0usize;
     let mut batches = 0u64;
-    record_progress(ctx, tenant, 0, total * destinations.len() as u64).await?;
+    record_progress(ctx, tenant, &source, 0, total * destinations.len() as u64).await?;
     let mut export = ctx.cells.export(&view, &source, tenant).await?;
     loop {
         let line = export.next().await?;
@@ -417,7 +410,7 @@ async fn copy(
             batches += 1;
             if batches.is_multiple_of(PROGRESS_EVERY) {
                 let fanout = destinations.len() as u64;
-                record_progress(ctx, tenant, copied * fanout, total * fanout).await?;
+                record_progress(ctx, tenant, &source, copied * fanout, total * fanout).await?;
             }
             // The copy-rate cap: no faster than `rate` points a second.
             tokio::time::sleep_until(started + Duration::from_secs_f64(copied as f64 / rate)).await;
@@ -434,11 +427,12 @@ async fn copy(
     })
 }
 
-/// Records how far a copy has got (points written, summed over the
-/// destinations), for `cellctl` and anyone else watching etcd.
+/// Records where a copy reads from and how far it has got (points written,
+/// summed over the destinations), for `cellctl` and anyone else watching etcd.
 async fn record_progress(
     ctx: &MoveContext,
     tenant: &str,
+    source: &str,
     copied: u64,
     total: u64,
 ) -> Result<(), MoveError> {
@@ -446,122 +440,13 @@ async fn record_progress(
         return Ok(());
     };
     if let Some(m) = record.moving.as_mut() {
+        m.source = Some(source.to_owned());
         m.copied_points = copied;
         m.total_points = total;
         record.updated_at_ms = now_ms();
         write_record(ctx, tenant, &record, revision).await?;
     }
     Ok(())
-}
-
-/// Every point of the tenant on `cell`, by (document, chunk), with a digest
-/// of its canonical JSON (text, metadata and vector).
-async fn digests(
-    ctx: &MoveContext,
-    view: &ClusterView,
-    cell: &str,
-    tenant: &str,
-) -> Result<BTreeMap<(String, u64), [u8; 32]>, MoveError> {
-    let mut out = BTreeMap::new();
-    let mut export = ctx.cells.export(view, cell, tenant).await?;
-    while let Some(line) = export.next().await? {
-        let v: serde_json::Value =
-            serde_json::from_slice(&line).map_err(|e| CellCallError::Failed {
-                cell: cell.to_owned(),
-                message: format!("unreadable exported point: {e}"),
-            })?;
-        let id = (
-            v["document_id"].as_str().unwrap_or_default().to_owned(),
-            v["chunk"].as_u64().unwrap_or(0),
-        );
-        let mut canonical = Vec::new();
-        write_canonical(&v, &mut canonical);
-        let digest: [u8; 32] = Sha256::digest(&canonical).into();
-        out.insert(id, digest);
-    }
-    Ok(out)
-}
-
-/// JSON with every object's keys sorted, so the same point prints alike
-/// whatever order a cell keeps its payload fields in.
-fn write_canonical(v: &serde_json::Value, out: &mut Vec<u8>) {
-    match v {
-        serde_json::Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(serde_json::Value::from(k.as_str()).to_string().as_bytes());
-                out.push(b':');
-                write_canonical(&map[k], out);
-            }
-            out.push(b'}');
-        }
-        serde_json::Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        other => out.extend_from_slice(other.to_string().as_bytes()),
-    }
-}
-
-/// One checksum over every point's id and digest, in id order.
-pub fn checksum(points: &BTreeMap<(String, u64), [u8; 32]>) -> String {
-    let mut h = Sha256::new();
-    for ((doc, chunk), digest) in points {
-        h.update(doc.as_bytes());
-        h.update(chunk.to_le_bytes());
-        h.update(digest);
-    }
-    hex::encode(&h.finalize()[..16])
-}
-
-async fn verify(
-    ctx: &MoveContext,
-    tenant: &str,
-    record: &PlacementRecord,
-) -> Result<Next, MoveError> {
-    let Some(m) = &record.moving else {
-        return Ok(Next::Flip);
-    };
-    let view = ctx.cluster.snapshot();
-    let source = match &m.source {
-        Some(s) if record.members.contains(s) => s.clone(),
-        _ => return Ok(Next::Step(MoveStep::Copy)),
-    };
-    let destinations: Vec<&str> = m.destinations(&record.members).collect();
-    // Writes the destinations still owe would show as differences.
-    for cell in std::iter::once(source.as_str()).chain(destinations.iter().copied()) {
-        if owes_writes(ctx, cell, tenant).await? {
-            return Ok(Next::Again(format!(
-                "{cell} still owes writes for {tenant}"
-            )));
-        }
-    }
-    let want = digests(ctx, &view, &source, tenant).await?;
-    for dest in &destinations {
-        let have = digests(ctx, &view, dest, tenant).await?;
-        if have != want {
-            let missing = want.keys().filter(|k| !have.contains_key(*k)).count();
-            let extra = have.keys().filter(|k| !want.contains_key(*k)).count();
-            return Ok(Next::Again(format!(
-                "{dest} differs from {source}: {missing} points missing, {extra} extra, checksums {} and {}",
-                checksum(&have),
-                checksum(&want)
-            )));
-        }
-    }
-    tracing::info!(tenant, points = want.len(), checksum = %checksum(&want), "move verified");
-    Ok(Next::Flip)
 }
 
 /// Deletes the tenant's points on a cell that left its replica set, once
@@ -596,39 +481,4 @@ pub async fn clean_up(ctx: &MoveContext, tenant: &str, cell: &str) -> Result<(),
         tracing::info!(tenant, cell, "points removed from a cell that left");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn canonical_json_ignores_key_order_only() {
-        let a: serde_json::Value =
-            serde_json::from_str(r#"{"b":1,"a":{"y":[1,2],"x":"s"}}"#).unwrap();
-        let b: serde_json::Value =
-            serde_json::from_str(r#"{"a":{"x":"s","y":[1,2]},"b":1}"#).unwrap();
-        let c: serde_json::Value =
-            serde_json::from_str(r#"{"a":{"x":"s","y":[2,1]},"b":1}"#).unwrap();
-        let print = |v: &serde_json::Value| {
-            let mut out = Vec::new();
-            write_canonical(v, &mut out);
-            out
-        };
-        assert_eq!(print(&a), print(&b));
-        assert_ne!(print(&a), print(&c));
-        assert_eq!(print(&a), br#"{"a":{"x":"s","y":[1,2]},"b":1}"#);
-    }
-
-    #[test]
-    fn checksums_tell_points_apart() {
-        let mut points = BTreeMap::new();
-        points.insert(("doc".to_owned(), 0), [1u8; 32]);
-        let one = checksum(&points);
-        points.insert(("doc".to_owned(), 1), [2u8; 32]);
-        let two = checksum(&points);
-        assert_ne!(one, two);
-        points.insert(("doc".to_owned(), 1), [3u8; 32]);
-        assert_ne!(two, checksum(&points));
-    }
 }

@@ -169,16 +169,7 @@ fn moves_under_way_count_against_the_throttle_and_resume_once() {
     for action in &first.actions {
         if let Action::StartMove { tenant, to } = action {
             let mut r = PlacementRecord::clone(&v.placements[tenant]);
-            r.moving = Some(Move {
-                to: to.clone(),
-                step: MoveStep::Copy,
-                started_at_ms: 0,
-                source: None,
-                total_points: 0,
-                copied_points: 0,
-                failures: 0,
-                last_error: None,
-            });
+            r.moving = Some(Move::new(to.clone(), MoveStep::Copy, 0));
             v.placements.insert(tenant.clone(), Arc::new(r));
         }
     }

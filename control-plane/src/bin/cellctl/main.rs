@@ -3,6 +3,7 @@
 mod cells;
 mod client;
 mod data;
+mod plan;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     /// Placement: each tenant's committed replica set, its target, and the
     /// moves in progress.
     Placement {
+        #[command(subcommand)]
+        show: Option<PlacementCommand>,
         #[arg(long)]
         tenant: Option<String>,
     },
@@ -46,6 +49,9 @@ enum Command {
         #[arg(long, conflicts_with = "dry_run")]
         wait: bool,
     },
+    /// Capacity planning, offline: the cells of a template a demand needs,
+    /// vector and cache memory, LLM tokens and cost a day.
+    Plan(plan::PlanArgs),
     /// Semantic cache: evaluate the lookup on labeled pairs.
     #[command(subcommand)]
     Cache(CacheCommand),
@@ -69,6 +75,15 @@ enum Command {
         /// Documents per request.
         #[arg(long, default_value_t = 16)]
         batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlacementCommand {
+    /// The same as `cellctl placement`.
+    Show {
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -161,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Command::Cache(CacheCommand::Eval { pairs, threshold }) = &args.command {
         return data::cache_eval(pairs, *threshold);
+    }
+    if let Command::Plan(args) = args.command {
+        return plan::run(args);
     }
     if let Command::Ingest {
         paths,
@@ -368,9 +386,15 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             println!("provider {id} back in rotation");
         }
-        Command::Ingest { .. } => {}
+        Command::Ingest { .. } | Command::Plan(_) => {}
         Command::Cells(command) => cells::cells(&admin, command).await?,
-        Command::Placement { tenant } => cells::placement(&admin, tenant.as_deref()).await?,
+        Command::Placement { show, tenant } => {
+            let tenant = match show {
+                Some(PlacementCommand::Show { tenant: shown }) => shown.or(tenant),
+                None => tenant,
+            };
+            cells::placement(&admin, tenant.as_deref()).await?
+        }
         Command::Rebalance { dry_run, wait } => cells::rebalance(&admin, dry_run, wait).await?,
         Command::Tenants(TenantsCommand::Move { id, to, wait }) => {
             cells::move_tenant(&admin, &id, &to, wait).await?;
