@@ -38,3 +38,11 @@ if ! "$venv/bin/python" -c "import openai" 2>/dev/null; then
   { python3 -m venv "$venv" && "$venv/bin/pip" install -q openai; } \
     || echo "setup: could not install the openai SDK; its test will be skipped" >&2
 fi
+
+# Offline validation of the rendered Kubernetes manifests against the
+# Kubernetes schemas; without it that part of the manifest test is skipped.
+if ! "$venv/bin/python" -c "import kubernetes_validate" 2>/dev/null; then
+  echo "setup: installing kubernetes-validate into $venv" >&2
+  { [[ -x "$venv/bin/pip" ]] || python3 -m venv "$venv"; } && "$venv/bin/pip" install -q kubernetes-validate \
+    || echo "setup: could not install kubernetes-validate; schema validation will be skipped" >&2
+fi
