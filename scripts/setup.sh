@@ -46,3 +46,13 @@ if ! "$venv/bin/python" -c "import kubernetes_validate" 2>/dev/null; then
   { [[ -x "$venv/bin/pip" ]] || python3 -m venv "$venv"; } && "$venv/bin/pip" install -q kubernetes-validate \
     || echo "setup: could not install kubernetes-validate; schema validation will be skipped" >&2
 fi
+
+# checkov scans the rendered manifests for pod-security mistakes; it has a
+# venv of its own (its pins would fight the others'). Without it that test
+# is skipped.
+checkov_venv="$HOME/.cache/cellnet/checkov"
+if [[ ! -x "$checkov_venv/bin/checkov" ]]; then
+  echo "setup: installing checkov into $checkov_venv" >&2
+  { python3 -m venv "$checkov_venv" && "$checkov_venv/bin/pip" install -q checkov; } \
+    || echo "setup: could not install checkov; the manifest scan will be skipped" >&2
+fi

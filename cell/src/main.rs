@@ -1,4 +1,5 @@
-//! `cell`: one isolated cell of the system. `cell --config FILE` serves;
+//! `cell`: one isolated cell of the system. `cell --config FILE` serves
+//! (`--check` only checks the config);
 //! `cell eval-cache PAIRS.jsonl` runs the semantic cache's lookup logic over
 //! labeled question pairs (what `cellctl cache eval` calls).
 
@@ -18,6 +19,9 @@ struct Args {
     /// YAML config file (to serve).
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Check the config (as a cell would start with it) and exit.
+    #[arg(long, requires = "config")]
+    check: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -68,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
                     std::process::exit(common::config::EXIT_CONFIG);
                 }
             };
+            if args.check {
+                println!("config ok: cell {} in {}", config.id, config.region);
+                return Ok(());
+            }
             cell::server::run(config).await
         }
         (None, None) => {

@@ -23,3 +23,16 @@ pub fn render(registry: &Registry) -> Response {
         }
     }
 }
+
+/// `GET /metrics` serving `registry`, to merge into a service's router.
+pub fn route<S: Clone + Send + Sync + 'static>(
+    registry: std::sync::Arc<Registry>,
+) -> axum::Router<S> {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move { render(&registry) }
+        }),
+    )
+}

@@ -325,13 +325,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .merge(routes(state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { common::metrics::render(&registry) }
-            }),
-        );
+        .merge(common::metrics::route(registry));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let instance = format!("control-plane-{}-{}", addr, std::process::id());

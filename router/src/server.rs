@@ -37,13 +37,7 @@ pub fn app(state: WorkerState, registry: Arc<prometheus_client::registry::Regist
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(move || {
-                let registry = registry.clone();
-                async move { common::metrics::render(&registry) }
-            }),
-        )
+        .merge(common::metrics::route(registry))
         .route("/v1/{*rest}", any(forward))
         .with_state(state)
 }

@@ -132,7 +132,8 @@ pub async fn members(cluster: &Cluster) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
-pub async fn lifecycle(cluster: &Cluster, cell: &str) -> String {
+/// The control plane's record of `cell` (`GET /admin/cells`), or null.
+pub async fn cell_record(cluster: &Cluster, cell: &str) -> Value {
     let cells = cluster
         .admin(reqwest::Method::GET, "/admin/cells", None)
         .await
@@ -142,8 +143,16 @@ pub async fn lifecycle(cluster: &Cluster, cell: &str) -> String {
         .unwrap()
         .iter()
         .find(|c| c["id"] == cell)
-        .map(|c| c["spec"]["lifecycle"].as_str().unwrap_or("-").to_owned())
-        .unwrap_or_default()
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+pub async fn lifecycle(cluster: &Cluster, cell: &str) -> String {
+    let record = cell_record(cluster, cell).await;
+    match &record {
+        Value::Null => String::new(),
+        r => r["spec"]["lifecycle"].as_str().unwrap_or("-").to_owned(),
+    }
 }
 
 /// Waits until no tenant is away from its target and no cell that left

@@ -3,6 +3,7 @@
 //! is waited for (a health endpoint, a `READY` line on stdout), never slept for.
 
 pub mod cluster;
+pub mod fake_kube;
 pub mod fleet;
 pub mod process;
 

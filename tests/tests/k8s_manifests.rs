@@ -179,3 +179,276 @@ fn rendered_objects_pass_the_kubernetes_schemas() {
         );
     }
 }
+
+fn venv_tool(name: &str) -> Option<PathBuf> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let tool = Path::new(&home).join(".cache/cellnet/venv/bin").join(name);
+    tool.exists().then_some(tool)
+}
+
+/// The operator's defaults from the base's config, as the operator would
+/// load them.
+fn operator_defaults() -> operator::config::CellDefaults {
+    let text = std::fs::read_to_string(repo().join("k8s/base/config/operator.yaml")).unwrap();
+    let raw: Value = serde_yaml::from_str(&text).unwrap();
+    let cells = &raw["cells"];
+    operator::config::CellDefaults {
+        image: cells["image"].as_str().unwrap().to_owned(),
+        port: cells["port"].as_u64().unwrap() as u16,
+        cluster_domain: "cluster.local".into(),
+        storage_class: None,
+        etcd: serde_yaml::to_value(&cells["etcd"]).unwrap(),
+        redis: serde_yaml::to_value(&cells["redis"]).unwrap(),
+        prices: None,
+    }
+}
+
+/// What the operator would apply for each Cell of the dev overlay.
+fn rendered_cells(objects: &[Value]) -> Vec<Value> {
+    let mut out = Vec::new();
+    for cell in objects.iter().filter(|o| o["kind"] == "Cell") {
+        let mut cell = cell.clone();
+        cell["metadata"]["uid"] = serde_json::json!("0b5e7d1c");
+        let cell: operator::crd::Cell = serde_json::from_value(cell).unwrap();
+        let w = operator::render::render(&cell, &operator_defaults()).unwrap();
+        out.push(serde_json::to_value(&w.config_map).unwrap());
+        out.push(serde_json::to_value(&w.service).unwrap());
+        out.push(serde_json::to_value(&w.stateful_set).unwrap());
+    }
+    out
+}
+
+#[test]
+fn the_operator_has_exactly_the_access_it_uses() {
+    let Some((objects, _)) = render("dev") else {
+        return;
+    };
+    let op = named(&objects, "Deployment", "cell-operator").unwrap();
+    check_pod(op);
+    assert_eq!(op["spec"]["replicas"], 1);
+    assert_eq!(op["spec"]["strategy"]["type"], "Recreate");
+    let pod = &op["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "cell-operator");
+    let token = &pod["containers"][0]["env"][0];
+    assert_eq!(token["valueFrom"]["secretKeyRef"]["name"], "cellnet-admin");
+    assert!(named(&objects, "ServiceAccount", "cell-operator").is_some());
+    assert!(named(&objects, "CustomResourceDefinition", "cells.cellnet.io").is_some());
+    let role = named(&objects, "Role", "cell-operator").unwrap();
+    let mut granted = Vec::new();
+    for rule in role["rules"].as_array().unwrap() {
+        for resource in rule["resources"].as_array().unwrap() {
+            for verb in rule["verbs"].as_array().unwrap() {
+                granted.push(format!(
+                    "{}/{}",
+                    resource.as_str().unwrap(),
+                    verb.as_str().unwrap()
+                ));
+            }
+        }
+    }
+    assert!(!granted.iter().any(|g| g.contains('*')), "{granted:?}");
+    for needed in [
+        "cells/watch",
+        "cells/patch",
+        "cells/status/patch",
+        "cells/finalizers/update",
+        "statefulsets/patch",
+        "statefulsets/create",
+        "services/patch",
+        "configmaps/patch",
+        "pods/get",
+        "pods/watch",
+        "events/create",
+    ] {
+        assert!(
+            granted.contains(&needed.to_owned()),
+            "{needed} missing from {granted:?}"
+        );
+    }
+    for never in [
+        "pods/delete",
+        "secrets/get",
+        "secrets/list",
+        "statefulsets/delete",
+        "cells/delete",
+    ] {
+        assert!(!granted.contains(&never.to_owned()), "{never} is granted");
+    }
+    let cluster_role = named(&objects, "ClusterRole", "cellnet-cell-operator").unwrap();
+    assert_eq!(
+        cluster_role["rules"],
+        serde_json::json!([{"apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": ["cells.cellnet.io"], "verbs": ["get"]}])
+    );
+    // The pods the operator makes are locked down like the rest.
+    let cells = rendered_cells(&objects);
+    assert_eq!(cells.len(), 6, "two Cells in dev");
+    for sts in cells.iter().filter(|o| o["kind"] == "StatefulSet") {
+        check_pod(sts);
+    }
+}
+
+#[test]
+fn cells_pass_the_crds_schema_and_what_the_operator_renders_passes_kubernetes() {
+    let (Some(validate), Some(python)) = (venv_tool("kubernetes-validate"), venv_tool("python"))
+    else {
+        println!("skipped: kubernetes-validate is not installed (scripts/setup.sh installs it)");
+        return;
+    };
+    let Some((objects, text)) = render("dev") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("dev.yaml");
+    std::fs::write(&manifests, text).unwrap();
+    let crd = repo().join("k8s/base/cell-crd.yaml");
+    let check = |mut command: Command| {
+        let out = command.output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{said}");
+        said
+    };
+    let mut cells = Command::new(&python);
+    cells
+        .arg(repo().join("scripts/validate-custom-resources.py"))
+        .arg(&crd)
+        .arg(&manifests);
+    assert!(check(cells).contains("2 Cell objects checked, 0 problems"));
+
+    // A mistake the API server would reject, or silently drop, is caught.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: cellnet.io/v1\nkind: Cell\nmetadata: {name: bad}\n\
+         spec: {region: eu-west, storge: 5Gi, providerRegions: [{name: a, kind: azure, region: r}]}\n",
+    )
+    .unwrap();
+    let out = Command::new(&python)
+        .arg(repo().join("scripts/validate-custom-resources.py"))
+        .arg(&crd)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(said.contains(".spec.storge: not in the schema"), "{said}");
+    assert!(said.contains(".spec.providerRegions[0].kind"), "{said}");
+
+    let rendered = dir.path().join("rendered.yaml");
+    let docs: Vec<String> = std::iter::once(crd_objects(&crd))
+        .chain(
+            rendered_cells(&objects)
+                .iter()
+                .map(|o| serde_yaml::to_string(o).unwrap()),
+        )
+        .collect();
+    std::fs::write(&rendered, docs.join("---\n")).unwrap();
+    let mut objects = Command::new(&validate);
+    objects.arg("--strict").arg(&rendered);
+    check(objects);
+}
+
+fn crd_objects(crd: &Path) -> String {
+    std::fs::read_to_string(crd).unwrap()
+}
+
+/// Checks the scanner's findings may skip, each for a reason that holds for
+/// this project; any other finding fails the test.
+const CHECKOV_SKIPPED: [(&str, &str); 7] = [
+    (
+        "CKV_K8S_15",
+        "images are pinned by version tag; IfNotPresent is right for them",
+    ),
+    (
+        "CKV_K8S_43",
+        "the image is built from this repository; an overlay's `images:` pins a digest once pushed",
+    ),
+    (
+        "CKV_K8S_35",
+        "cellnet reads its tokens and provider keys from environment variables, set from Secrets by reference",
+    ),
+    (
+        "CKV2_K8S_6",
+        "no NetworkPolicies yet (noted in docs/architecture.md)",
+    ),
+    (
+        "CKV_K8S_116",
+        "dev's etcd serves plain HTTP inside the cluster; TLS to etcd is configured per region",
+    ),
+    ("CKV_K8S_117", "as CKV_K8S_116"),
+    ("CKV_K8S_119", "dev's etcd is a single member: no peers"),
+];
+
+#[test]
+fn a_pod_security_scan_of_every_overlay_and_every_rendered_cell_finds_nothing() {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let checkov = Path::new(&home).join(".cache/cellnet/checkov/bin/checkov");
+    if !checkov.exists() {
+        println!("skipped: checkov is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for overlay in OVERLAYS {
+        let Some((objects, text)) = render(overlay) else {
+            return;
+        };
+        let file = dir.path().join(format!("{overlay}.yaml"));
+        let cells: Vec<String> = rendered_cells(&objects)
+            .iter()
+            .map(|o| serde_yaml::to_string(o).unwrap())
+            .collect();
+        std::fs::write(
+            &file,
+            [text]
+                .into_iter()
+                .chain(cells)
+                .collect::<Vec<_>>()
+                .join("---\n"),
+        )
+        .unwrap();
+        files.push(file);
+    }
+    let skipped: Vec<&str> = CHECKOV_SKIPPED.iter().map(|(id, _)| *id).collect();
+    for file in files {
+        let out = Command::new(&checkov)
+            .args([
+                "--framework",
+                "kubernetes",
+                "--output",
+                "json",
+                "--compact",
+                "--quiet",
+            ])
+            .args(["--skip-check", &skipped.join(",")])
+            .arg("--file")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: {}",
+                file.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let failed: Vec<String> = report["results"]["failed_checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| format!("{} {} on {}", c["check_id"], c["check_name"], c["resource"]))
+            .collect();
+        assert!(failed.is_empty(), "{}: {failed:#?}", file.display());
+        assert!(
+            report["summary"]["passed"].as_u64().unwrap_or(0) > 100,
+            "{}: the scan ran its checks: {}",
+            file.display(),
+            report["summary"]
+        );
+    }
+}

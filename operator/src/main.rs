@@ -1,0 +1,30 @@
+//! `cell-operator`: reconciles Cell resources into serving cells.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    about = "The cellnet operator: turns Cell resources into cells and drains them before they go"
+)]
+struct Args {
+    /// YAML config file.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::process::init_tracing();
+    common::process::install_crypto_provider();
+    let args = Args::parse();
+    let config = match operator::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(common::config::EXIT_CONFIG);
+        }
+    };
+    operator::run::run(config).await
+}
