@@ -31,11 +31,24 @@ use crate::status::{self, ControlPlane, Observed, PodState};
 
 /// The field manager of everything the operator applies.
 pub const MANAGER: &str = "cell-operator";
-/// How often a settled cell is looked at anyway (the control plane's side
-/// of its status changes without any Kubernetes event).
-const SETTLED_RECHECK: Duration = Duration::from_secs(60);
-/// How often a cell that is starting, joining or moving tenants is looked at.
-const BUSY_RECHECK: Duration = Duration::from_secs(5);
+/// How often cells are looked at without a Kubernetes event: the control
+/// plane's side of their status changes without one.
+#[derive(Debug, Clone, Copy)]
+pub struct Recheck {
+    /// A cell that is Active and stable.
+    pub settled: Duration,
+    /// A cell that is starting, joining or moving tenants.
+    pub busy: Duration,
+}
+
+impl Default for Recheck {
+    fn default() -> Self {
+        Recheck {
+            settled: Duration::from_secs(60),
+            busy: Duration::from_secs(5),
+        }
+    }
+}
 /// How often a draining cell's tenants are counted while its deletion waits.
 const DRAIN_RECHECK: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -83,6 +96,7 @@ pub struct Context {
     pub defaults: CellDefaults,
     pub recorder: Recorder,
     pub metrics: Metrics,
+    pub recheck: Recheck,
     /// Consecutive failures per Cell, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -104,6 +118,7 @@ impl Context {
             admin,
             defaults,
             metrics,
+            recheck: Recheck::default(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -244,9 +259,9 @@ async fn apply(cell: &Cell, ctx: &Context) -> Result<Action, Error> {
         .any(|c| c.type_ == status::PROGRESSING && c.status == "False")
         && written.phase == Some(crate::crd::Phase::Active);
     Ok(Action::requeue(if settled {
-        SETTLED_RECHECK
+        ctx.recheck.settled
     } else {
-        BUSY_RECHECK
+        ctx.recheck.busy
     }))
 }
 
@@ -355,7 +370,15 @@ async fn write_status(
     for c in &next.conditions {
         let before = previous.and_then(|p| p.conditions.iter().find(|p| p.type_ == c.type_));
         if before.is_some_and(|b| b.status != c.status) {
-            let warning = (c.type_ == status::DEGRADED) == (c.status == "True");
+            // What an operator should look at: a fault, or a cell that
+            // stopped serving for a reason other than its drain.
+            let warning = match c.type_.as_str() {
+                status::DEGRADED => c.status == "True",
+                status::READY => {
+                    c.status == "False" && !matches!(c.reason.as_str(), "Draining" | "Drained")
+                }
+                _ => false,
+            };
             let type_ = if warning {
                 EventType::Warning
             } else {

@@ -149,8 +149,7 @@ pub struct CellStatus {
     /// The URL routers reach the cell at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Tenants whose committed replica set holds the cell (or is moving
-    /// onto it).
+    /// Tenants whose committed replica set holds the cell.
     #[serde(default)]
     pub tenants: u32,
     /// The Cell generation this status describes.

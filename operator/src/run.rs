@@ -61,20 +61,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.cells.clone(),
         metrics,
     ));
+    controller(client, &ns)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((cell, action)) => tracing::debug!(cell = %cell.name, ?action, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile did not finish"),
+            }
+        })
+        .await;
+    server.abort();
+    Ok(())
+}
+
+/// The controller over `namespace`: Cells, what it owns, the cells' pods.
+pub fn controller(client: Client, namespace: &str) -> Controller<Cell> {
     let managed = || watcher::Config::default().labels(MANAGED);
-    let pod_ns = ns.clone();
+    let pod_ns = namespace.to_owned();
     Controller::new(
-        Api::<Cell>::namespaced(client.clone(), &ns),
+        Api::<Cell>::namespaced(client.clone(), namespace),
         watcher::Config::default(),
     )
     .owns(
-        Api::<StatefulSet>::namespaced(client.clone(), &ns),
+        Api::<StatefulSet>::namespaced(client.clone(), namespace),
         managed(),
     )
-    .owns(Api::<Service>::namespaced(client.clone(), &ns), managed())
-    .owns(Api::<ConfigMap>::namespaced(client.clone(), &ns), managed())
+    .owns(
+        Api::<Service>::namespaced(client.clone(), namespace),
+        managed(),
+    )
+    .owns(
+        Api::<ConfigMap>::namespaced(client.clone(), namespace),
+        managed(),
+    )
     .watches(
-        Api::<Pod>::namespaced(client.clone(), &ns),
+        Api::<Pod>::namespaced(client, namespace),
         managed(),
         move |pod| {
             pod.labels()
@@ -82,15 +104,4 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .map(|cell| ObjectRef::<Cell>::new(cell).within(&pod_ns))
         },
     )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((cell, action)) => tracing::debug!(cell = %cell.name, ?action, "reconciled"),
-            Err(e) => tracing::debug!(error = %e, "reconcile did not finish"),
-        }
-    })
-    .await;
-    server.abort();
-    Ok(())
 }

@@ -4,9 +4,10 @@
 //! content types the operator sends (server-side apply, JSON patch, merge
 //! patch), refuses what the real one refuses (an apply without a field
 //! manager, a body whose kind or name does not match its path, a JSON patch
-//! whose `test` fails), honours finalizers on delete, and records every
-//! request so a test can check paths, verbs and bodies. Failures can be
-//! injected per request.
+//! whose `test` fails), honours finalizers on delete, lists and watches
+//! collections (so kube's `Controller` can run against it), and records
+//! every request so a test can check paths, verbs and bodies. Failures can
+//! be injected per request.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,8 +15,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+type Reply = Response<UnsyncBoxBody<Bytes, Infallible>>;
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -34,6 +39,87 @@ struct State {
     /// Answer the next request matching (method, path) with this status.
     faults: Vec<(Method, String, u16)>,
     revision: u64,
+    watches: Vec<Watch>,
+}
+
+/// An open watch: the collection, its label selector, where events go.
+type Watch = (String, Vec<(String, String)>, mpsc::UnboundedSender<Bytes>);
+
+impl State {
+    /// Stores `object` at `path` and tells the watches of its collection.
+    fn put(&mut self, path: &str, object: Value) {
+        let kind = if self.objects.contains_key(path) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.objects.insert(path.to_owned(), object.clone());
+        self.notify(path, kind, &object);
+    }
+
+    fn take(&mut self, path: &str) -> Option<Value> {
+        let object = self.objects.remove(path)?;
+        self.notify(path, "DELETED", &object);
+        Some(object)
+    }
+
+    fn notify(&mut self, path: &str, kind: &str, object: &Value) {
+        let Some((collection, _)) = path.rsplit_once('/') else {
+            return;
+        };
+        let line = Bytes::from(format!("{}\n", json!({"type": kind, "object": object})));
+        self.watches.retain(|(c, selector, tx)| {
+            c != collection || !selects(selector, object) || tx.send(line.clone()).is_ok()
+        });
+    }
+}
+
+/// `labelSelector` as `k=v` pairs (all must match).
+fn selector(query: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    query
+        .get("labelSelector")
+        .map(|s| percent_decode(s))
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn selects(selector: &[(String, String)], object: &Value) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| object["metadata"]["labels"][k] == v.as_str())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => {
+                let decoded = std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match decoded {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Clone, Default)]
@@ -73,7 +159,7 @@ impl FakeKube {
             meta["generation"] = json!(1);
         }
         meta["resourceVersion"] = json!(state.revision.to_string());
-        state.objects.insert(path.to_owned(), object);
+        state.put(path, object);
     }
 
     pub fn get(&self, path: &str) -> Option<Value> {
@@ -82,7 +168,7 @@ impl FakeKube {
 
     /// Removes an object behind the operator's back.
     pub fn remove(&self, path: &str) -> Option<Value> {
-        self.state().objects.remove(path)
+        self.state().take(path)
     }
 
     /// Changes a stored object in place (a user's edit, or a controller's
@@ -91,16 +177,17 @@ impl FakeKube {
         let mut state = self.state();
         state.revision += 1;
         let revision = state.revision;
-        let Some(object) = state.objects.get_mut(path) else {
+        let Some(mut object) = state.objects.get(path).cloned() else {
             panic!("no object at {path}");
         };
         let spec_before = object.get("spec").cloned();
-        change(object);
+        change(&mut object);
         if object.get("spec").cloned() != spec_before {
             let generation = object["metadata"]["generation"].as_i64().unwrap_or(1);
             object["metadata"]["generation"] = json!(generation + 1);
         }
         object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        state.put(path, object);
     }
 
     /// Makes the next `method` request to `path` fail with `status`.
@@ -116,7 +203,7 @@ impl FakeKube {
         self.state().requests.clear();
     }
 
-    async fn handle(&self, request: Request<kube::client::Body>) -> Response<Full<Bytes>> {
+    async fn handle(&self, request: Request<kube::client::Body>) -> Reply {
         let (parts, body) = request.into_parts();
         let bytes = match body.collect().await {
             Ok(b) => b.to_bytes(),
@@ -171,6 +258,42 @@ impl FakeKube {
                 Some(o) => ok(o),
                 None => not_found(&target),
             },
+            (Method::GET, false) if query.get("watch").is_some_and(|w| w == "true") => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                state
+                    .watches
+                    .push((target.object.clone(), selector(&query), tx));
+                let events = futures::stream::unfold(rx, |mut rx| async move {
+                    let line = rx.recv().await?;
+                    Some((Ok::<_, Infallible>(http_body::Frame::data(line)), rx))
+                });
+                let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(events)));
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            (Method::GET, false) => {
+                let selector = selector(&query);
+                let prefix = format!("{}/", target.object);
+                let items: Vec<Value> = state
+                    .objects
+                    .iter()
+                    .filter(|(p, o)| {
+                        p.strip_prefix(&prefix).is_some_and(|n| !n.contains('/'))
+                            && selects(&selector, o)
+                    })
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                let api_version = target.api_version.clone();
+                ok(&json!({
+                    "apiVersion": api_version,
+                    "kind": "List",
+                    "metadata": {"resourceVersion": state.revision.to_string()},
+                    "items": items,
+                }))
+            }
             (Method::POST, false) => {
                 let Some(mut object) = body else {
                     return status(400, "BadRequest", "POST without a body");
@@ -184,7 +307,7 @@ impl FakeKube {
                 }
                 state.revision += 1;
                 object["metadata"]["resourceVersion"] = json!(state.revision.to_string());
-                state.objects.insert(key, object.clone());
+                state.put(&key, object.clone());
                 respond(201, &object)
             }
             (Method::DELETE, true) => delete(&mut state, &target),
@@ -208,6 +331,8 @@ impl FakeKube {
 /// and kind as the path spells them.
 struct Target {
     object: String,
+    /// `v1`, or `group/version`.
+    api_version: String,
     name: Option<String>,
     plural: String,
     status: bool,
@@ -234,7 +359,13 @@ impl Target {
             Some(_) => return None,
         };
         let end = if name.is_some() { i + 2 } else { i + 1 };
+        let api_version = match parts.as_slice() {
+            ["api", v, ..] => (*v).to_owned(),
+            [_, group, version, ..] => format!("{group}/{version}"),
+            _ => return None,
+        };
         Some(Target {
+            api_version,
             object: format!("/{}", parts[..end].join("/")),
             name,
             plural,
@@ -243,8 +374,8 @@ impl Target {
     }
 }
 
-fn delete(state: &mut State, target: &Target) -> Response<Full<Bytes>> {
-    let Some(object) = state.objects.get_mut(&target.object) else {
+fn delete(state: &mut State, target: &Target) -> Reply {
+    let Some(mut object) = state.objects.get(&target.object).cloned() else {
         return not_found(target);
     };
     let has_finalizers = object["metadata"]["finalizers"]
@@ -252,10 +383,10 @@ fn delete(state: &mut State, target: &Target) -> Response<Full<Bytes>> {
         .is_some_and(|f| !f.is_empty());
     if has_finalizers {
         object["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        let object = object.clone();
+        state.put(&target.object, object.clone());
         return ok(&object);
     }
-    match state.objects.remove(&target.object) {
+    match state.take(&target.object) {
         Some(o) => ok(&o),
         None => not_found(target),
     }
@@ -267,7 +398,7 @@ fn patch(
     content_type: Option<&str>,
     query: &BTreeMap<String, String>,
     body: Value,
-) -> Response<Full<Bytes>> {
+) -> Reply {
     state.revision += 1;
     let revision = state.revision.to_string();
     let existing = state.objects.get(&target.object).cloned();
@@ -374,9 +505,9 @@ fn patch(
             .as_array()
             .is_none_or(|f| f.is_empty());
     if gone {
-        state.objects.remove(&target.object);
-    } else {
-        state.objects.insert(target.object.clone(), updated.clone());
+        state.take(&target.object);
+    } else if !unchanged {
+        state.put(&target.object, updated.clone());
     }
     ok(&updated)
 }
@@ -414,12 +545,14 @@ fn kind_matches(kind: &str, plural: &str) -> bool {
     format!("{}s", kind.to_lowercase()) == plural
 }
 
-fn ok(object: &Value) -> Response<Full<Bytes>> {
+fn ok(object: &Value) -> Reply {
     respond(200, object)
 }
 
-fn respond(code: u16, object: &Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(object.to_string())));
+fn respond(code: u16, object: &Value) -> Reply {
+    let mut response = Response::new(BodyExt::boxed_unsync(Full::new(Bytes::from(
+        object.to_string(),
+    ))));
     *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -428,7 +561,7 @@ fn respond(code: u16, object: &Value) -> Response<Full<Bytes>> {
     response
 }
 
-fn not_found(target: &Target) -> Response<Full<Bytes>> {
+fn not_found(target: &Target) -> Reply {
     status(
         404,
         "NotFound",
@@ -441,7 +574,7 @@ fn not_found(target: &Target) -> Response<Full<Bytes>> {
 }
 
 /// A `Status` failure, as the API server answers one.
-fn status(code: u16, reason: &str, message: &str) -> Response<Full<Bytes>> {
+fn status(code: u16, reason: &str, message: &str) -> Reply {
     respond(
         code,
         &json!({

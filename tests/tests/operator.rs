@@ -19,11 +19,12 @@ use e2e::cluster::ADMIN_TOKEN;
 use e2e::fake_kube::{FakeKube, Recorded};
 use e2e::fleet::*;
 use e2e::{Cluster, ClusterOptions, eventually};
+use futures::StreamExt;
 use http::Method;
 use kube::runtime::controller::Action;
 use operator::admin::AdminClient;
 use operator::config::CellDefaults;
-use operator::controller::{Context, Error, error_policy, reconcile};
+use operator::controller::{Context, Error, Recheck, error_policy, reconcile};
 use operator::crd::Cell;
 use serde_json::{Value, json};
 
@@ -145,7 +146,8 @@ impl Operator {
             POD,
             json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "cell-c-0", "namespace": NS,
-                    "labels": {"app.kubernetes.io/instance": "cell-c"}},
+                    "labels": {"app.kubernetes.io/instance": "cell-c",
+                        "app.kubernetes.io/managed-by": "cell-operator"}},
                 "status": {"phase": "Running",
                     "conditions": [{"type": "Ready", "status": "True"}]}}),
         );
@@ -508,4 +510,81 @@ fn the_rendered_config_is_one_the_cell_accepts() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("CELLNET_PROVIDER_0_KEY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_controller_puts_back_what_is_deleted_and_follows_the_pod() {
+    let cluster = Cluster::start(ClusterOptions::default()).await.unwrap();
+    let fake = FakeKube::new();
+    fake.insert(CELL, cell_resource("standard"));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut ctx = Context::new(
+        fake.client(NS),
+        AdminClient::new(&cluster.control_plane.url, Secret::new(ADMIN_TOKEN)),
+        defaults(),
+        operator::metrics::Metrics::register(&mut registry),
+    );
+    // No timed recheck here: only watch events make the controller act.
+    ctx.recheck = Recheck {
+        settled: Duration::from_secs(3600),
+        busy: Duration::from_secs(3600),
+    };
+    let controller = tokio::spawn(
+        operator::run::controller(fake.client(NS), NS)
+            .run(reconcile, error_policy, Arc::new(ctx))
+            .for_each(|_| async {}),
+    );
+    eventually(30, "the controller applies the StatefulSet", || async {
+        fake.get(STS).is_some()
+    })
+    .await;
+    let requests = fake.requests();
+    for watched in [
+        "/apis/cellnet.io/v1/namespaces/cellnet/cells",
+        "/apis/apps/v1/namespaces/cellnet/statefulsets",
+        "/api/v1/namespaces/cellnet/services",
+        "/api/v1/namespaces/cellnet/configmaps",
+        "/api/v1/namespaces/cellnet/pods",
+    ] {
+        assert!(
+            requests.iter().any(|r| r.method == Method::GET
+                && r.path == watched
+                && r.query.get("watch").is_some_and(|w| w == "true")),
+            "no watch of {watched}"
+        );
+    }
+    let first = fake.get(STS).unwrap()["metadata"]["uid"].clone();
+    fake.remove(STS);
+    eventually(30, "the deleted StatefulSet comes back", || async {
+        fake.get(STS).is_some_and(|s| s["metadata"]["uid"] != first)
+    })
+    .await;
+
+    let ready_reason = || {
+        let cell = fake.get(CELL).unwrap();
+        cell["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            .map(|c| c["reason"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    eventually(30, "the status says the pod is missing", || async {
+        ready_reason() == "PodMissing"
+    })
+    .await;
+    // The pod turns up: its watch brings its readiness into the status (the
+    // cell process is not running, so the control plane has no lease).
+    fake.insert(
+        POD,
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "cell-c-0", "namespace": NS,
+                "labels": {"app.kubernetes.io/instance": "cell-c",
+                    "app.kubernetes.io/managed-by": "cell-operator"}},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+    );
+    eventually(30, "the pod's readiness reaches the status", || async {
+        ready_reason() == "NotAlive"
+    })
+    .await;
+    controller.abort();
 }
