@@ -588,3 +588,59 @@ async fn the_running_controller_puts_back_what_is_deleted_and_follows_the_pod() 
     .await;
     controller.abort();
 }
+
+#[test]
+fn the_operator_binary_names_every_config_mistake_and_says_when_no_cluster_is_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "listen: nowhere\nnamespace: ''\nadmin: {url: ftp://x, token_env: NO_SUCH_TOKEN}\n\
+         cells: {image: '', etcd: 3, redis: {url: 'redis://redis:6379'}}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(e2e::process::binary("cell-operator").unwrap())
+        .arg("--config")
+        .arg(&bad)
+        .env_remove("NO_SUCH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let said = String::from_utf8_lossy(&out.stderr);
+    for field in [
+        "listen",
+        "namespace",
+        "admin.url",
+        "admin.token_env",
+        "cells.image",
+        "cells.etcd",
+    ] {
+        assert!(
+            said.contains(&format!("{field} ")) || said.contains(&format!("{field}:")),
+            "{field}: {said}"
+        );
+    }
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../k8s/base/config/operator.yaml"),
+        )
+        .unwrap()
+        .replace("0.0.0.0:8080", "127.0.0.1:0"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(e2e::process::binary("cell-operator").unwrap())
+        .arg("--config")
+        .arg(&good)
+        .env("CELLNET_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("cannot reach the Kubernetes API"), "{said}");
+}
