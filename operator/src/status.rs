@@ -246,7 +246,8 @@ pub fn status(previous: Option<&CellStatus>, observed: &Observed, now: Timestamp
     CellStatus {
         phase,
         conditions,
-        endpoint: Some(observed.endpoint.clone()),
+        // No endpoint before the spec could be rendered.
+        endpoint: (!observed.endpoint.is_empty()).then(|| observed.endpoint.clone()),
         tenants: u32::try_from(tenants).unwrap_or(u32::MAX),
         observed_generation: observed.generation,
     }

@@ -448,6 +448,7 @@ async fn an_invalid_spec_or_an_unreachable_control_plane_shows_in_the_status() {
         op.fake.get(STS).is_none(),
         "nothing is applied from an invalid spec"
     );
+    assert!(op.status()["endpoint"].is_null(), "{}", op.status());
     assert!(op.events().contains(&"InvalidSpec".to_owned()));
 
     // Fixed, with the control plane away: the workload is applied, the
