@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod fake_kube;
 pub mod fleet;
+pub mod operator_fixture;
 pub mod process;
 
 pub use cluster::{Cluster, ClusterOptions};
