@@ -216,6 +216,19 @@ async fn a_cell_lost_for_good_has_its_tenants_copied_again_from_their_surviving_
         )
         .await
         .unwrap();
+    // The admin API answers before its own view of etcd has the removal,
+    // so "settled" alone could still see the old target: wait for the
+    // lost tenants to be re-placed first.
+    eventually(
+        120,
+        "every tenant of cell-d is placed elsewhere",
+        || async {
+            let committed = members(&cluster).await;
+            lost.iter()
+                .all(|t| !committed[t].contains(&"cell-d".into()))
+        },
+    )
+    .await;
     settled(&cluster, 120).await;
     let committed = members(&cluster).await;
     for tenant in &lost {
