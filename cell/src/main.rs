@@ -65,13 +65,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         (None, Some(config)) => {
-            let config = match cell::config::Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    std::process::exit(common::config::EXIT_CONFIG);
-                }
-            };
+            let config = common::config::or_exit(cell::config::Config::load(&config));
             if args.check {
                 println!("config ok: cell {} in {}", config.id, config.region);
                 return Ok(());

@@ -11,6 +11,15 @@ use serde::de::DeserializeOwned;
 /// Exit code for a configuration error (BSD `EX_USAGE`).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// The loaded config, or its errors on stderr and exit code 64: what every
+/// binary does with its `--config` file.
+pub fn or_exit<T>(loaded: Result<T, ConfigError>) -> T {
+    loaded.unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(EXIT_CONFIG)
+    })
+}
+
 /// Every problem found in one configuration file.
 #[derive(Debug, Default)]
 pub struct ConfigErrors {

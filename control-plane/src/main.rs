@@ -17,12 +17,6 @@ async fn main() -> anyhow::Result<()> {
     common::process::init_tracing();
     common::process::install_crypto_provider();
     let args = Args::parse();
-    let config = match control_plane::service::Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(common::config::EXIT_CONFIG);
-        }
-    };
+    let config = common::config::or_exit(control_plane::service::Config::load(&args.config));
     control_plane::service::run(config).await
 }

@@ -15,13 +15,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     common::process::init_tracing();
     let args = Args::parse();
-    let config = match chaos::sim::Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(common::config::EXIT_CONFIG);
-        }
-    };
+    let config = common::config::or_exit(chaos::sim::Config::load(&args.config));
     let listen: std::net::SocketAddr = config.listen.parse()?;
     let sim = chaos::sim::Simulator::new(config)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
