@@ -340,7 +340,7 @@ fn cells_pass_the_crds_schema_and_what_the_operator_renders_passes_kubernetes() 
     assert!(said.contains(".spec.providerRegions[0].kind"), "{said}");
 
     let rendered = dir.path().join("rendered.yaml");
-    let docs: Vec<String> = std::iter::once(crd_objects(&crd))
+    let docs: Vec<String> = std::iter::once(std::fs::read_to_string(&crd).unwrap())
         .chain(
             rendered_cells(&objects)
                 .iter()
@@ -351,10 +351,6 @@ fn cells_pass_the_crds_schema_and_what_the_operator_renders_passes_kubernetes() 
     let mut objects = Command::new(&validate);
     objects.arg("--strict").arg(&rendered);
     check(objects);
-}
-
-fn crd_objects(crd: &Path) -> String {
-    std::fs::read_to_string(crd).unwrap()
 }
 
 /// Checks the scanner's findings may skip, each for a reason that holds for
