@@ -5,7 +5,8 @@
 //! patch), refuses what the real one refuses (an apply without a field
 //! manager, a body whose kind or name does not match its path, a JSON patch
 //! whose `test` fails), honours finalizers on delete, lists and watches
-//! collections (so kube's `Controller` can run against it), and records
+//! collections from a resourceVersion (so kube's `Controller` can run
+//! against it), and records
 //! every request so a test can check paths, verbs and bodies. Failures can
 //! be injected per request.
 
@@ -40,6 +41,9 @@ struct State {
     faults: Vec<(Method, String, u16)>,
     revision: u64,
     watches: Vec<Watch>,
+    /// Every change, by revision, so a watch from a list's resourceVersion
+    /// misses nothing that happened in between.
+    history: Vec<(u64, String, Value, Bytes)>,
 }
 
 /// An open watch: the collection, its label selector, where events go.
@@ -68,6 +72,14 @@ impl State {
             return;
         };
         let line = Bytes::from(format!("{}\n", json!({"type": kind, "object": object})));
+        // A change after a list always has a later revision than the list.
+        self.revision += 1;
+        self.history.push((
+            self.revision,
+            collection.to_owned(),
+            object.clone(),
+            line.clone(),
+        ));
         self.watches.retain(|(c, selector, tx)| {
             c != collection || !selects(selector, object) || tx.send(line.clone()).is_ok()
         });
@@ -260,9 +272,17 @@ impl FakeKube {
             },
             (Method::GET, false) if query.get("watch").is_some_and(|w| w == "true") => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                state
-                    .watches
-                    .push((target.object.clone(), selector(&query), tx));
+                let since: u64 = query
+                    .get("resourceVersion")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let wanted = selector(&query);
+                for (_, _, _, line) in state.history.iter().filter(|(rev, c, o, _)| {
+                    *rev > since && *c == target.object && selects(&wanted, o)
+                }) {
+                    let _ = tx.send(line.clone());
+                }
+                state.watches.push((target.object.clone(), wanted, tx));
                 let events = futures::stream::unfold(rx, |mut rx| async move {
                     let line = rx.recv().await?;
                     Some((Ok::<_, Infallible>(http_body::Frame::data(line)), rx))
