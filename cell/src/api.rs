@@ -157,6 +157,15 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
             record.effective_fallbacks(),
             record.hybrid_retrieval,
         ),
+        // A deleted tenant's points are deleted by the control plane after
+        // its record has gone: its placement, emptied of members, says so.
+        None if parts.method == axum::http::Method::DELETE
+            && snapshot
+                .placement(&tenant)
+                .is_some_and(|p| p.members.is_empty() && p.moving.is_none()) =>
+        {
+            (None, control_plane::model::Fallbacks::ALL, false)
+        }
         None => {
             return CellError::Unauthenticated(format!("unknown tenant {tenant:?}"))
                 .into_response();

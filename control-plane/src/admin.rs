@@ -22,6 +22,7 @@ use crate::service::Secret;
 use crate::store::{Store, StoreError, decode, encode};
 
 mod cells;
+mod tenants;
 
 pub use cells::{CellSummary, PlacementSummary, TenantPlacement};
 
@@ -77,7 +78,7 @@ impl IntoResponse for AdminError {
 pub fn routes(state: AdminState) -> Router {
     Router::new()
         .route("/admin/tenants", post(create_tenant).get(list_tenants))
-        .route("/admin/tenants/{id}", axum::routing::patch(update_tenant))
+        .merge(tenants::routes())
         .merge(cells::routes())
         .route("/admin/providers", get(list_providers))
         .route(
@@ -257,19 +258,41 @@ async fn create_tenant(
         hybrid_retrieval: false,
         created_at_ms: now,
     };
-    let created = state
+    // A placement record without a tenant is a deleted tenant whose points
+    // are still being removed: the id is taken until they are.
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let (tenant_key, placement_key) = (state.keys.tenant(&body.id), state.keys.placement(&body.id));
+    let value = encode(&record);
+    let resp = state
         .store
-        .create_if_absent(
-            "create tenant",
-            &state.keys.tenant(&body.id),
-            &encode(&record),
-        )
+        .retrying("create tenant", |mut c| {
+            let txn = Txn::new()
+                .when([
+                    Compare::create_revision(tenant_key.as_str(), CompareOp::Equal, 0),
+                    Compare::create_revision(placement_key.as_str(), CompareOp::Equal, 0),
+                ])
+                .and_then([TxnOp::put(tenant_key.as_str(), value.clone(), None)]);
+            async move { c.txn(txn).await }
+        })
         .await?;
-    if !created {
-        return Err(AdminError::Conflict(format!(
-            "tenant {:?} already exists",
-            body.id
-        )));
+    if !resp.succeeded() {
+        let exists = state
+            .store
+            .retrying("read tenant", |mut c| {
+                let key = tenant_key.clone();
+                async move { c.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
+            .await?
+            .count()
+            > 0;
+        return Err(AdminError::Conflict(if exists {
+            format!("tenant {:?} already exists", body.id)
+        } else {
+            format!(
+                "tenant {:?} was deleted and its points are still being removed from its cells; try again shortly",
+                body.id
+            )
+        }));
     }
     tracing::info!(tenant = %body.id, "tenant created");
     Ok((

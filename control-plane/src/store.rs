@@ -241,6 +241,28 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Deletes `key` if it is still at `revision` (its mod revision);
+    /// returns whether it deleted.
+    pub async fn delete_if_revision(
+        &self,
+        what: &str,
+        key: &str,
+        revision: i64,
+    ) -> Result<bool, StoreError> {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        let resp = self
+            .retrying(what, |mut c| {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key, CompareOp::Equal, revision)])
+                    .and_then([TxnOp::delete(key, None)]);
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
+    }
+}
+
 /// Parses a JSON record read from etcd.
 pub fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {

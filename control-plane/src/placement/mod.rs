@@ -176,6 +176,12 @@ pub async fn reconcile(ctx: MoveContext) {
                     }
                     continue;
                 }
+                Action::Forget { tenant } => {
+                    if let Err(e) = mover::forget(&ctx, &tenant).await {
+                        tracing::warn!(%tenant, error = %e, "cannot forget a deleted tenant's placement");
+                    }
+                    continue;
+                }
                 Action::StartMove { tenant, to } => (tenant, Work::Start(to)),
                 Action::ResumeMove { tenant } => (tenant, Work::Resume),
                 Action::Cleanup { tenant, cell } => (tenant, Work::Cleanup(cell)),

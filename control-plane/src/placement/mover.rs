@@ -482,3 +482,22 @@ pub async fn clean_up(ctx: &MoveContext, tenant: &str, cell: &str) -> Result<(),
     }
     Ok(())
 }
+
+/// Deletes the placement record of a deleted tenant once no cell holds its
+/// points, unless the record changed since it was read.
+pub async fn forget(ctx: &MoveContext, tenant: &str) -> Result<(), MoveError> {
+    let Some((record, revision)) = read_record(ctx, tenant).await? else {
+        return Ok(());
+    };
+    if !(record.members.is_empty() && record.moving.is_none() && record.leaving.is_empty()) {
+        return Ok(());
+    }
+    if ctx
+        .store
+        .delete_if_revision("forget placement", &ctx.keys.placement(tenant), revision)
+        .await?
+    {
+        tracing::info!(tenant, "deleted tenant's points are gone from every cell");
+    }
+    Ok(())
+}

@@ -56,6 +56,11 @@ pub enum Action {
         cell: String,
         lifecycle: Lifecycle,
     },
+    /// Delete the placement record of a deleted tenant whose points are
+    /// gone from every cell.
+    Forget {
+        tenant: String,
+    },
 }
 
 /// A tenant whose committed replica set is not its target.
@@ -198,6 +203,32 @@ pub fn plan(
                 tenant: tenant.clone(),
                 to: wanted,
             });
+        }
+    }
+    // Deleted tenants: a placement record with no member and no tenant.
+    let mut deleted: Vec<(&String, &std::sync::Arc<crate::model::PlacementRecord>)> = view
+        .placements
+        .iter()
+        .filter(|(t, r)| !view.tenants.contains_key(*t) && r.members.is_empty())
+        .collect();
+    deleted.sort_by_key(|(t, _)| *t);
+    for (tenant, record) in deleted {
+        if running.contains(tenant) || record.moving.is_some() {
+            continue;
+        }
+        if record.leaving.is_empty() {
+            out.actions.push(Action::Forget {
+                tenant: tenant.clone(),
+            });
+        }
+        for leaving in &record.leaving {
+            let gone = lifecycle(&leaving.cell).is_none_or(|l| l == Lifecycle::Removed);
+            if leaving.after_ms <= now_ms && (alive(&leaving.cell) || gone) {
+                out.actions.push(Action::Cleanup {
+                    tenant: tenant.clone(),
+                    cell: leaving.cell.clone(),
+                });
+            }
         }
     }
     for (id, cell) in &view.cells {

@@ -305,3 +305,59 @@ fn a_pin_is_a_move_like_any_other() {
         }]
     );
 }
+
+#[test]
+fn a_deleted_tenant_is_cleaned_off_its_cells_then_forgotten() {
+    let mut v = three_cells();
+    let mut gone = record(&[]);
+    gone.leaving = vec![
+        Leaving {
+            cell: "a".into(),
+            after_ms: 100,
+        },
+        Leaving {
+            cell: "b".into(),
+            after_ms: 100,
+        },
+    ];
+    v.placements
+        .insert("deleted".into(), Arc::new(gone.clone()));
+    // Not before the grace period, and never a commit for it.
+    assert!(run(&v, &HashSet::new(), 50).actions.is_empty());
+    let actions = run(&v, &HashSet::new(), 100).actions;
+    assert_eq!(
+        actions,
+        vec![
+            Action::Cleanup {
+                tenant: "deleted".into(),
+                cell: "a".into()
+            },
+            Action::Cleanup {
+                tenant: "deleted".into(),
+                cell: "b".into()
+            },
+        ]
+    );
+    // Nothing while a clean-up of it runs.
+    let running: HashSet<String> = ["deleted".to_owned()].into();
+    assert!(run(&v, &running, 100).actions.is_empty());
+    // Once no cell holds its points, its record goes.
+    gone.leaving.clear();
+    v.placements.insert("deleted".into(), Arc::new(gone));
+    assert_eq!(
+        run(&v, &HashSet::new(), 100).actions,
+        vec![Action::Forget {
+            tenant: "deleted".into()
+        }]
+    );
+    // A cell it was on drains without waiting for it.
+    add_cell(&mut v, "a", "eu", Lifecycle::Draining, true);
+    assert!(
+        run(&v, &HashSet::new(), 100)
+            .actions
+            .contains(&Action::SetLifecycle {
+                cell: "a".into(),
+                lifecycle: Lifecycle::Drained
+            })
+    );
+}
