@@ -25,8 +25,12 @@ use crate::store::{decode, encode};
 pub fn routes() -> Router<AdminState> {
     Router::new()
         .route("/admin/cells", get(list_cells).post(add_cell))
-        .route("/admin/cells/{id}", axum::routing::delete(remove_cell))
+        .route(
+            "/admin/cells/{id}",
+            get(show_cell).patch(update_cell).delete(remove_cell),
+        )
         .route("/admin/cells/{id}/drain", post(drain_cell))
+        .route("/admin/cells/{id}/activate", post(activate_cell))
         .route("/admin/placement", get(show_placement))
         .route("/admin/rebalance", get(rebalance))
         .route("/admin/tenants/{id}/move", post(move_tenant))
@@ -49,7 +53,26 @@ pub struct CellSummary {
 async fn list_cells(
     State(state): State<AdminState>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    let prefix = state.keys.cells();
+    let cells = cell_summaries(&state, &state.keys.cells()).await?;
+    Ok(Json(json!({ "cells": cells })))
+}
+
+/// `GET /admin/cells/{id}`.
+async fn show_cell(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CellSummary>, AdminError> {
+    cell_summaries(&state, &format!("{}{id}/", state.keys.cells()))
+        .await?
+        .into_iter()
+        .find(|c| c.id == id && c.spec.is_some())
+        .map(Json)
+        .ok_or_else(|| AdminError::NotFound(format!("no cell {id:?}")))
+}
+
+/// The cells whose keys start with `prefix`, with the tenants they hold.
+async fn cell_summaries(state: &AdminState, prefix: &str) -> Result<Vec<CellSummary>, AdminError> {
+    let prefix = prefix.to_owned();
     let resp = state
         .store
         .retrying("list cells", |mut c| {
@@ -91,8 +114,7 @@ async fn list_cells(
             }
         }
     }
-    let cells: Vec<_> = cells.into_values().collect();
-    Ok(Json(json!({ "cells": cells })))
+    Ok(cells.into_values().collect())
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,12 +147,8 @@ async fn add_cell(
     if body.region.trim().is_empty() {
         return Err(AdminError::BadRequest("region must not be empty".into()));
     }
-    if !(body.endpoint.starts_with("http://") || body.endpoint.starts_with("https://")) {
-        return Err(AdminError::BadRequest(format!(
-            "endpoint must be an http(s) URL, got {:?}",
-            body.endpoint
-        )));
-    }
+    validate_endpoint(&body.endpoint)?;
+    validate_template(&body.template)?;
     let spec = CellSpec {
         region: body.region,
         endpoint: body.endpoint,
@@ -151,6 +169,81 @@ async fn add_cell(
     Ok((StatusCode::CREATED, Json(spec)))
 }
 
+fn validate_endpoint(endpoint: &str) -> Result<(), AdminError> {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        return Ok(());
+    }
+    Err(AdminError::BadRequest(format!(
+        "endpoint must be an http(s) URL, got {endpoint:?}"
+    )))
+}
+
+/// A shipped template's name, or the path of a template file.
+fn validate_template(template: &str) -> Result<(), AdminError> {
+    let names = common::template::names();
+    if names.contains(&template) || template.contains('/') || template.ends_with(".yaml") {
+        return Ok(());
+    }
+    Err(AdminError::BadRequest(format!(
+        "template {template:?} is not a cell template ({}) nor a template file",
+        names.join(", ")
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateCell {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    template: Option<String>,
+}
+
+/// `PATCH /admin/cells/{id}`: a new endpoint (the cell moved) or template
+/// (recorded; the cell's process applies it when restarted with it).
+async fn update_cell(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateCell>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<CellSpec>, AdminError> {
+    let Json(body) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    if let Some(endpoint) = &body.endpoint {
+        validate_endpoint(endpoint)?;
+    }
+    if let Some(template) = &body.template {
+        validate_template(template)?;
+    }
+    let spec = change_spec(&state, &id, |spec| {
+        if spec.lifecycle == Lifecycle::Removed {
+            return Err(format!("cell {id:?} was removed"));
+        }
+        if let Some(endpoint) = &body.endpoint {
+            spec.endpoint.clone_from(endpoint);
+        }
+        if let Some(template) = &body.template {
+            spec.template.clone_from(template);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Json(spec))
+}
+
+/// `POST /admin/cells/{id}/activate`: a draining or drained cell takes
+/// tenants again (the leader moves its share back onto it).
+async fn activate_cell(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CellSpec>, AdminError> {
+    let spec = change_lifecycle(&state, &id, Lifecycle::Active, |l| match l {
+        Lifecycle::Removed => Err(format!("cell {id:?} was removed")),
+        Lifecycle::Joining => Err(format!("cell {id:?} is still joining")),
+        _ => Ok(()),
+    })
+    .await?;
+    Ok(Json(spec))
+}
+
 /// Changes a cell's lifecycle with compare-and-swap, if `allowed` accepts
 /// its current one.
 async fn change_lifecycle(
@@ -158,6 +251,22 @@ async fn change_lifecycle(
     id: &str,
     to: Lifecycle,
     allowed: impl Fn(Lifecycle) -> Result<(), String>,
+) -> Result<CellSpec, AdminError> {
+    let spec = change_spec(state, id, |spec| {
+        allowed(spec.lifecycle)?;
+        spec.lifecycle = to;
+        Ok(())
+    })
+    .await?;
+    tracing::info!(cell = %id, lifecycle = to.as_str(), "cell lifecycle set by an operator");
+    Ok(spec)
+}
+
+/// Changes a cell's spec with compare-and-swap, if `change` accepts it.
+async fn change_spec(
+    state: &AdminState,
+    id: &str,
+    change: impl Fn(&mut CellSpec) -> Result<(), String>,
 ) -> Result<CellSpec, AdminError> {
     let key = state.keys.cell_spec(id);
     for _ in 0..5 {
@@ -173,15 +282,13 @@ async fn change_lifecycle(
         };
         let revision = kv.mod_revision();
         let mut spec: CellSpec = decode(&key, kv.value())?;
-        allowed(spec.lifecycle).map_err(AdminError::Conflict)?;
-        spec.lifecycle = to;
+        change(&mut spec).map_err(AdminError::Conflict)?;
         let written = state
             .store
             .put_if_revision("write cell spec", &key, &encode(&spec), revision)
             .await?
             .is_some();
         if written {
-            tracing::info!(cell = %id, lifecycle = to.as_str(), "cell lifecycle set by an operator");
             return Ok(spec);
         }
     }

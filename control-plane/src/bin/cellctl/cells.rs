@@ -41,6 +41,9 @@ pub enum CellsCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Puts a draining or drained cell back in service: it takes tenants
+    /// again.
+    Activate { id: String },
     /// Removes a cell that holds no tenant. With --force, a cell lost for
     /// good: its tenants are copied again from their surviving members.
     Remove {
@@ -63,11 +66,7 @@ struct Moves {
 }
 
 async fn cell(admin: &Admin, id: &str) -> anyhow::Result<CellSummary> {
-    let list: CellList = admin.get("/admin/cells").await?;
-    match list.cells.into_iter().find(|c| c.id == id) {
-        Some(c) => Ok(c),
-        None => bail!("no cell {id:?}"),
-    }
+    admin.get(&format!("/admin/cells/{id}")).await
 }
 
 fn lifecycle(c: &CellSummary) -> Option<Lifecycle> {
@@ -144,6 +143,12 @@ pub async fn cells(admin: &Admin, command: CellsCommand) -> anyhow::Result<()> {
                 .await?;
                 println!("cell {id} is drained; `cellctl cells remove {id}` removes it");
             }
+        }
+        CellsCommand::Activate { id } => {
+            let _: serde_json::Value = admin
+                .post(&format!("/admin/cells/{id}/activate"), None)
+                .await?;
+            println!("cell {id} active: it takes tenants again");
         }
         CellsCommand::Remove { id, force } => {
             let path = if force {

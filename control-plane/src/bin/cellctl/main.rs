@@ -130,6 +130,9 @@ enum TenantsCommand {
     },
     /// Lists tenants.
     List,
+    /// Deletes a tenant: its keys stop working at once, and its documents
+    /// are deleted from every cell that held them.
+    Delete { id: String },
     /// Moves a tenant to the given cells (pinning it there): dual-write,
     /// copy, verify, flip.
     Move {
@@ -213,6 +216,16 @@ async fn main() -> anyhow::Result<()> {
                 );
                 println!("API key (shown once, store it now): {}", created.api_key);
             }
+        }
+        Command::Tenants(TenantsCommand::Delete { id }) => {
+            let _: serde_json::Value = admin
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/admin/tenants/{id}"),
+                    None,
+                )
+                .await?;
+            println!("tenant {id} deleted; its documents are being removed from its cells");
         }
         Command::Tenants(TenantsCommand::List) => {
             #[derive(Deserialize)]
