@@ -22,7 +22,7 @@ CELL_PORTS="${CELL_PORTS:-18101 18102 18103}"
 
 # CELLNET_PROFILE=release runs optimised binaries (build them with cargo build --release).
 bin_dir="${CARGO_TARGET_DIR:-$root/target}/${CELLNET_PROFILE:-debug}"
-for b in router cell control-plane cellctl provider-sim; do
+for b in router cell control-plane cellctl provider-sim terraform-provider-cellnet; do
   [[ -x "$bin_dir/$b" ]] || { echo "up: $bin_dir/$b missing; run 'make build' first" >&2; exit 1; }
 done
 
@@ -44,6 +44,25 @@ mkdir -p "$local_dir"/{logs,config,data}
 : > "$local_dir/pids"
 # scripts/start-cell.sh starts more cells from the same binaries.
 echo "$bin_dir" > "$local_dir/bin_dir"
+
+# Terraform takes the cellnet provider from a filesystem mirror of this
+# build (there is no registry to take it from): TF_CLI_CONFIG_FILE points at it.
+tf_version="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
+tf_platform="linux_$(uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/')"
+tf_package="$local_dir/terraform-mirror/registry.terraform.io/cellnet/cellnet/$tf_version/$tf_platform"
+mkdir -p "$tf_package"
+ln -s "$bin_dir/terraform-provider-cellnet" "$tf_package/terraform-provider-cellnet_v$tf_version"
+cat > "$local_dir/terraformrc" <<TFRC
+provider_installation {
+  filesystem_mirror {
+    path    = "$local_dir/terraform-mirror"
+    include = ["registry.terraform.io/cellnet/cellnet"]
+  }
+  direct {
+    exclude = ["registry.terraform.io/cellnet/cellnet"]
+  }
+}
+TFRC
 
 # start NAME CMD... : runs CMD in the background, logging to .local/logs/NAME.
 start() {
@@ -188,6 +207,7 @@ ADMIN_URL=$ADMIN_URL
 ADMIN_TOKEN=$ADMIN_TOKEN
 SIM_URL=http://127.0.0.1:$SIM_PORT
 SIM_PROVIDER_KEY=$PROVIDER_KEY
+TF_CLI_CONFIG_FILE=$local_dir/terraformrc
 ENV
 
 # Ingest the project's own docs for the first tenant (waiting until every
@@ -235,5 +255,10 @@ Operators (after source .local/demo.env):
   scripts/start-cell.sh cell-4 us-east 18104    # a new cell joins; tenants move onto it
   $bin_dir/cellctl cells drain cell-4 --wait && $bin_dir/cellctl cells remove cell-4
   $bin_dir/cellctl plan --users 100000 --docs 10000000 --queries-per-user-per-day 5 --template large
+
+Terraform (after set -a; source .local/demo.env; set +a):
+  cd terraform/examples/local && terraform init && terraform apply    # tenants, and cell-4's record
+  scripts/start-cell.sh cell-4 us-east 18104    # (from the repository) cell-4 joins
+  terraform destroy                             # cell-4 drained, then removed; tenants deleted
 Stop everything with: make down
 MSG

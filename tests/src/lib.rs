@@ -7,6 +7,7 @@ pub mod fake_kube;
 pub mod fleet;
 pub mod operator_fixture;
 pub mod process;
+pub mod terraform;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use process::{Etcd, Redis, RedisCluster, Service};
