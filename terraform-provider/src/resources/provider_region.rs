@@ -63,6 +63,10 @@ pub fn plan(prior: &Value, proposed: &Value) -> Planned {
     if state.get("drained").is_null() {
         set(&mut state, "drained", Value::Bool(false));
     }
+    // An apply reads the cells configured with it again.
+    if !prior.is_null() && !prior.get("drained").same(state.get("drained")) {
+        set(&mut state, "configured_cells", Value::Unknown);
+    }
     Planned {
         state,
         requires_replace: if renamed { vec!["name"] } else { Vec::new() },

@@ -327,3 +327,85 @@ pub fn import(id: &str) -> Value {
         ("api_key", Value::Null),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> Value {
+        let mut v = import(name);
+        set(&mut v, "id", Value::Null);
+        v
+    }
+
+    #[test]
+    fn a_create_plans_the_id_the_default_plan_and_a_key_to_come() {
+        let p = plan(&Value::Null, &config("acme"));
+        assert_eq!(p.state.get("id"), &Value::string("acme"));
+        assert_eq!(p.state.get("plan"), &Value::string("standard"));
+        assert_eq!(p.state.get("api_key"), &Value::Unknown);
+        assert!(p.requires_replace.is_empty());
+    }
+
+    #[test]
+    fn a_rename_replaces_and_other_changes_do_not() {
+        let prior = state_of(
+            &TenantSummary {
+                id: "acme".into(),
+                plan: "standard".into(),
+                key_hints: Vec::new(),
+                pin: None,
+                cache_threshold: Some(0.85),
+                limits: control_plane::model::plan_limits("standard").unwrap(),
+                custom_limits: false,
+                fallbacks: control_plane::model::Fallbacks::ALL,
+                hybrid_retrieval: false,
+                created_at_ms: 0,
+            },
+            Value::string("cn_key"),
+        );
+        assert_eq!(prior.get("cache_threshold"), &Value::number("0.85"));
+        assert!(
+            prior.get("limits").is_null(),
+            "the plan's limits are not the tenant's own"
+        );
+        let mut proposed = prior.clone();
+        set(&mut proposed, "plan", Value::string("free"));
+        let p = plan(&prior, &proposed);
+        assert!(p.requires_replace.is_empty());
+        assert_eq!(p.state.get("api_key"), &Value::string("cn_key"));
+        set(&mut proposed, "name", Value::string("acme-2"));
+        let p = plan(&prior, &proposed);
+        assert_eq!(p.requires_replace, vec!["name"]);
+        assert_eq!(p.state.get("api_key"), &Value::Unknown);
+    }
+
+    #[test]
+    fn settings_are_sent_as_numbers_even_when_terraform_sends_text() {
+        let mut planned = config("acme");
+        set(&mut planned, "plan", Value::string("free"));
+        set(&mut planned, "cache_threshold", Value::string("0.85"));
+        set(
+            &mut planned,
+            "limits",
+            object([
+                ("requests_per_second", Value::string("2.5")),
+                ("burst", Value::number(10)),
+                ("tokens_per_day", Value::Null),
+            ]),
+        );
+        let body = update_body(&planned);
+        assert_eq!(body["cache_threshold"], json!(0.85));
+        assert_eq!(
+            body["limits"],
+            json!({"requests_per_second": 2.5, "burst": 10})
+        );
+        assert_eq!(body["pin"], serde_json::Value::Null);
+        assert!(validate(&planned).is_empty());
+        set(&mut planned, "cache_threshold", Value::number(2));
+        assert_eq!(
+            validate(&planned)[0].attribute,
+            vec![crate::diag::Step::Attribute("cache_threshold".into())]
+        );
+    }
+}
