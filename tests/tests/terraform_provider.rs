@@ -1,9 +1,10 @@
 //! The cellnet Terraform provider under the real `terraform` binary, against
 //! a control plane the harness starts: init, plan, apply, plan (no
-//! changes), drift made with cellctl, import by id, an admin API error as a
-//! diagnostic on its attribute, and destroy, with the records in etcd
-//! checked at each step. Destroying the cell drains it first; destroying a
-//! tenant deletes its documents from its cells.
+//! changes), drift made with cellctl, import by id of a tenant, a cell and
+//! a provider region, an admin API error as a diagnostic on its attribute,
+//! and destroy, with the records in etcd checked at each step. Destroying
+//! the cell drains it first; destroying a tenant deletes its documents from
+//! its cells.
 
 #![allow(
     clippy::unwrap_used,
@@ -278,6 +279,67 @@ resource "cellnet_tenant" "imported" {
         .unwrap();
     assert!(out.contains("No changes."), "{out}");
 
+    // A cell and a provider region that already run are imported by id too,
+    // then left to the system again (`state rm`) so that destroy keeps them.
+    let cell_c = record(&cluster, &keys.cell_spec("cell-c")).await.unwrap();
+    let adopted = format!(
+        r#"{imported}
+resource "cellnet_cell" "c" {{
+  name     = "cell-c"
+  region   = "eu-west"
+  endpoint = "{}"
+}}
+
+resource "cellnet_provider_region" "eastus" {{
+  name = "azure-eastus"
+}}
+"#,
+        cell_c["endpoint"].as_str().unwrap()
+    );
+    tf.write(&config(&cell_d, &adopted)).unwrap();
+    for (address, id) in [
+        ("cellnet_cell.c", "cell-c"),
+        ("cellnet_provider_region.eastus", "azure-eastus"),
+    ] {
+        let out = tf
+            .expect(0, &["import", "-no-color", address, id])
+            .unwrap();
+        assert!(out.contains("Import successful"), "{address}: {out}");
+    }
+    let out = tf
+        .expect(0, &["plan", "-detailed-exitcode", "-no-color"])
+        .unwrap();
+    assert!(out.contains("No changes."), "{out}");
+    let shown: Value =
+        serde_json::from_str(&tf.stdout(&["show", "-json"]).unwrap()).unwrap();
+    let resources = shown["values"]["root_module"]["resources"]
+        .as_array()
+        .unwrap();
+    let of = |address: &str| {
+        resources
+            .iter()
+            .find(|r| r["address"] == address)
+            .unwrap_or_else(|| panic!("{address} in {shown}"))["values"]
+            .clone()
+    };
+    let c = of("cellnet_cell.c");
+    assert_eq!(c["lifecycle"], "active");
+    assert_eq!(c["state"], "active");
+    assert_eq!(c["alive"], true);
+    assert_eq!(of("cellnet_provider_region.eastus")["drained"], false);
+    tf.expect(
+        0,
+        &[
+            "state",
+            "rm",
+            "-no-color",
+            "cellnet_cell.c",
+            "cellnet_provider_region.eastus",
+        ],
+    )
+    .unwrap();
+    tf.write(&config(&cell_d, imported)).unwrap();
+
     // An admin API error reaches the user as a diagnostic on its attribute.
     let bad = format!(
         "{imported}\nresource \"cellnet_tenant\" \"bad\" {{\n  name = \"tf-bad\"\n  plan = \"gold\"\n}}\n"
@@ -302,6 +364,7 @@ resource "cellnet_tenant" "imported" {
     for t in ["tf-acme", "tf-globex", "tf-imported"] {
         assert!(record(&cluster, &keys.tenant(t)).await.is_none(), "{t}");
     }
+    assert_eq!(lifecycle(&cluster, "cell-c").await, "active");
     let spec = record(&cluster, &keys.cell_spec("cell-d")).await.unwrap();
     assert_eq!(spec["lifecycle"], "removed");
     assert!(
