@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -12,6 +12,7 @@ use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use control_plane::watch::ClusterWatch;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::error::CellError;
 use crate::ingest::jobs::JobQueue;
@@ -171,6 +172,25 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
                 .into_response();
         }
     };
+    // The server span of the request: a child of the router's call when the
+    // router sent its trace context; every stage's span is under it.
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or("other", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "cell_request",
+        otel.name = %format_args!("{} {route}", parts.method),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %parts.method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %request_id,
+        cellnet.tenant = %tenant,
+        cellnet.cell = %state.cell_id,
+    );
+    common::telemetry::continue_trace(&span, &parts.headers);
     let mut request = Request::from_parts(parts, axum::body::Body::from(body));
     request.extensions_mut().insert(RequestContext {
         tenant,
@@ -183,7 +203,12 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
         fallbacks,
         hybrid_retrieval,
     });
-    next.run(request).await
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    response
 }
 
 fn body_error(e: axum::extract::rejection::JsonRejection, limit: usize) -> CellError {

@@ -79,6 +79,9 @@ struct RawConfig {
     /// connection of its own; by default the template's.
     #[serde(default)]
     workers: Option<usize>,
+    /// Where spans are exported (OTLP); the `OTEL_*` variables override it.
+    #[serde(default)]
+    telemetry: common::telemetry::RawTelemetry,
 }
 
 /// What a model's tokens cost, in USD per million.
@@ -548,6 +551,7 @@ pub struct Config {
     pub prices: std::collections::HashMap<String, Price>,
     pub hedging: bool,
     pub workers: usize,
+    pub telemetry: common::telemetry::TelemetrySettings,
 }
 
 impl Config {
@@ -753,6 +757,7 @@ impl RawConfig {
         }
         let workers =
             common::workers::count_from_config(self.workers.or(Some(base.workers)), &mut e);
+        let telemetry = self.telemetry.validate("telemetry", &mut e);
         let mut names: Vec<&str> = providers.iter().map(ProviderConfig::name).collect();
         names.sort_unstable();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
@@ -807,6 +812,7 @@ impl RawConfig {
             prices: self.prices,
             hedging: self.hedging,
             workers,
+            telemetry,
         })
     }
 }

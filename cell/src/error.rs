@@ -35,7 +35,7 @@ pub enum CellError {
 }
 
 impl CellError {
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             CellError::BadRequest(_) => StatusCode::BAD_REQUEST,
             CellError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -42,7 +42,6 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::process::init_tracing();
     common::process::install_crypto_provider();
     let args = Args::parse();
     match (args.command, args.config) {
@@ -54,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
             }),
             _,
         ) => {
+            common::telemetry::init_logs();
             if !(threshold > 0.0 && threshold <= 1.0) {
                 anyhow::bail!("--threshold must be in (0, 1], got {threshold}");
             }
@@ -70,7 +70,17 @@ async fn main() -> anyhow::Result<()> {
                 println!("config ok: cell {} in {}", config.id, config.region);
                 return Ok(());
             }
-            cell::server::run(config).await
+            let telemetry = common::telemetry::init_or_exit(
+                "cellnet-cell",
+                &config.telemetry,
+                &[
+                    ("cellnet.cell", config.id.clone()),
+                    ("cloud.region", config.region.clone()),
+                ],
+            );
+            let served = cell::server::run(config).await;
+            telemetry.shutdown();
+            served
         }
         (None, None) => {
             eprintln!("cell: give --config FILE to serve, or a subcommand (see --help)");

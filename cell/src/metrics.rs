@@ -65,6 +65,7 @@ pub struct CellMetrics {
 
 impl CellMetrics {
     pub fn register(registry: &mut Registry) -> Self {
+        common::telemetry::register_metrics(registry);
         let m = Self {
             queries: Family::default(),
             stage_seconds: Family::new_with_constructor(|| {

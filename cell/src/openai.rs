@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::api::AppState;
 use crate::cache::Usage;
@@ -377,12 +378,16 @@ fn stream_live(
         })
     };
     let idle = state.orchestrator.providers[live.index].timeout();
+    // The task carries the query's span: what happens after the first token
+    // stays in the request's trace.
+    let query_span = live.spans.query.clone();
     tokio::spawn(async move {
         let LiveAnswer {
             ask,
             index,
             first,
             mut rest,
+            spans,
         } = live;
         let send = |v: Value| {
             let tx = tx.clone();
@@ -417,7 +422,7 @@ fn stream_live(
                 Ok(StreamEvent::Done { usage, model: used }) => {
                     let answer = state
                         .orchestrator
-                        .finish_stream(&ctx, ask, index, text, usage, used)
+                        .finish_stream(&ctx, ask, index, (text, usage, used), &spans)
                         .await;
                     let mut last = chunk(json!({}), Some("stop"));
                     last["cellnet"] = extension(&answer);
@@ -444,6 +449,7 @@ fn stream_live(
                     return;
                 }
                 Err(e) => {
+                    spans.interrupted(&e);
                     tracing::warn!(error = %e, "provider stream failed after its first text");
                     state.orchestrator.provider_stats.record(
                         state.orchestrator.providers[index].name(),
@@ -460,7 +466,7 @@ fn stream_live(
                 }
             }
         }
-    });
+    }.instrument(query_span));
     let frames = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await

@@ -1,23 +1,7 @@
-//! Process start-up shared by every binary: logging, the TLS crypto provider,
+//! Process start-up shared by every binary: the TLS crypto provider,
 //! and the readiness line that harnesses and `make up` wait for.
 
 use std::net::SocketAddr;
-
-use tracing_subscriber::EnvFilter;
-
-/// Logs go to stderr as text, or as JSON when `LOG_FORMAT=json`; the level
-/// comes from `RUST_LOG` (default `info`).
-pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
 
 /// Both `ring` and `aws-lc-rs` can end up in a dependency tree; rustls panics
 /// on first use unless one provider is installed explicitly. We use `ring`.

@@ -99,15 +99,36 @@ async fn require_operator(
     request: Request,
     next: Next,
 ) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("other", axum::extract::MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "admin",
+        otel.name = %format_args!("{} {route}", request.method()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    common::telemetry::continue_trace(&span, request.headers());
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(token) if state.token.matches(token) => next.run(request).await,
+    let response = match presented {
+        Some(token) if state.token.matches(token) => {
+            tracing::Instrument::instrument(next.run(request), span.clone()).await
+        }
         _ => AdminError::Unauthorized.into_response(),
+    };
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
+    response
 }
 
 #[derive(Debug, Deserialize)]

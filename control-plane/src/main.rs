@@ -14,9 +14,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::process::init_tracing();
     common::process::install_crypto_provider();
     let args = Args::parse();
     let config = common::config::or_exit(control_plane::service::Config::load(&args.config));
-    control_plane::service::run(config).await
+    let telemetry =
+        common::telemetry::init_or_exit("cellnet-control-plane", &config.telemetry, &[]);
+    let served = control_plane::service::run(config).await;
+    telemetry.shutdown();
+    served
 }

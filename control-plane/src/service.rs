@@ -35,6 +35,9 @@ struct RawConfig {
     redis: Option<RawRedis>,
     #[serde(default)]
     placement: RawPlacement,
+    /// Where spans are exported (OTLP); the `OTEL_*` variables override it.
+    #[serde(default)]
+    telemetry: common::telemetry::RawTelemetry,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +121,7 @@ pub struct Config {
     pub admin_token: Secret,
     pub redis_url: Option<String>,
     pub placement: MoveSettings,
+    pub telemetry: common::telemetry::TelemetrySettings,
 }
 
 impl Config {
@@ -182,7 +186,9 @@ impl Config {
                 "must be a redis:// URL",
             );
         }
+        let telemetry = raw.telemetry.validate("telemetry", &mut errors);
         errors.finish(Config {
+            telemetry,
             listen,
             etcd,
             keys,
@@ -290,6 +296,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ensure_cell_auth_key(&store, &config.keys).await?;
     let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone()).await?;
     let mut registry = prometheus_client::registry::Registry::default();
+    common::telemetry::register_metrics(&mut registry);
     let metrics = MoveMetrics::register(&mut registry);
     let registry = Arc::new(registry);
     let redis = match &config.redis_url {

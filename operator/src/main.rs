@@ -16,7 +16,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::process::init_tracing();
+    common::telemetry::init_logs();
     common::process::install_crypto_provider();
     let args = Args::parse();
     let config = common::config::or_exit(operator::config::Config::load(&args.config));

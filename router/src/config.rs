@@ -54,6 +54,9 @@ struct RawConfig {
     /// own; by default one per core.
     #[serde(default)]
     workers: Option<usize>,
+    /// Where spans are exported (OTLP); the `OTEL_*` variables override it.
+    #[serde(default)]
+    telemetry: common::telemetry::RawTelemetry,
 }
 
 /// Passive outlier detection; see `upstreams`.
@@ -126,6 +129,7 @@ pub struct Config {
     pub outliers: OutlierSettings,
     pub redis_url: Option<String>,
     pub workers: usize,
+    pub telemetry: common::telemetry::TelemetrySettings,
 }
 
 impl Config {
@@ -188,7 +192,9 @@ impl Config {
             "base_ejection must be positive and max_ejection at least base_ejection",
         );
         let workers = common::workers::count_from_config(raw.workers, &mut e);
+        let telemetry = raw.telemetry.validate("telemetry", &mut e);
         e.finish(Config {
+            telemetry,
             listen,
             etcd,
             keys,

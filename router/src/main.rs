@@ -21,9 +21,11 @@ struct Args {
 /// listener. Requests are served on the router's own worker threads.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    common::process::init_tracing();
     common::process::install_crypto_provider();
     let args = Args::parse();
     let config = common::config::or_exit(router::config::Config::load(&args.config));
-    router::server::run(config).await
+    let telemetry = common::telemetry::init_or_exit("cellnet-router", &config.telemetry, &[]);
+    let served = router::server::run(config).await;
+    telemetry.shutdown();
+    served
 }

@@ -37,6 +37,7 @@ pub struct RefusalLabels {
 
 impl RouterMetrics {
     pub fn register(registry: &mut Registry) -> Self {
+        common::telemetry::register_metrics(registry);
         let m = Self {
             responses: Family::default(),
             upstream: Family::default(),

@@ -119,7 +119,16 @@ pub async fn follow_placement(
 
 /// Request headers passed on to cells; everything else (cookies, the
 /// tenant's API key) stays at the router.
-const FORWARDED: &[&str] = &["content-type", "accept", "accept-encoding"];
+/// The trace context is among them so that a cell joins the client's trace
+/// even when the router exports no spans; when it does, the router's own
+/// span replaces it.
+const FORWARDED: &[&str] = &[
+    "content-type",
+    "accept",
+    "accept-encoding",
+    common::telemetry::propagation::TRACEPARENT,
+    common::telemetry::propagation::TRACESTATE,
+];
 /// Hop-by-hop headers never copied from a cell's response.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -180,10 +189,23 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 pub async fn forward(State(worker): State<WorkerState>, request: Request) -> Response {
     let state = &worker.shared;
     let id = request_id(request.headers());
-    let span = info_span!("route", request_id = %id, tenant = tracing::field::Empty, cell = tracing::field::Empty);
+    let template = route_template(request.uri().path());
+    let span = info_span!(
+        "route",
+        otel.name = %format_args!("{} {template}", request.method()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.route = template,
+        http.response.status_code = tracing::field::Empty,
+        request_id = %id,
+        cellnet.tenant = tracing::field::Empty,
+        cellnet.cell = tracing::field::Empty,
+    );
+    common::telemetry::continue_trace(&span, request.headers());
     let mut response = match state.in_flight.clone().try_acquire_owned() {
         Ok(_permit) => match route(state, &worker.http, request, &id)
-            .instrument(span)
+            .instrument(span.clone())
             .await
         {
             Ok(r) => r,
@@ -198,6 +220,11 @@ pub async fn forward(State(worker): State<WorkerState>, request: Request) -> Res
         response
             .headers_mut()
             .insert(common::headers::REQUEST_ID, v);
+    }
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
     state
         .metrics
@@ -230,7 +257,7 @@ async fn route(
 ) -> Result<Response, RouterError> {
     let view = state.cluster.snapshot();
     let tenant = authenticate(&view, request.headers())?;
-    tracing::Span::current().record("tenant", tenant.id.as_str());
+    tracing::Span::current().record("cellnet.tenant", tenant.id.as_str());
     let limits = tenant.effective_limits();
     let used_today = state
         .limiter
@@ -311,9 +338,14 @@ async fn route(
             busy += 1;
             continue;
         };
-        let outgoing = signed_request(&signing_key, &hint, &forwarded);
+        let call = cell_span(&target.cell, attempt);
+        let mut outgoing = signed_request(&signing_key, &hint, &forwarded);
+        common::telemetry::inject(&call, outgoing.headers_mut());
         let started = Instant::now();
-        let result = tokio::time::timeout_at(deadline, http.send(&target.endpoint, outgoing)).await;
+        let result = tokio::time::timeout_at(deadline, http.send(&target.endpoint, outgoing))
+            .instrument(call.clone())
+            .await;
+        record_cell_outcome(&call, &result);
         let outcome = |o: &'static str| CellLabels {
             cell: target.cell.to_string(),
             outcome: o,
@@ -398,7 +430,7 @@ async fn route(
                 } else {
                     state.upstreams.record_success(&target.cell);
                 }
-                tracing::Span::current().record("cell", &*target.cell);
+                tracing::Span::current().record("cellnet.cell", &*target.cell);
                 let streamed = resp
                     .headers()
                     .get(axum::http::header::CONTENT_TYPE)
@@ -444,6 +476,69 @@ async fn route(
         return Err(RouterError::Overloaded);
     }
     Err(RouterError::AllCellsFailed(failures.join("; ")))
+}
+
+/// The route a path belongs to, for span names: ids left out, so that names
+/// stay few.
+fn route_template(path: &str) -> &'static str {
+    const EXACT: &[&str] = &[
+        "/v1/query",
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/documents",
+        "/v1/points",
+        "/v1/points/count",
+        "/v1/cache",
+    ];
+    if let Some(known) = EXACT.iter().find(|p| **p == path) {
+        return known;
+    }
+    if path.starts_with("/v1/documents/") {
+        "/v1/documents/{id}"
+    } else if path.starts_with("/v1/jobs/") {
+        "/v1/jobs/{id}"
+    } else {
+        "other"
+    }
+}
+
+/// The span of one request to one cell; its context goes to the cell in
+/// `traceparent`, so the cell's spans are its children.
+fn cell_span(cell: &str, attempt: usize) -> tracing::Span {
+    info_span!(
+        "cell_call",
+        otel.name = %format_args!("cell {cell}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        cellnet.cell = cell,
+        cellnet.attempt = attempt,
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+fn record_cell_outcome<B, E: std::fmt::Display>(
+    span: &tracing::Span,
+    result: &Result<Result<axum::http::Response<B>, E>, tokio::time::error::Elapsed>,
+) {
+    match result {
+        Ok(Ok(resp)) => {
+            span.record("http.response.status_code", resp.status().as_u16());
+            if resp.status().is_server_error() {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", resp.status().as_str());
+            }
+        }
+        Ok(Err(e)) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", tracing::field::display(e));
+        }
+        Err(_) => {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", "timeout");
+        }
+    }
 }
 
 /// A read of an asynchronous ingestion job's status.
@@ -528,8 +623,13 @@ async fn replicate(
     }
     let deadline = tokio::time::Instant::now() + state.config.request_timeout;
     let sends = live.iter().map(|t| async move {
-        let request = signed_request(key, hint, headers);
-        let sent = tokio::time::timeout_at(deadline, http.send(&t.endpoint, request)).await;
+        let call = cell_span(&t.cell, 0);
+        let mut request = signed_request(key, hint, headers);
+        common::telemetry::inject(&call, request.headers_mut());
+        let sent = tokio::time::timeout_at(deadline, http.send(&t.endpoint, request))
+            .instrument(call.clone())
+            .await;
+        record_cell_outcome(&call, &sent);
         match sent {
             Ok(Ok(resp)) => {
                 let (parts, body) = resp.into_parts();

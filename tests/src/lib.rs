@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fake_kube;
 pub mod fleet;
 pub mod operator_fixture;
+pub mod otlp;
 pub mod process;
 pub mod terraform;
 

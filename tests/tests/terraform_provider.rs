@@ -301,17 +301,14 @@ resource "cellnet_provider_region" "eastus" {{
         ("cellnet_cell.c", "cell-c"),
         ("cellnet_provider_region.eastus", "azure-eastus"),
     ] {
-        let out = tf
-            .expect(0, &["import", "-no-color", address, id])
-            .unwrap();
+        let out = tf.expect(0, &["import", "-no-color", address, id]).unwrap();
         assert!(out.contains("Import successful"), "{address}: {out}");
     }
     let out = tf
         .expect(0, &["plan", "-detailed-exitcode", "-no-color"])
         .unwrap();
     assert!(out.contains("No changes."), "{out}");
-    let shown: Value =
-        serde_json::from_str(&tf.stdout(&["show", "-json"]).unwrap()).unwrap();
+    let shown: Value = serde_json::from_str(&tf.stdout(&["show", "-json"]).unwrap()).unwrap();
     let resources = shown["values"]["root_module"]["resources"]
         .as_array()
         .unwrap();

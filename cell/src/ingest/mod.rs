@@ -131,7 +131,7 @@ impl Ingestor {
         tenant: &str,
         req: IngestRequest,
     ) -> Result<IngestResponse, CellError> {
-        let span = info_span!("ingest", tenant = %tenant, cell = %self.cell_id, documents = req.documents.len());
+        let span = info_span!("ingest", cellnet.tenant = %tenant, cellnet.cell = %self.cell_id, documents = req.documents.len());
         self.run(tenant, req).instrument(span).await
     }
 

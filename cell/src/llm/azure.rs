@@ -129,6 +129,7 @@ impl AzureOpenAi {
             .authorised(self.http.client().post(self.url()))
             .await?
             .header(common::headers::REQUEST_ID, request_id)
+            .headers(common::telemetry::trace_headers(&tracing::Span::current()))
             .json(&body);
         let body = exchange(&self.name, self.timeout, request)
             .await?
@@ -178,6 +179,7 @@ impl AzureOpenAi {
             .authorised(self.http.client().post(self.url()))
             .await?
             .header(common::headers::REQUEST_ID, request_id)
+            .headers(common::telemetry::trace_headers(&tracing::Span::current()))
             .json(&body);
         let response =
             super::wire::open_stream(&self.name, self.timeout, outgoing, openai_error_message)

@@ -53,6 +53,17 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// The error's class, for `error.type` on spans: `timeout`,
+    /// `connect_error`, `decode_error` or the HTTP status.
+    pub fn kind(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            ProviderError::Timeout { .. } => "timeout".into(),
+            ProviderError::Connect { .. } => "connect_error".into(),
+            ProviderError::Status { status, .. } => status.to_string().into(),
+            ProviderError::Decode { .. } => "decode_error".into(),
+        }
+    }
+
     /// Whether the same request may succeed elsewhere or later: timeouts,
     /// connection failures, 408, 429 and 5xx. A 400 or 401 will not.
     pub fn is_retryable(&self) -> bool {
@@ -84,11 +95,11 @@ impl AnyProvider {
         }
     }
 
-    /// The provider's name in OpenTelemetry GenAI terms (`gen_ai.system`).
-    pub fn system(&self) -> &str {
+    /// The provider in OpenTelemetry GenAI terms (`gen_ai.provider.name`).
+    pub fn system(&self) -> &'static str {
         match self {
-            AnyProvider::Azure(_) => "azure_openai",
-            AnyProvider::Vertex(_) => "vertex_ai",
+            AnyProvider::Azure(_) => "azure.ai.openai",
+            AnyProvider::Vertex(_) => "gcp.vertex_ai",
             AnyProvider::OpenAiCompatible(_) => "openai",
         }
     }

@@ -51,6 +51,7 @@ impl OpenAiCompatible {
             .client()
             .post(self.url())
             .header(common::headers::REQUEST_ID, request_id)
+            .headers(common::telemetry::trace_headers(&tracing::Span::current()))
             .json(&self.request_body(request));
         if let Some(key) = &self.api_key {
             outgoing = outgoing.bearer_auth(key.expose());
@@ -98,6 +99,7 @@ impl OpenAiCompatible {
             .client()
             .post(self.url())
             .header(common::headers::REQUEST_ID, request_id)
+            .headers(common::telemetry::trace_headers(&tracing::Span::current()))
             .json(&body);
         if let Some(key) = &self.api_key {
             outgoing = outgoing.bearer_auth(key.expose());

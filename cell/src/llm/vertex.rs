@@ -201,6 +201,7 @@ impl VertexAi {
             .post(self.url())
             .bearer_auth(token.expose())
             .header(common::headers::REQUEST_ID, request_id)
+            .headers(common::telemetry::trace_headers(&tracing::Span::current()))
             .json(&request_body(request));
         let body = exchange(&self.name, self.timeout, outgoing)
             .await?
@@ -270,6 +271,7 @@ impl VertexAi {
             .post(url)
             .bearer_auth(token.expose())
             .header(common::headers::REQUEST_ID, request_id)
+            .headers(common::telemetry::trace_headers(&tracing::Span::current()))
             .json(&request_body(request));
         let response =
             super::wire::open_stream(&self.name, self.timeout, outgoing, error_message).await?;

@@ -6,6 +6,7 @@ pub mod coalesce;
 pub mod grounding;
 pub mod intent;
 pub mod prompt;
+mod spans;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +23,8 @@ use crate::llm::resilience::{AttemptError, Breaker, RetryPolicy, call_with_failo
 use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels, ReasonLabels};
 use crate::vector::fusion::collapse_near_duplicates;
 use crate::vector::{Hit, MetadataFilter, SearchQuery, VectorStore};
+
+pub use spans::StreamSpans;
 
 /// What the pipeline answers when retrieval finds nothing relevant.
 pub const NO_ANSWER: &str = "I don't know: none of your documents answers this question.";
@@ -138,6 +141,8 @@ pub struct LiveAnswer {
     pub index: usize,
     pub first: String,
     pub rest: crate::llm::stream::TokenStream,
+    /// Open until the stream ends: the answer's spans cover all of it.
+    pub spans: StreamSpans,
 }
 
 /// Where `prepare` left a question.
@@ -195,6 +200,36 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
+    /// Checks the question and its options, and classifies it.
+    fn preprocess(
+        &self,
+        req: &QueryRequest,
+    ) -> Result<(String, usize, MetadataFilter, intent::Intent), CellError> {
+        let question = req.query.trim().to_owned();
+        if question.is_empty() {
+            return Err(CellError::BadRequest("query must not be empty".into()));
+        }
+        if question.chars().count() > self.max_query_chars {
+            return Err(CellError::BadRequest(format!(
+                "query is longer than {} characters",
+                self.max_query_chars
+            )));
+        }
+        let top_k = req.top_k.unwrap_or(self.retrieval.default_top_k);
+        if top_k == 0 || top_k > self.retrieval.max_top_k {
+            return Err(CellError::BadRequest(format!(
+                "top_k must be between 1 and {}",
+                self.retrieval.max_top_k
+            )));
+        }
+        let filter = match &req.filter {
+            Some(value) => MetadataFilter::parse(value).map_err(CellError::BadRequest)?,
+            None => MetadataFilter::default(),
+        };
+        let intent = intent::detect(&question);
+        Ok((question, top_k, filter, intent))
+    }
+
     fn threshold_for(&self, ctx: &RequestContext) -> f32 {
         ctx.cache_threshold
             .unwrap_or(self.cache.settings().threshold)
@@ -205,8 +240,13 @@ impl Orchestrator {
         ctx: &RequestContext,
         req: QueryRequest,
     ) -> Result<QueryResponse, CellError> {
-        let span = info_span!("query", tenant = %ctx.tenant, cell = %self.cell_id, request_id = %ctx.request_id);
-        self.run(ctx, req).instrument(span).await
+        let span = spans::query(ctx, &self.cell_id, false);
+        let answered = self.run(ctx, req).instrument(span.clone()).await;
+        match &answered {
+            Ok(answer) => spans::record_answer(&span, answer),
+            Err(e) => spans::record_error(&span, e),
+        }
+        answered
     }
 
     async fn run(
@@ -243,28 +283,9 @@ impl Orchestrator {
     ) -> Result<Prepared, CellError> {
         // Preprocess.
         let started = Instant::now();
-        let question = req.query.trim().to_owned();
-        if question.is_empty() {
-            return Err(CellError::BadRequest("query must not be empty".into()));
-        }
-        if question.chars().count() > self.max_query_chars {
-            return Err(CellError::BadRequest(format!(
-                "query is longer than {} characters",
-                self.max_query_chars
-            )));
-        }
-        let top_k = req.top_k.unwrap_or(self.retrieval.default_top_k);
-        if top_k == 0 || top_k > self.retrieval.max_top_k {
-            return Err(CellError::BadRequest(format!(
-                "top_k must be between 1 and {}",
-                self.retrieval.max_top_k
-            )));
-        }
-        let filter = match &req.filter {
-            Some(value) => MetadataFilter::parse(value).map_err(CellError::BadRequest)?,
-            None => MetadataFilter::default(),
-        };
-        let intent = intent::detect(&question);
+        let preprocess =
+            info_span!("preprocess", cellnet.tenant = %ctx.tenant, cellnet.cell = %self.cell_id);
+        let (question, top_k, filter, intent) = preprocess.in_scope(|| self.preprocess(&req))?;
         self.metrics.observe_stage("preprocess", started);
         if let Some(answer) = intent.canned_answer() {
             tracing::info!(intent = intent.as_str(), "answered without retrieval");
@@ -297,7 +318,13 @@ impl Orchestrator {
         // Exact tier, before any embedding: a repeated question costs one
         // Redis round trip.
         let started = Instant::now();
-        let cache_span = info_span!("semantic_cache", tenant = %ctx.tenant, cell = %self.cell_id, outcome = tracing::field::Empty);
+        let cache_span = info_span!(
+            "semantic_cache",
+            cellnet.tenant = %ctx.tenant,
+            cellnet.cell = %self.cell_id,
+            cellnet.cache.outcome = tracing::field::Empty,
+            cellnet.cache.similarity = tracing::field::Empty,
+        );
         let lookup = async {
             if filter.is_empty() {
                 Some(self.cache.lookup_exact(&ctx.tenant, &question).await)
@@ -369,7 +396,9 @@ impl Orchestrator {
         let embedding = self
             .embedder
             .embed(&question)
-            .instrument(info_span!("embed", tenant = %ctx.tenant, cell = %self.cell_id))
+            .instrument(
+                info_span!("embed", cellnet.tenant = %ctx.tenant, cellnet.cell = %self.cell_id),
+            )
             .await?;
         self.metrics.observe_stage("embed", started);
 
@@ -404,6 +433,7 @@ impl Orchestrator {
                 }) => {
                     if let Some(s) = best_similarity {
                         self.metrics.cache_similarity.observe(f64::from(s));
+                        cache_span.record("cellnet.cache.similarity", f64::from(s));
                     }
                     for reason in rejected {
                         self.metrics
@@ -413,12 +443,12 @@ impl Orchestrator {
                             })
                             .inc();
                     }
-                    cache_span.record("outcome", "miss");
+                    cache_span.record("cellnet.cache.outcome", "miss");
                 }
                 Err(e) => {
                     self.metrics.cache_errors.inc();
                     tracing::warn!(parent: &cache_span, error = %e, "cache lookup failed, bypassing");
-                    cache_span.record("outcome", "bypass");
+                    cache_span.record("cellnet.cache.outcome", "bypass");
                 }
             }
         }
@@ -447,8 +477,8 @@ impl Orchestrator {
             )
             .instrument(info_span!(
                 "retrieve",
-                tenant = %ctx.tenant,
-                cell = %self.cell_id,
+                cellnet.tenant = %ctx.tenant,
+                cellnet.cell = %self.cell_id,
                 top_k,
                 hybrid = ctx.hybrid_retrieval
             ))
@@ -476,16 +506,17 @@ impl Orchestrator {
             }));
         }
 
-        let (request, quoted) = {
-            let count = |text: &str| self.embedder.count_tokens(text);
-            prompt::build(
-                &question,
-                &hits,
-                MAX_ANSWER_TOKENS,
-                self.retrieval.prompt_token_budget,
-                &count,
-            )
-        };
+        let (request, quoted) = info_span!("prompt", cellnet.tenant = %ctx.tenant, cellnet.cell = %self.cell_id, passages = hits.len())
+            .in_scope(|| {
+                let count = |text: &str| self.embedder.count_tokens(text);
+                prompt::build(
+                    &question,
+                    &hits,
+                    MAX_ANSWER_TOKENS,
+                    self.retrieval.prompt_token_budget,
+                    &count,
+                )
+            });
         let mut hits = hits;
         hits.truncate(quoted);
         Ok(Prepared::Ask(Ask {
@@ -520,8 +551,14 @@ impl Orchestrator {
 
         // Postprocess: keep only citations of passages the answer used.
         let started = Instant::now();
-        let citations = citations_for(&completion.content, &hits);
-        let grounded = grounding::assess(&completion.content, &hits);
+        let (citations, grounded) =
+            info_span!("postprocess", cellnet.tenant = %ctx.tenant, cellnet.cell = %self.cell_id)
+                .in_scope(|| {
+                    (
+                        citations_for(&completion.content, &hits),
+                        grounding::assess(&completion.content, &hits),
+                    )
+                });
         let answer = CachedAnswer {
             answer: completion.content,
             citations,
@@ -553,7 +590,7 @@ impl Orchestrator {
             if let Err(e) = self
                 .cache
                 .store(&ctx.tenant, &question, &embedding, entry)
-                .instrument(info_span!("cache_store", tenant = %ctx.tenant, cell = %self.cell_id))
+                .instrument(info_span!("cache_store", cellnet.tenant = %ctx.tenant, cellnet.cell = %self.cell_id))
                 .await
             {
                 self.metrics.cache_errors.inc();
@@ -608,22 +645,47 @@ impl Orchestrator {
         ctx: &RequestContext,
         req: QueryRequest,
     ) -> Result<Streamed, CellError> {
-        let span = info_span!("query", tenant = %ctx.tenant, cell = %self.cell_id, request_id = %ctx.request_id, stream = true);
-        let ask = match self.prepare(ctx, req).instrument(span.clone()).await? {
-            Prepared::Answered(answer) => return Ok(Streamed::Whole(answer)),
+        let span = spans::query(ctx, &self.cell_id, true);
+        let prepared = match self.prepare(ctx, req).instrument(span.clone()).await {
+            Ok(p) => p,
+            Err(e) => {
+                spans::record_error(&span, &e);
+                return Err(e);
+            }
+        };
+        let ask = match prepared {
+            Prepared::Answered(answer) => {
+                spans::record_answer(&span, &answer);
+                return Ok(Streamed::Whole(answer));
+            }
             Prepared::Ask(ask) => ask,
         };
-        match self.open_stream(ctx, &ask.request).instrument(span).await {
-            Ok((index, first, rest)) => Ok(Streamed::Live(LiveAnswer {
+        match self
+            .open_stream(ctx, &ask.request)
+            .instrument(span.clone())
+            .await
+        {
+            Ok((index, first, rest, attempt)) => Ok(Streamed::Live(LiveAnswer {
                 ask,
                 index,
                 first,
                 rest,
+                spans: StreamSpans {
+                    query: span,
+                    attempt,
+                },
             })),
-            Err(errors) => self
-                .fallback(ctx, &ask.question, &ask.embedding, &ask.hits, &errors)
-                .await
-                .map(Streamed::Whole),
+            Err(errors) => {
+                let answered = self
+                    .fallback(ctx, &ask.question, &ask.embedding, &ask.hits, &errors)
+                    .instrument(span.clone())
+                    .await;
+                match &answered {
+                    Ok(answer) => spans::record_answer(&span, answer),
+                    Err(e) => spans::record_error(&span, e),
+                }
+                answered.map(Streamed::Whole)
+            }
         }
     }
 
@@ -633,12 +695,20 @@ impl Orchestrator {
         &self,
         ctx: &RequestContext,
         request: &crate::llm::ChatRequest,
-    ) -> Result<(usize, String, crate::llm::stream::TokenStream), Vec<AttemptError>> {
+    ) -> Result<
+        (
+            usize,
+            String,
+            crate::llm::stream::TokenStream,
+            tracing::Span,
+        ),
+        Vec<AttemptError>,
+    > {
         use crate::llm::ProviderError;
         use crate::llm::stream::StreamEvent;
         use futures::StreamExt;
         let mut errors = Vec::new();
-        for i in self.candidate_order(ctx) {
+        for (n, i) in self.candidate_order(ctx).into_iter().enumerate() {
             let provider = &self.providers[i];
             if !self.breakers[i].allow() {
                 errors.push(AttemptError::CircuitOpen {
@@ -658,7 +728,11 @@ impl Orchestrator {
                     Some(Err(e)) => Err(e),
                 }
             };
-            let outcome = match tokio::time::timeout(provider.timeout(), attempt).await {
+            let span = spans::provider_attempt(ctx, &self.cell_id, provider, n, true);
+            let outcome = match tokio::time::timeout(provider.timeout(), attempt)
+                .instrument(span.clone())
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(ProviderError::Timeout {
                     provider: provider.name().to_owned(),
@@ -672,10 +746,11 @@ impl Orchestrator {
             match outcome {
                 Ok((first, rest)) => {
                     self.breakers[i].record(true);
-                    return Ok((i, first, rest));
+                    return Ok((i, first, rest, span));
                 }
                 Err(e) => {
-                    tracing::warn!(provider = provider.name(), error = %e, "stream did not start");
+                    spans::record_failure(&span, &e);
+                    tracing::warn!(parent: &span, provider = provider.name(), error = %e, "stream did not start");
                     self.breakers[i].record(!e.is_retryable());
                     let fatal = !e.is_retryable();
                     errors.push(e.into());
@@ -689,22 +764,28 @@ impl Orchestrator {
     }
 
     /// The end of a streamed answer: the same postprocessing, accounting and
-    /// cache store as a whole one.
+    /// cache store as a whole one. `model` is the one the provider named, if
+    /// it named one.
     pub async fn finish_stream(
         &self,
         ctx: &RequestContext,
         ask: Ask,
         index: usize,
-        text: String,
-        usage: Usage,
-        model: Option<String>,
+        (text, usage, model): (String, Usage, Option<String>),
+        spans: &StreamSpans,
     ) -> QueryResponse {
         let completion = crate::llm::Completion {
             content: text,
             model: model.unwrap_or_else(|| self.providers[index].model().to_owned()),
             usage,
         };
-        self.finish(ctx, ask, index, completion).await
+        spans::record_completion(&spans.attempt, &completion);
+        let answer = self
+            .finish(ctx, ask, index, completion)
+            .instrument(spans.query.clone())
+            .await;
+        spans::record_answer(&spans.query, &answer);
+        answer
     }
 
     /// Which fallback answering from provider `index` is: none for the first
@@ -754,7 +835,8 @@ impl Orchestrator {
         started: Instant,
         span: &tracing::Span,
     ) -> QueryResponse {
-        span.record("outcome", "hit");
+        span.record("cellnet.cache.outcome", "hit");
+        span.record("cellnet.cache.similarity", f64::from(similarity));
         self.metrics.cache_similarity.observe(f64::from(similarity));
         self.metrics.observe_stage("semantic_cache", started);
         self.metrics
@@ -871,19 +953,10 @@ impl Orchestrator {
         ctx: &RequestContext,
         request: &crate::llm::ChatRequest,
         index: usize,
+        attempt: usize,
     ) -> Result<crate::llm::Completion, crate::llm::ProviderError> {
         let provider = &self.providers[index];
-        let span = info_span!(
-        "llm",
-        tenant = %ctx.tenant,
-        cell = %self.cell_id,
-        gen_ai.system = provider.system(),
-        gen_ai.request.model = provider.model(),
-        gen_ai.provider.name = provider.name(),
-        cloud.region = provider.region(),
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        );
+        let span = spans::provider_attempt(ctx, &self.cell_id, provider, attempt, false);
         let started = Instant::now();
         let outcome = provider
             .chat(request, &ctx.request_id)
@@ -895,14 +968,11 @@ impl Orchestrator {
         );
         let label = match &outcome {
             Ok(completion) => {
-                span.record("gen_ai.usage.input_tokens", completion.usage.prompt_tokens);
-                span.record(
-                    "gen_ai.usage.output_tokens",
-                    completion.usage.completion_tokens,
-                );
+                spans::record_completion(&span, completion);
                 "ok"
             }
             Err(e) => {
+                spans::record_failure(&span, e);
                 tracing::warn!(parent: &span, error = %e, "provider call failed");
                 "error"
             }
@@ -929,8 +999,11 @@ impl Orchestrator {
         let breakers: Vec<&Breaker> = order.iter().map(|&i| &self.breakers[i]).collect();
         let timeouts: Vec<std::time::Duration> =
             order.iter().map(|&i| self.providers[i].timeout()).collect();
+        // Every call is one attempt, retries of the same provider included.
+        let attempts = std::sync::atomic::AtomicUsize::new(0);
+        let next_attempt = || attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let primary = call_with_failover(&names, &breakers, &timeouts, self.retry, |n| {
-            self.attempt(ctx, request, order[n])
+            self.attempt(ctx, request, order[n], next_attempt())
         });
         // Hedging: if the first candidate has not answered by its observed
         // p95, the second is asked too, and the first success wins.
@@ -951,7 +1024,7 @@ impl Orchestrator {
                     self.metrics.hedges.inc();
                     let outcome = tokio::time::timeout(
                         self.providers[second].timeout(),
-                        self.attempt(ctx, request, second),
+                        self.attempt(ctx, request, second, next_attempt()),
                     )
                     .await;
                     let ok = matches!(outcome, Ok(Ok(_)));

@@ -13,7 +13,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::process::init_tracing();
+    common::telemetry::init_logs();
     let args = Args::parse();
     let config = common::config::or_exit(chaos::sim::Config::load(&args.config));
     let listen: std::net::SocketAddr = config.listen.parse()?;

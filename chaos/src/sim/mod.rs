@@ -58,7 +58,21 @@ pub struct Simulator {
     pub service_accounts: Vec<google_oauth::KnownAccount>,
     /// Access tokens issued by `/oauth2/token`.
     pub issued_tokens: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The last requests to provider routes, newest last, for tests that
+    /// check what a caller sent (`GET /sim/requests`).
+    pub seen: std::sync::Mutex<std::collections::VecDeque<SeenRequest>>,
 }
+
+/// What the simulator keeps of one provider request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SeenRequest {
+    pub path: String,
+    pub request_id: Option<String>,
+    pub traceparent: Option<String>,
+}
+
+/// How many requests `GET /sim/requests` remembers.
+const SEEN_REQUESTS: usize = 256;
 
 impl Simulator {
     /// Whether `headers` carry the configured key (`api-key` or bearer) or
@@ -160,6 +174,7 @@ impl Simulator {
             api_key: config.api_key,
             service_accounts,
             issued_tokens: Default::default(),
+            seen: Default::default(),
         }))
     }
 }
@@ -183,12 +198,54 @@ pub fn routes(sim: Arc<Simulator>) -> Router {
         .route("/{region}/v1/embeddings", post(embeddings::openai_embeddings))
         .route("/oauth2/token", post(google_oauth::token))
         .route("/sim/stats", get(azure::stats))
+        .route("/sim/requests", get(seen_requests))
         .route(
             "/sim/regions/{region}/faults",
             put(set_faults).get(get_faults),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(sim.clone(), remember))
         .with_state(sim)
+}
+
+/// Keeps the identity and trace context of every provider request.
+async fn remember(
+    State(sim): State<Arc<Simulator>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    if !path.starts_with("/sim/") && path != "/healthz" {
+        let header = |name: &str| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let seen = SeenRequest {
+            path: path.to_owned(),
+            request_id: header("x-request-id"),
+            traceparent: header("traceparent"),
+        };
+        if let Ok(mut log) = sim.seen.lock() {
+            if log.len() == SEEN_REQUESTS {
+                log.pop_front();
+            }
+            log.push_back(seen);
+        }
+    }
+    next.run(request).await
+}
+
+/// `GET /sim/requests`: the last provider requests, oldest first.
+async fn seen_requests(State(sim): State<Arc<Simulator>>) -> Response {
+    let log: Vec<SeenRequest> = sim
+        .seen
+        .lock()
+        .map(|l| l.iter().cloned().collect())
+        .unwrap_or_default();
+    Json(log).into_response()
 }
 
 /// `PUT /sim/regions/{region}/faults`: replaces the region's fault profile.
