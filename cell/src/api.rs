@@ -178,36 +178,25 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
         .extensions
         .get::<MatchedPath>()
         .map_or("other", MatchedPath::as_str);
-    let span = tracing::info_span!(
-        "cell_request",
-        otel.name = %format_args!("{} {route}", parts.method),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %parts.method,
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-        request_id = %request_id,
-        cellnet.tenant = %tenant,
-        cellnet.cell = %state.cell_id,
-    );
-    common::telemetry::continue_trace(&span, &parts.headers);
+    let span = common::telemetry::server_span(&parts.method, route, &parts.headers);
+    let request_id = if request_id.is_empty() {
+        uuid::Uuid::new_v4().to_string()
+    } else {
+        request_id
+    };
+    span.record("request_id", request_id.as_str());
+    span.record("cellnet.tenant", tenant.as_str());
+    span.record("cellnet.cell", state.cell_id.as_str());
     let mut request = Request::from_parts(parts, axum::body::Body::from(body));
     request.extensions_mut().insert(RequestContext {
         tenant,
-        request_id: if request_id.is_empty() {
-            uuid::Uuid::new_v4().to_string()
-        } else {
-            request_id
-        },
+        request_id,
         cache_threshold,
         fallbacks,
         hybrid_retrieval,
     });
     let response = next.run(request).instrument(span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
+    common::telemetry::record_status(&span, response.status());
     response
 }
 

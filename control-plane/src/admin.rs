@@ -103,16 +103,7 @@ async fn require_operator(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or("other", axum::extract::MatchedPath::as_str);
-    let span = tracing::info_span!(
-        "admin",
-        otel.name = %format_args!("{} {route}", request.method()),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %request.method(),
-        http.route = route,
-        http.response.status_code = tracing::field::Empty,
-    );
-    common::telemetry::continue_trace(&span, request.headers());
+    let span = common::telemetry::server_span(request.method(), route, request.headers());
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -124,10 +115,7 @@ async fn require_operator(
         }
         _ => AdminError::Unauthorized.into_response(),
     };
-    span.record("http.response.status_code", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
+    common::telemetry::record_status(&span, response.status());
     response
 }
 

@@ -189,20 +189,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 pub async fn forward(State(worker): State<WorkerState>, request: Request) -> Response {
     let state = &worker.shared;
     let id = request_id(request.headers());
-    let template = route_template(request.uri().path());
-    let span = info_span!(
-        "route",
-        otel.name = %format_args!("{} {template}", request.method()),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %request.method(),
-        http.route = template,
-        http.response.status_code = tracing::field::Empty,
-        request_id = %id,
-        cellnet.tenant = tracing::field::Empty,
-        cellnet.cell = tracing::field::Empty,
+    let span = common::telemetry::server_span(
+        request.method(),
+        route_template(request.uri().path()),
+        request.headers(),
     );
-    common::telemetry::continue_trace(&span, request.headers());
+    span.record("request_id", id.as_str());
     let mut response = match state.in_flight.clone().try_acquire_owned() {
         Ok(_permit) => match route(state, &worker.http, request, &id)
             .instrument(span.clone())
@@ -221,11 +213,7 @@ pub async fn forward(State(worker): State<WorkerState>, request: Request) -> Res
             .headers_mut()
             .insert(common::headers::REQUEST_ID, v);
     }
-    let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
+    common::telemetry::record_status(&span, response.status());
     state
         .metrics
         .responses

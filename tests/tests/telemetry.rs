@@ -117,6 +117,17 @@ fn child_of<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a Rec
         .collect()
 }
 
+/// Tenant `acme` with the shipping document; its API key.
+async fn shipping_tenant(cluster: &Cluster) -> String {
+    cluster
+        .tenant_with_documents(
+            "acme",
+            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
+        )
+        .await
+        .unwrap()
+}
+
 /// POSTs `body` to the router's `path` with a fresh client trace context:
 /// (the trace id, the client's span id, the response).
 async fn traced_post(
@@ -159,13 +170,7 @@ async fn provider_traceparents(cluster: &Cluster, request_id: &str) -> Vec<Strin
 async fn queries_are_connected_traces_from_client_to_provider() {
     let receiver = OtlpReceiver::start().await.unwrap();
     let cluster = traced_cluster(&receiver).await;
-    let key = cluster
-        .tenant_with_documents(
-            "acme",
-            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
-        )
-        .await
-        .unwrap();
+    let key = shipping_tenant(&cluster).await;
 
     // A query, with the client's trace context.
     let (trace, client_span, response) = traced_post(
@@ -474,13 +479,7 @@ async fn with_the_collector_down_requests_are_answered_and_drops_counted() {
     })
     .await
     .unwrap();
-    let key = cluster
-        .tenant_with_documents(
-            "acme",
-            &json!({"documents": [{"id": "shipping", "text": SHIPPING}]}),
-        )
-        .await
-        .unwrap();
+    let key = shipping_tenant(&cluster).await;
     for i in 0..20 {
         let (status, body, _) = cluster
             .post(

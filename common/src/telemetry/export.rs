@@ -69,7 +69,7 @@ impl QueueingProcessor {
                     let _entered = runtime.enter();
                     build()
                 };
-                let mut exporter = match exporter {
+                let exporter = match exporter {
                     Ok(mut exporter) => {
                         exporter.set_resource(&resource);
                         let _ = built_tx.send(Ok(()));
@@ -82,13 +82,12 @@ impl QueueingProcessor {
                 };
                 Worker {
                     runtime,
-                    exporter: &mut exporter,
+                    exporter,
                     batch,
                     counters: worker_counters,
                     failing: false,
                 }
                 .run(incoming);
-                let _ = exporter.shutdown();
             })
             .map_err(|e| format!("cannot start the export thread: {e}"))?;
         match built_rx.recv() {
@@ -152,17 +151,25 @@ impl SpanProcessor for QueueingProcessor {
     }
 }
 
-struct Worker<'a, E: SpanExporter> {
+struct Worker<E: SpanExporter> {
     runtime: tokio::runtime::Runtime,
-    exporter: &'a mut E,
+    exporter: E,
     batch: BatchSettings,
     counters: ExportCounters,
     /// Whether the last export failed: failures are logged once per outage.
     failing: bool,
 }
 
-impl<E: SpanExporter> Worker<'_, E> {
-    fn run(&mut self, incoming: Receiver<Message>) {
+impl<E: SpanExporter> Worker<E> {
+    /// Exports until shut down or until the processor is gone, then stops
+    /// the exporter.
+    fn run(mut self, incoming: Receiver<Message>) {
+        self.serve(&incoming);
+        let _entered = self.runtime.enter();
+        let _ = self.exporter.shutdown();
+    }
+
+    fn serve(&mut self, incoming: &Receiver<Message>) {
         let mut pending: Vec<SpanData> = Vec::with_capacity(self.batch.max_export_batch_size);
         let mut next_export = Instant::now() + self.batch.schedule_delay;
         loop {
@@ -176,11 +183,14 @@ impl<E: SpanExporter> Worker<'_, E> {
                     }
                 }
                 Ok(Message::Flush(answer)) => {
-                    self.drain(&incoming, &mut pending);
+                    let shut_down = self.drain(incoming, &mut pending);
                     let _ = answer.send(());
+                    if shut_down {
+                        return;
+                    }
                 }
                 Ok(Message::Shutdown(answer)) => {
-                    self.drain(&incoming, &mut pending);
+                    self.drain(incoming, &mut pending);
                     let _ = answer.send(());
                     return;
                 }
@@ -196,8 +206,11 @@ impl<E: SpanExporter> Worker<'_, E> {
         }
     }
 
-    /// Exports what is queued now, in batches.
-    fn drain(&mut self, incoming: &Receiver<Message>, pending: &mut Vec<SpanData>) {
+    /// Exports what is queued now, in batches, then answers the flushes and
+    /// shutdowns queued with it; true when one of them was a shutdown.
+    fn drain(&mut self, incoming: &Receiver<Message>, pending: &mut Vec<SpanData>) -> bool {
+        let mut answers = Vec::new();
+        let mut shut_down = false;
         while let Ok(message) = incoming.try_recv() {
             match message {
                 Message::Span(span) => {
@@ -206,12 +219,18 @@ impl<E: SpanExporter> Worker<'_, E> {
                         self.export(pending);
                     }
                 }
-                Message::Flush(answer) | Message::Shutdown(answer) => {
-                    let _ = answer.send(());
+                Message::Flush(answer) => answers.push(answer),
+                Message::Shutdown(answer) => {
+                    shut_down = true;
+                    answers.push(answer);
                 }
             }
         }
         self.export(pending);
+        for answer in answers {
+            let _ = answer.send(());
+        }
+        shut_down
     }
 
     fn export(&mut self, pending: &mut Vec<SpanData>) {
@@ -221,7 +240,7 @@ impl<E: SpanExporter> Worker<'_, E> {
         let spans = std::mem::take(pending);
         let n = spans.len() as u64;
         let timeout = self.batch.export_timeout;
-        let exporter = &*self.exporter;
+        let exporter = &self.exporter;
         // The timer is made inside the runtime: it needs its clock.
         let outcome = self
             .runtime
@@ -245,5 +264,101 @@ impl<E: SpanExporter> Worker<'_, E> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+
+    use super::*;
+
+    #[derive(Debug, Clone, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl SpanExporter for Counting {
+        fn export(
+            &self,
+            batch: Vec<SpanData>,
+        ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+            self.0.fetch_add(batch.len(), Ordering::SeqCst);
+            async { Ok(()) }
+        }
+    }
+
+    #[derive(Debug)]
+    struct Refusing;
+
+    impl SpanExporter for Refusing {
+        async fn export(&self, _batch: Vec<SpanData>) -> OTelSdkResult {
+            Err(OTelSdkError::InternalFailure("collector down".into()))
+        }
+    }
+
+    fn settings() -> BatchSettings {
+        BatchSettings {
+            // Only flushes and shutdown export, so the test decides when.
+            schedule_delay: Duration::from_secs(3600),
+            max_queue_size: 64,
+            max_export_batch_size: 4,
+            export_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn provider<E: SpanExporter + 'static>(
+        exporter: E,
+        counters: &ExportCounters,
+    ) -> SdkTracerProvider {
+        let processor = QueueingProcessor::start(
+            move || Ok(exporter),
+            Resource::builder_empty().build(),
+            settings(),
+            counters.clone(),
+        )
+        .unwrap();
+        SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .build()
+    }
+
+    #[test]
+    fn ended_spans_are_exported_in_batches_on_flush_and_shutdown() {
+        let exporter = Counting::default();
+        let counters = ExportCounters::default();
+        let provider = provider(exporter.clone(), &counters);
+        let tracer = provider.tracer("test");
+        for _ in 0..10 {
+            tracer.start("span").end();
+        }
+        provider.force_flush().unwrap();
+        assert_eq!(exporter.0.load(Ordering::SeqCst), 10);
+        assert_eq!(counters.exported.get(), 10);
+        tracer.start("last").end();
+        provider.shutdown().unwrap();
+        assert_eq!(exporter.0.load(Ordering::SeqCst), 11);
+    }
+
+    #[test]
+    fn refused_batches_are_counted_as_dropped() {
+        let counters = ExportCounters::default();
+        let provider = provider(Refusing, &counters);
+        let tracer = provider.tracer("test");
+        for _ in 0..6 {
+            tracer.start("span").end();
+        }
+        provider.force_flush().unwrap();
+        let dropped = counters
+            .dropped
+            .get_or_create(&super::super::DropLabels {
+                reason: "export_failed",
+            })
+            .get();
+        assert_eq!(dropped, 6);
+        assert_eq!(counters.exported.get(), 0);
+        provider.shutdown().unwrap();
     }
 }

@@ -28,7 +28,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use propagation::{continue_trace, inject, trace_headers};
+pub use propagation::{continue_trace, inject, record_status, server_span, trace_headers};
 pub use settings::{Protocol, RawTelemetry, TelemetrySettings};
 
 /// What happened to the spans this process ended.

@@ -35,6 +35,35 @@ impl Injector for Inject<'_> {
     }
 }
 
+/// The server span of one HTTP request, named `<method> <route>` as the
+/// HTTP conventions name server spans, continuing the caller's trace. The
+/// request id, tenant and cell are declared empty for the service to record
+/// once it knows them; [`record_status`] ends it with the response's status.
+pub fn server_span(method: &http::Method, route: &str, headers: &HeaderMap) -> tracing::Span {
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+        cellnet.tenant = tracing::field::Empty,
+        cellnet.cell = tracing::field::Empty,
+    );
+    continue_trace(&span, headers);
+    span
+}
+
+/// Records the response's status on a [`server_span`]; a 5xx is an error.
+pub fn record_status(span: &tracing::Span, status: http::StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// Makes `span` a child of the trace context the caller sent, if it sent a
 /// valid one. Call before the span is first entered.
 pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
