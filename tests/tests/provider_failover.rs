@@ -79,7 +79,7 @@ async fn answers_move_across_clouds_as_regions_fail() -> anyhow::Result<()> {
         .text()
         .await?;
     assert!(
-        metrics.contains("cellnet_tenant_cost_usd_total{tenant=\"acme\"}"),
+        metrics.contains("cellnet_tenant_cost_usd_total{tenant=\"acme\",cell=\"cell-a\"}"),
         "{metrics}"
     );
     assert!(

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use e2e::otlp::{OtlpReceiver, ReceivedSpan};
-use e2e::{Cluster, ClusterOptions};
+use e2e::{Cluster, ClusterOptions, metric};
 use serde_json::{Value, json};
 
 const SHIPPING: &str = "Shipping. Orders ship from our warehouse in Lyon. \
@@ -458,14 +458,6 @@ fn span_is(s: &ReceivedSpan, stage: &str) -> bool {
     }
 }
 
-/// A metric's value in a Prometheus exposition.
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_start))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_collector_down_requests_are_answered_and_drops_counted() {
     // Nothing listens on this port: every export fails.
@@ -491,7 +483,7 @@ async fn with_the_collector_down_requests_are_answered_and_drops_counted() {
             .unwrap();
         assert_eq!(status, 200, "{body}");
     }
-    let failed = "otel_spans_dropped_total{reason=\"export_failed\"} ";
+    let failed = "otel_spans_dropped_total{reason=\"export_failed\"}";
     e2e::eventually(
         30,
         "router and cell count the spans they could not send",
@@ -516,7 +508,7 @@ async fn with_the_collector_down_requests_are_answered_and_drops_counted() {
     .await;
     let router = cluster.router_text("/metrics").await.unwrap();
     assert_eq!(
-        metric(&router, "otel_spans_exported_total "),
+        metric(&router, "otel_spans_exported_total"),
         0.0,
         "{router}"
     );

@@ -20,7 +20,7 @@ use crate::embed::QueryEmbedder;
 use crate::error::CellError;
 use crate::llm::AnyProvider;
 use crate::llm::resilience::{AttemptError, Breaker, RetryPolicy, call_with_failover};
-use crate::metrics::{CacheLabels, CellMetrics, ProviderLabels, ReasonLabels};
+use crate::metrics::{CacheLabels, CacheTier, CellMetrics, ProviderLabels, ReasonLabels};
 use crate::vector::fusion::collapse_near_duplicates;
 use crate::vector::{Hit, MetadataFilter, SearchQuery, VectorStore};
 
@@ -243,7 +243,7 @@ impl Orchestrator {
         let span = spans::query(ctx, &self.cell_id, false);
         let answered = self.run(ctx, req).instrument(span.clone()).await;
         match &answered {
-            Ok(answer) => spans::record_answer(&span, answer),
+            Ok(answer) => self.answered(ctx, &span, answer),
             Err(e) => spans::record_error(&span, e),
         }
         answered
@@ -324,6 +324,7 @@ impl Orchestrator {
             cellnet.cell = %self.cell_id,
             cellnet.cache.outcome = tracing::field::Empty,
             cellnet.cache.similarity = tracing::field::Empty,
+            cellnet.cache.tier = tracing::field::Empty,
         );
         let lookup = async {
             if filter.is_empty() {
@@ -337,8 +338,9 @@ impl Orchestrator {
             None => None,
             Some(Ok((_, Some(entry)))) => {
                 return Ok(Prepared::Answered(self.hit(
+                    &ctx.tenant,
                     entry,
-                    1.0,
+                    (CacheTier::Exact, 1.0),
                     started,
                     &cache_span,
                 )));
@@ -374,8 +376,9 @@ impl Orchestrator {
                 Ok((_, Some(entry))) => {
                     self.metrics.coalesced.inc();
                     return Ok(Prepared::Answered(self.hit(
+                        &ctx.tenant,
                         entry,
-                        1.0,
+                        (CacheTier::Exact, 1.0),
                         started,
                         &cache_span,
                     )));
@@ -421,8 +424,9 @@ impl Orchestrator {
                     entry, similarity, ..
                 }) => {
                     return Ok(Prepared::Answered(self.hit(
+                        &ctx.tenant,
                         entry,
-                        similarity,
+                        (CacheTier::Semantic, similarity),
                         started,
                         &cache_span,
                     )));
@@ -655,7 +659,7 @@ impl Orchestrator {
         };
         let ask = match prepared {
             Prepared::Answered(answer) => {
-                spans::record_answer(&span, &answer);
+                self.answered(ctx, &span, &answer);
                 return Ok(Streamed::Whole(answer));
             }
             Prepared::Ask(ask) => ask,
@@ -681,7 +685,7 @@ impl Orchestrator {
                     .instrument(span.clone())
                     .await;
                 match &answered {
-                    Ok(answer) => spans::record_answer(&span, answer),
+                    Ok(answer) => self.answered(ctx, &span, answer),
                     Err(e) => spans::record_error(&span, e),
                 }
                 answered.map(Streamed::Whole)
@@ -784,7 +788,7 @@ impl Orchestrator {
             .finish(ctx, ask, index, completion)
             .instrument(spans.query.clone())
             .await;
-        spans::record_answer(&spans.query, &answer);
+        self.answered(ctx, &spans.query, &answer);
         answer
     }
 
@@ -822,20 +826,34 @@ impl Orchestrator {
             .tenant_cost_usd
             .get_or_create(&crate::metrics::TenantLabels {
                 tenant: ctx.tenant.clone(),
+                cell: self.cell_id.clone(),
             })
             .inc_by(cost);
         Some(cost)
     }
 
+    /// Records a served answer on its query span and in the quality metrics.
+    fn answered(&self, ctx: &RequestContext, span: &tracing::Span, answer: &QueryResponse) {
+        spans::record_answer(span, answer);
+        self.metrics
+            .quality
+            .answered(&ctx.tenant, &self.cell_id, answer);
+    }
+
     /// The answer for a cache hit.
     fn hit(
         &self,
+        tenant: &str,
         entry: Entry,
-        similarity: f32,
+        (tier, similarity): (CacheTier, f32),
         started: Instant,
         span: &tracing::Span,
     ) -> QueryResponse {
+        self.metrics
+            .quality
+            .cache_hit(tenant, &self.cell_id, tier, similarity);
         span.record("cellnet.cache.outcome", "hit");
+        span.record("cellnet.cache.tier", tier.as_str());
         span.record("cellnet.cache.similarity", f64::from(similarity));
         self.metrics.cache_similarity.observe(f64::from(similarity));
         self.metrics.observe_stage("semantic_cache", started);

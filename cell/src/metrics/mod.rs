@@ -8,6 +8,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub mod quality;
+
+pub use quality::{CacheTier, QualityMetrics};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CacheLabels {
     /// hit | miss | bypass
@@ -35,6 +39,7 @@ pub struct TenantTokenLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
     pub tenant: String,
+    pub cell: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +66,7 @@ pub struct CellMetrics {
     pub hedges: Counter,
     pub low_groundedness: Counter,
     pub intents: Family<ReasonLabels, Counter>,
+    pub quality: QualityMetrics,
 }
 
 impl CellMetrics {
@@ -88,6 +94,7 @@ impl CellMetrics {
             hedges: Counter::default(),
             low_groundedness: Counter::default(),
             intents: Family::default(),
+            quality: QualityMetrics::register(registry),
         };
         registry.register(
             "cellnet_intents_answered_directly",
@@ -111,7 +118,7 @@ impl CellMetrics {
         );
         registry.register(
             "cellnet_tenant_cost_usd",
-            "Cost of fresh answers in USD at the configured prices, per tenant",
+            "Cost of fresh answers in USD at the configured prices, per tenant and cell",
             m.tenant_cost_usd.clone(),
         );
         registry.register(
