@@ -257,6 +257,12 @@ impl Cluster {
         Ok(self.http.get(url).send().await?.text().await?)
     }
 
+    /// The body of a GET to cell `cell`'s `path` (`/metrics`), whatever its status.
+    pub async fn cell_text(&self, cell: &str, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.cell_url(cell)?);
+        Ok(self.http.get(url).send().await?.text().await?)
+    }
+
     /// Waits until every router routes to `n` cells (its `/readyz` counts them).
     pub async fn wait_for_cells(&self, n: usize) -> anyhow::Result<()> {
         let want = format!("ok: {n} cells");

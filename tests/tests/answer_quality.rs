@@ -151,15 +151,7 @@ async fn quality_metrics_count_what_each_tenant_was_served() {
     assert_eq!(degraded["fallback"], "degraded", "{degraded}");
     acme_expected.add(&degraded);
 
-    let metrics = cluster
-        .http
-        .get(format!("{}/metrics", cluster.cell_url("cell-a").unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = cluster.cell_text("cell-a", "/metrics").await.unwrap();
     acme_expected.check(&metrics, "acme");
     globex_expected.check(&metrics, "globex");
 

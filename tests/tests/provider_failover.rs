@@ -213,12 +213,7 @@ async fn a_slow_first_region_is_hedged_after_its_p95() {
     assert_eq!(body["provider"], "azure-westeurope", "{body}");
     assert_eq!(body["fallback"], "next_region", "{body}");
     let metrics = cluster
-        .http
-        .get(format!("{}/metrics", cluster.cells[0].1.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
+        .cell_text(&cluster.cells[0].0, "/metrics")
         .await
         .unwrap();
     assert!(
