@@ -3,6 +3,9 @@
 //! answers with the passage sentences that best overlap the question, citing
 //! them as `[n]`. Answers are therefore grounded in real text, and a prompt
 //! whose passages do not touch the question gets "I don't know".
+//! A prompt that adds an answer between `<answer>` and `</answer>` lines asks
+//! for a judge's verdict instead: `SUPPORTED` when every sentence of the
+//! answer follows from the passages, else `UNSUPPORTED`.
 
 use std::collections::HashSet;
 
@@ -139,6 +142,62 @@ pub fn answer(passages: &[Passage], question: &str) -> String {
     }
 }
 
+/// The lines around the answer a judge's prompt asks about.
+pub const ANSWER_OPEN: &str = "<answer>";
+pub const ANSWER_CLOSE: &str = "</answer>";
+/// A judge's verdicts, as the first word of its reply.
+pub const SUPPORTED: &str = "SUPPORTED";
+pub const UNSUPPORTED: &str = "UNSUPPORTED";
+
+/// Share of a sentence's terms that must appear in the passages for the
+/// sentence to count as following from them.
+const SUPPORTED_SHARE: f64 = 0.5;
+
+/// `text` without its `[n]` citation marks.
+fn without_citations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        match after.find(']') {
+            Some(close) if after[..close].chars().all(|c| c.is_ascii_digit()) => {
+                rest = &after[close + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether `judged` follows from `passages`: each of its sentences, citation
+/// marks aside, shares at least half of its terms with the passages.
+pub fn verdict(passages: &[Passage], judged: &str) -> &'static str {
+    let known: HashSet<String> = passages.iter().flat_map(|p| terms(&p.text)).collect();
+    let mut any = false;
+    for sentence in sentences(judged) {
+        let words = terms(&without_citations(sentence));
+        if words.is_empty() {
+            continue;
+        }
+        any = true;
+        // A number the passages never give is a claim they do not support.
+        let is_number = |t: &String| t.chars().all(|c| c.is_ascii_digit());
+        if words.iter().any(|t| is_number(t) && !known.contains(t)) {
+            return UNSUPPORTED;
+        }
+        let found = words.iter().filter(|t| known.contains(*t)).count();
+        if (found as f64) < SUPPORTED_SHARE * words.len() as f64 {
+            return UNSUPPORTED;
+        }
+    }
+    if any { SUPPORTED } else { UNSUPPORTED }
+}
+
 /// Rough token count for `usage`: words and punctuation, as a tokenizer would split.
 pub fn count_tokens(text: &str) -> u32 {
     text.split_whitespace()
@@ -156,8 +215,19 @@ pub struct Reply {
 }
 
 pub fn reply(prompt_messages: &[String], user: &str, max_tokens: Option<u32>) -> Reply {
-    let (passages, question) = parse_prompt(user);
-    let mut content = answer(&passages, &question);
+    let mut content = match user.split_once(&format!("\n{ANSWER_OPEN}\n")) {
+        // A judge's prompt: passages, then the answer to be judged on lines
+        // of its own (a passage's text can hold the marker, not a line).
+        Some((context, judged)) => {
+            let (passages, _) = parse_prompt(context);
+            let judged = judged.split_once(ANSWER_CLOSE).map_or(judged, |(a, _)| a);
+            verdict(&passages, judged).to_owned()
+        }
+        None => {
+            let (passages, question) = parse_prompt(user);
+            answer(&passages, &question)
+        }
+    };
     if let Some(max) = max_tokens {
         let words: Vec<&str> = content.split_whitespace().collect();
         if words.len() > max as usize {
@@ -204,6 +274,22 @@ mod tests {
             answer(&passages, "How long do I have to request a refund?"),
             "Refunds can be requested within 90 days [1]."
         );
+    }
+
+    #[test]
+    fn judges_whether_an_answer_follows_from_the_passages() {
+        let judge = |judged: &str| {
+            let prompt = format!("{PROMPT}\n{ANSWER_OPEN}\n{judged}\n{ANSWER_CLOSE}\nVerdict?");
+            reply(std::slice::from_ref(&prompt), &prompt, None).content
+        };
+        assert_eq!(judge("Refunds are issued within 14 days [1]."), SUPPORTED);
+        assert_eq!(
+            judge("Refunds are issued within 14 days [1]. Delivery by drone costs extra."),
+            UNSUPPORTED
+        );
+        assert_eq!(judge("Refunds are issued within 30 days [1]."), UNSUPPORTED);
+        assert_eq!(judge("The moon orbits slowly."), UNSUPPORTED);
+        assert_eq!(judge(""), UNSUPPORTED);
     }
 
     #[test]
