@@ -145,7 +145,7 @@ pub fn answer(passages: &[Passage], question: &str) -> String {
 /// The lines around the answer a judge's prompt asks about.
 pub const ANSWER_OPEN: &str = "<answer>";
 pub const ANSWER_CLOSE: &str = "</answer>";
-/// A judge's verdicts, as the first word of its reply.
+/// A judge's verdicts: the whole of its reply.
 pub const SUPPORTED: &str = "SUPPORTED";
 pub const UNSUPPORTED: &str = "UNSUPPORTED";
 
@@ -175,7 +175,8 @@ fn without_citations(text: &str) -> String {
 }
 
 /// Whether `judged` follows from `passages`: each of its sentences, citation
-/// marks aside, shares at least half of its terms with the passages.
+/// marks aside, shares at least half of its terms and every number with the
+/// passages.
 pub fn verdict(passages: &[Passage], judged: &str) -> &'static str {
     let known: HashSet<String> = passages.iter().flat_map(|p| terms(&p.text)).collect();
     let mut any = false;
