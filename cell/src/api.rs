@@ -87,13 +87,7 @@ async fn shed_load(State(state): State<AppState>, request: Request, next: Next) 
 
 async fn tenant_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (tenant, request_id, signature, timestamp) = {
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| common::headers::text(request.headers(), name).map(str::to_owned);
         (
             header(common::headers::TENANT),
             header(common::headers::REQUEST_ID).unwrap_or_default(),

@@ -22,3 +22,13 @@ pub const USAGE_TOKENS: &str = "x-cellnet-usage-tokens";
 /// the count and a blank line, before `data: [DONE]`; the router reads it as
 /// the stream passes.
 pub const USAGE_TOKENS_SSE_COMMENT: &str = ": cellnet-usage-tokens ";
+
+/// A header's value, when present and made of visible ASCII.
+pub fn text<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    text(headers, http::header::AUTHORIZATION.as_str())?.strip_prefix("Bearer ")
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -104,11 +104,7 @@ async fn require_operator(
         .get::<axum::extract::MatchedPath>()
         .map_or("other", axum::extract::MatchedPath::as_str);
     let span = common::telemetry::server_span(request.method(), route, request.headers());
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = common::headers::bearer(request.headers());
     let response = match presented {
         Some(token) if state.token.matches(token) => {
             tracing::Instrument::instrument(next.run(request), span.clone()).await

@@ -13,10 +13,7 @@ pub fn authenticate(
     view: &ClusterView,
     headers: &HeaderMap,
 ) -> Result<Arc<TenantRecord>, RouterError> {
-    let key = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+    let key = common::headers::bearer(headers)
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or(RouterError::MissingKey)?;

@@ -78,15 +78,8 @@ impl Simulator {
     /// Whether `headers` carry the configured key (`api-key` or bearer) or
     /// a token this simulator issued.
     pub fn authorised(&self, headers: &axum::http::HeaderMap) -> bool {
-        let presented = headers
-            .get("api-key")
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| {
-                headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-            });
+        let presented =
+            common::headers::text(headers, "api-key").or_else(|| common::headers::bearer(headers));
         let Some(presented) = presented.filter(|k| !k.is_empty()) else {
             return false;
         };
@@ -216,13 +209,7 @@ async fn remember(
 ) -> Response {
     let path = request.uri().path();
     if !path.starts_with("/sim/") && path != "/healthz" {
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header = |name: &str| common::headers::text(request.headers(), name).map(str::to_owned);
         let seen = SeenRequest {
             path: path.to_owned(),
             request_id: header("x-request-id"),
