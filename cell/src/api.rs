@@ -86,6 +86,7 @@ async fn shed_load(State(state): State<AppState>, request: Request, next: Next) 
 }
 
 async fn tenant_context(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let (tenant, request_id, signature, timestamp) = {
         let header = |name: &str| common::headers::text(request.headers(), name).map(str::to_owned);
         (
@@ -171,8 +172,9 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
     let route = parts
         .extensions
         .get::<MatchedPath>()
-        .map_or("other", MatchedPath::as_str);
-    let span = common::telemetry::server_span(&parts.method, route, &parts.headers);
+        .map_or("other", MatchedPath::as_str)
+        .to_owned();
+    let span = common::telemetry::server_span(&parts.method, &route, &parts.headers);
     let request_id = if request_id.is_empty() {
         uuid::Uuid::new_v4().to_string()
     } else {
@@ -191,6 +193,7 @@ async fn tenant_context(State(state): State<AppState>, request: Request, next: N
     });
     let response = next.run(request).instrument(span.clone()).await;
     common::telemetry::record_status(&span, response.status());
+    state.orchestrator.metrics.observe_request(route, started);
     response
 }
 

@@ -25,7 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = common::config::or_exit(router::config::Config::load(&args.config));
     let telemetry = common::telemetry::init_or_exit("cellnet-router", &config.telemetry, &[]);
-    let served = router::server::run(config).await;
+    let served = router::server::run(config, &telemetry).await;
     telemetry.shutdown();
     served
 }

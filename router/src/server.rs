@@ -55,7 +55,7 @@ async fn readyz(State(state): State<WorkerState>) -> impl IntoResponse {
     }
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, telemetry: &common::telemetry::Telemetry) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
     let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone())
         .await
@@ -101,6 +101,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         presence,
     ));
     let registry = Arc::new(registry);
+    telemetry.export_metrics(registry.clone());
     let apps = (0..config.workers)
         .map(|_| {
             let worker = WorkerState {

@@ -1,12 +1,19 @@
-//! An OTLP trace receiver for tests: gRPC (`TraceService/Export`) and
-//! HTTP/protobuf (`POST /v1/traces`) on ports of its own, decoding with the
-//! official protobuf types and keeping every span it is sent.
+//! An OTLP receiver for tests: gRPC (`TraceService/Export`,
+//! `MetricsService/Export`) and HTTP/protobuf (`POST /v1/traces`,
+//! `POST /v1/metrics`) on ports of its own, decoding with the official
+//! protobuf types and keeping every span and metric point it is sent.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -41,14 +48,95 @@ impl ReceivedSpan {
     }
 }
 
+/// One metric data point as received.
+#[derive(Debug, Clone)]
+pub struct ReceivedPoint {
+    pub service: String,
+    pub metric: String,
+    /// `sum` (with `monotonic`), `gauge` or `histogram`.
+    pub kind: &'static str,
+    pub monotonic: bool,
+    pub unit: String,
+    pub attributes: BTreeMap<String, String>,
+    /// A sum's or gauge's value; a histogram's count.
+    pub value: f64,
+    /// A histogram's bucket counts and bounds.
+    pub bucket_counts: Vec<u64>,
+    pub explicit_bounds: Vec<f64>,
+}
+
+impl ReceivedPoint {
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
 #[derive(Default)]
 struct Received {
     spans: Mutex<Vec<ReceivedSpan>>,
     requests: Mutex<u64>,
+    /// The points of the latest push of each service.
+    points: Mutex<BTreeMap<String, Vec<ReceivedPoint>>>,
     arrived: Notify,
 }
 
 impl Received {
+    fn take_metrics(&self, request: ExportMetricsServiceRequest) {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        use opentelemetry_proto::tonic::metrics::v1::number_data_point::Value;
+        for resource_metrics in request.resource_metrics {
+            let resource: BTreeMap<String, String> = resource_metrics
+                .resource
+                .map(|r| attributes(&r.attributes))
+                .unwrap_or_default();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
+            let mut points = Vec::new();
+            for scope in resource_metrics.scope_metrics {
+                for metric in scope.metrics {
+                    let point = |kind, monotonic, attrs: &[KeyValue], value| ReceivedPoint {
+                        service: service.clone(),
+                        metric: metric.name.clone(),
+                        kind,
+                        monotonic,
+                        unit: metric.unit.clone(),
+                        attributes: attributes(attrs),
+                        value,
+                        bucket_counts: Vec::new(),
+                        explicit_bounds: Vec::new(),
+                    };
+                    let number = |v: &Option<Value>| match v {
+                        Some(Value::AsInt(i)) => *i as f64,
+                        Some(Value::AsDouble(d)) => *d,
+                        None => f64::NAN,
+                    };
+                    match &metric.data {
+                        Some(Data::Sum(sum)) => points.extend(sum.data_points.iter().map(|p| {
+                            point("sum", sum.is_monotonic, &p.attributes, number(&p.value))
+                        })),
+                        Some(Data::Gauge(gauge)) => points.extend(
+                            gauge
+                                .data_points
+                                .iter()
+                                .map(|p| point("gauge", false, &p.attributes, number(&p.value))),
+                        ),
+                        Some(Data::Histogram(h)) => {
+                            points.extend(h.data_points.iter().map(|p| ReceivedPoint {
+                                bucket_counts: p.bucket_counts.clone(),
+                                explicit_bounds: p.explicit_bounds.clone(),
+                                ..point("histogram", false, &p.attributes, p.count as f64)
+                            }))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Ok(mut all) = self.points.lock() {
+                all.insert(service, points);
+            }
+        }
+        self.arrived.notify_waiters();
+    }
+
     fn take(&self, request: ExportTraceServiceRequest) {
         let mut spans = Vec::new();
         for resource_spans in request.resource_spans {
@@ -122,6 +210,19 @@ fn text(v: &AnyValue) -> String {
 struct Grpc(Arc<Received>);
 
 #[tonic::async_trait]
+impl MetricsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.0.take_metrics(request.into_inner());
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
 impl TraceService for Grpc {
     async fn export(
         &self,
@@ -163,33 +264,63 @@ impl OtlpReceiver {
         });
         let grpc = tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(Grpc(received.clone())))
+            .add_service(MetricsServiceServer::new(Grpc(received.clone())))
             .serve_with_incoming(incoming);
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http_url = format!("http://{}", http_listener.local_addr()?);
         let for_http = received.clone();
-        let app = axum::Router::new().route(
-            "/v1/traces",
-            axum::routing::post(move |body: bytes::Bytes| {
-                let received = for_http.clone();
-                async move {
-                    use axum::response::IntoResponse;
-                    match ExportTraceServiceRequest::decode(body) {
-                        Ok(request) => {
-                            received.take(request);
-                            let ok = ExportTraceServiceResponse {
-                                partial_success: None,
-                            };
-                            (
-                                [(http::header::CONTENT_TYPE, "application/x-protobuf")],
-                                ok.encode_to_vec(),
-                            )
-                                .into_response()
+        let for_metrics = received.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |body: bytes::Bytes| {
+                    let received = for_http.clone();
+                    async move {
+                        use axum::response::IntoResponse;
+                        match ExportTraceServiceRequest::decode(body) {
+                            Ok(request) => {
+                                received.take(request);
+                                let ok = ExportTraceServiceResponse {
+                                    partial_success: None,
+                                };
+                                (
+                                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                                    ok.encode_to_vec(),
+                                )
+                                    .into_response()
+                            }
+                            Err(e) => {
+                                (http::StatusCode::BAD_REQUEST, e.to_string()).into_response()
+                            }
                         }
-                        Err(e) => (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
                     }
-                }
-            }),
-        );
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |body: bytes::Bytes| {
+                    let received = for_metrics.clone();
+                    async move {
+                        use axum::response::IntoResponse;
+                        match ExportMetricsServiceRequest::decode(body) {
+                            Ok(request) => {
+                                received.take_metrics(request);
+                                let ok = ExportMetricsServiceResponse {
+                                    partial_success: None,
+                                };
+                                (
+                                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                                    ok.encode_to_vec(),
+                                )
+                                    .into_response()
+                            }
+                            Err(e) => {
+                                (http::StatusCode::BAD_REQUEST, e.to_string()).into_response()
+                            }
+                        }
+                    }
+                }),
+            );
         let tasks = vec![
             tokio::spawn(async move {
                 let _ = grpc.await;
@@ -213,6 +344,53 @@ impl OtlpReceiver {
             .lock()
             .map(|s| s.clone())
             .unwrap_or_default()
+    }
+
+    /// The points of each service's latest metrics push, by `service.name`.
+    pub fn metrics(&self) -> BTreeMap<String, Vec<ReceivedPoint>> {
+        self.received
+            .points
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `done` holds for the latest pushes, up to `timeout`.
+    pub async fn wait_for_metrics(
+        &self,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&BTreeMap<String, Vec<ReceivedPoint>>) -> bool,
+    ) -> anyhow::Result<BTreeMap<String, Vec<ReceivedPoint>>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.received.arrived.notified();
+            let metrics = self.metrics();
+            if done(&metrics) {
+                return Ok(metrics);
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                let names: Vec<String> = metrics
+                    .iter()
+                    .flat_map(|(service, points)| {
+                        points
+                            .iter()
+                            .map(move |p| format!("{service}:{}", p.metric))
+                    })
+                    .collect();
+                bail!("no {what} within {timeout:?}; received {names:?}");
+            }
+        }
+    }
+
+    /// Drops the spans kept so far and says how many there were: for a
+    /// long run that only counts what arrived.
+    pub fn forget_spans(&self) -> usize {
+        self.received
+            .spans
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s).len())
+            .unwrap_or(0)
     }
 
     /// Export requests received so far.

@@ -24,6 +24,11 @@ pub struct StageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -51,6 +56,7 @@ pub struct ProviderLabels {
 pub struct CellMetrics {
     pub queries: Family<CacheLabels, Counter>,
     pub stage_seconds: Family<StageLabels, Histogram>,
+    pub request_seconds: Family<RouteLabels, Histogram>,
     pub provider_calls: Family<ProviderLabels, Counter>,
     pub cache_errors: Counter,
     pub cache_evictions: Counter,
@@ -76,6 +82,9 @@ impl CellMetrics {
             queries: Family::default(),
             stage_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 2.5, 14))
+            }),
+            request_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 16))
             }),
             provider_calls: Family::default(),
             cache_errors: Counter::default(),
@@ -113,12 +122,12 @@ impl CellMetrics {
         );
         registry.register(
             "cellnet_tenant_tokens",
-            "LLM tokens spent on fresh answers, per tenant, model and kind",
+            "LLM tokens spent on fresh answers and their quality checks, per tenant, model and kind",
             m.tenant_tokens.clone(),
         );
         registry.register(
             "cellnet_tenant_cost_usd",
-            "Cost of fresh answers in USD at the configured prices, per tenant and cell",
+            "Cost of fresh answers and their quality checks in USD at the configured prices, per tenant and cell",
             m.tenant_cost_usd.clone(),
         );
         registry.register(
@@ -130,6 +139,11 @@ impl CellMetrics {
             "cellnet_stage_seconds",
             "Time spent in each pipeline stage",
             m.stage_seconds.clone(),
+        );
+        registry.register(
+            "cellnet_request_seconds",
+            "Tenant requests the cell served, by route: time until the response's headers",
+            m.request_seconds.clone(),
         );
         registry.register(
             "cellnet_provider_calls",
@@ -182,6 +196,43 @@ impl CellMetrics {
             m.ingest_job_errors.clone(),
         );
         m
+    }
+
+    /// Counts an LLM call's tokens and, where its model has a `price`, its
+    /// cost against `tenant`; returns the cost.
+    pub fn account(
+        &self,
+        tenant: &str,
+        cell: &str,
+        completion: &crate::llm::Completion,
+        price: Option<&crate::config::Price>,
+    ) -> Option<f64> {
+        for (kind, tokens) in [
+            ("prompt", completion.usage.prompt_tokens),
+            ("completion", completion.usage.completion_tokens),
+        ] {
+            self.tenant_tokens
+                .get_or_create(&TenantTokenLabels {
+                    tenant: tenant.to_owned(),
+                    model: completion.model.clone(),
+                    kind,
+                })
+                .inc_by(u64::from(tokens));
+        }
+        let cost = price?.cost(&completion.usage);
+        self.tenant_cost_usd
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_owned(),
+                cell: cell.to_owned(),
+            })
+            .inc_by(cost);
+        Some(cost)
+    }
+
+    pub fn observe_request(&self, route: String, started: std::time::Instant) {
+        self.request_seconds
+            .get_or_create(&RouteLabels { route })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     pub fn observe_stage(&self, stage: &'static str, started: std::time::Instant) {

@@ -1,4 +1,4 @@
-//! Logs and traces of every service.
+//! Logs, traces and metrics of every service.
 //!
 //! Logs go to stderr, as text or as JSON (`LOG_FORMAT=json`), at the level of
 //! `RUST_LOG` (default `info`). When an OTLP endpoint is configured (the
@@ -6,13 +6,15 @@
 //! every `tracing` span is also exported as an OpenTelemetry span, over gRPC
 //! or HTTP/protobuf, off the request path ([`export`]). Span fields become
 //! attributes; `otel.name`, `otel.kind` and `otel.status_code` set the span's
-//! name, kind and status.
+//! name, kind and status. The service's Prometheus registry is pushed to the
+//! same endpoint as OTLP metrics ([`metrics_export`]).
 
 mod export;
+mod metrics_export;
 pub mod propagation;
 mod settings;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -28,7 +30,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-pub use propagation::{continue_trace, inject, record_status, server_span, trace_headers};
+pub use propagation::{
+    continue_trace, follow_in_trace, inject, record_status, server_span, trace_headers,
+};
 pub use settings::{Protocol, RawTelemetry, TelemetrySettings};
 
 /// What happened to the spans this process ended.
@@ -81,9 +85,21 @@ fn counters() -> &'static ExportCounters {
     })
 }
 
-/// Adds `otel_spans_exported_total` and `otel_spans_dropped_total{reason}`
-/// (`queue_full`, `export_failed`, `shut_down`) to a service's registry.
+fn push_counters() -> &'static metrics_export::PushCounters {
+    static COUNTERS: OnceLock<metrics_export::PushCounters> = OnceLock::new();
+    COUNTERS.get_or_init(metrics_export::PushCounters::new)
+}
+
+/// Adds `otel_spans_exported_total`, `otel_spans_dropped_total{reason}`
+/// (`queue_full`, `export_failed`, `shut_down`) and
+/// `otel_metric_pushes_total{outcome}` (`ok`, `failed`) to a service's
+/// registry.
 pub fn register_metrics(registry: &mut Registry) {
+    registry.register(
+        "otel_metric_pushes",
+        "OTLP metric pushes, by whether the receiver accepted them",
+        push_counters().pushes.clone(),
+    );
     let c = counters();
     registry.register(
         "otel_spans_exported",
@@ -98,20 +114,62 @@ pub fn register_metrics(registry: &mut Registry) {
 }
 
 /// The running telemetry of a process; call [`Telemetry::shutdown`] on the
-/// way out so the last spans are sent.
+/// way out so the last spans and metric values are sent.
 #[must_use = "shut telemetry down on exit, or the last spans are lost"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Where metrics go, when they are pushed.
+    metrics: Option<(
+        settings::Metrics,
+        opentelemetry_proto::tonic::resource::v1::Resource,
+    )>,
+    pusher: Mutex<Option<metrics_export::MetricsPusher>>,
 }
 
 impl Telemetry {
+    fn logs_only() -> Self {
+        Self {
+            provider: None,
+            metrics: None,
+            pusher: Mutex::new(None),
+        }
+    }
+
     /// Whether spans are being exported.
     pub fn exporting(&self) -> bool {
         self.provider.is_some()
     }
 
+    /// Pushes `registry` over OTLP on a timer, when metrics export is
+    /// configured; a second call replaces the first registry.
+    pub fn export_metrics(&self, registry: Arc<Registry>) {
+        let Some((settings, resource)) = &self.metrics else {
+            return;
+        };
+        let endpoint = settings.endpoint.url.clone();
+        let interval = settings.interval;
+        match metrics_export::MetricsPusher::start(
+            registry,
+            settings.clone(),
+            resource.clone(),
+            push_counters().clone(),
+        ) {
+            Ok(pusher) => {
+                if let Ok(mut slot) = self.pusher.lock() {
+                    *slot = Some(pusher);
+                }
+                tracing::info!(%endpoint, ?interval, "pushing metrics over OTLP");
+            }
+            Err(e) => tracing::error!(error = %e, "metrics are not pushed"),
+        }
+    }
+
     /// Sends what is queued (waiting at most a few seconds) and stops.
     pub fn shutdown(self) {
+        // Dropping the pusher pushes the last values.
+        if let Ok(mut pusher) = self.pusher.lock() {
+            pusher.take();
+        }
         if let Some(provider) = self.provider
             && let Err(e) = provider.shutdown_with_timeout(Duration::from_secs(5))
         {
@@ -150,25 +208,36 @@ pub fn init(
         settings::resolve(settings, default_service, |name| std::env::var(name).ok())?
     else {
         subscriber(None);
-        return Ok(Telemetry { provider: None });
+        return Ok(Telemetry::logs_only());
+    };
+    let attributes: Vec<(String, String)> = attributes
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(resolved.resource_attributes.iter().cloned())
+        .collect();
+    let metrics = resolved.metrics.clone().map(|m| {
+        let mut all = vec![("service.name".to_owned(), resolved.service_name.clone())];
+        all.extend(attributes.iter().cloned());
+        (m, metrics_export::resource(&all))
+    });
+    let Some(traces) = resolved.traces.clone() else {
+        subscriber(None);
+        return Ok(Telemetry {
+            metrics,
+            ..Telemetry::logs_only()
+        });
     };
     let resource = Resource::builder_empty()
         .with_service_name(resolved.service_name.clone())
         .with_attributes(
             attributes
                 .iter()
-                .map(|(k, v)| KeyValue::new(k.to_string(), v.clone()))
-                .chain(
-                    resolved
-                        .resource_attributes
-                        .iter()
-                        .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
-                ),
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
         )
         .build();
-    let endpoint = resolved.traces_endpoint.clone();
-    let protocol = resolved.protocol;
-    let timeout = resolved.batch.export_timeout;
+    let endpoint = traces.endpoint.url.clone();
+    let protocol = traces.endpoint.protocol;
+    let timeout = traces.batch.export_timeout;
     let build = move || -> Result<opentelemetry_otlp::SpanExporter, String> {
         let built = match protocol {
             Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
@@ -189,7 +258,7 @@ pub fn init(
     let processor = export::QueueingProcessor::start(
         build,
         resource.clone(),
-        resolved.batch,
+        traces.batch,
         counters().clone(),
     )?;
     let provider = SdkTracerProvider::builder()
@@ -206,13 +275,15 @@ pub fn init(
             .boxed(),
     ));
     tracing::info!(
-        endpoint = %resolved.traces_endpoint,
-        protocol = ?resolved.protocol,
+        endpoint = %traces.endpoint.url,
+        protocol = ?traces.endpoint.protocol,
         service = %resolved.service_name,
         "exporting spans over OTLP"
     );
     Ok(Telemetry {
         provider: Some(provider),
+        metrics,
+        pusher: Mutex::new(None),
     })
 }
 

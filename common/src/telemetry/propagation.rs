@@ -75,6 +75,14 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
+/// Puts `span` in `parent`'s trace as its child, without tracing's parent
+/// relation: for work that outlives `parent` (a background task), whose
+/// span must not hold `parent` open. Call before `span` is first entered.
+pub fn follow_in_trace(span: &tracing::Span, parent: &tracing::Span) {
+    // Fails only when spans are not exported; then there is no trace.
+    let _ = span.set_parent(parent.context());
+}
+
 /// The trace context of `span`, as headers for an outgoing call. Empty when
 /// spans are not exported.
 pub fn trace_headers(span: &tracing::Span) -> HeaderMap {

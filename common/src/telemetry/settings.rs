@@ -43,6 +43,10 @@ pub struct RawTelemetry {
     /// Extra resource attributes, e.g. `deployment.environment.name: prod`.
     #[serde(default)]
     pub resource_attributes: BTreeMap<String, String>,
+    /// How often metrics are pushed (`OTEL_METRIC_EXPORT_INTERVAL` wins),
+    /// e.g. `15s`.
+    #[serde(default, with = "humantime_serde")]
+    pub metric_interval: Option<Duration>,
 }
 
 /// The validated section, before the environment is consulted.
@@ -52,6 +56,7 @@ pub struct TelemetrySettings {
     pub otlp_protocol: Option<Protocol>,
     pub service_name: Option<String>,
     pub resource_attributes: BTreeMap<String, String>,
+    pub metric_interval: Option<Duration>,
 }
 
 impl RawTelemetry {
@@ -78,11 +83,19 @@ impl RawTelemetry {
                 "must not be empty",
             );
         }
+        if let Some(interval) = self.metric_interval {
+            e.check(
+                !interval.is_zero(),
+                format!("{path}.metric_interval"),
+                "must be above zero",
+            );
+        }
         TelemetrySettings {
             otlp_endpoint: self.otlp_endpoint,
             otlp_protocol,
             service_name: self.service_name,
             resource_attributes: self.resource_attributes,
+            metric_interval: self.metric_interval,
         }
     }
 }
@@ -99,16 +112,39 @@ fn check_endpoint(endpoint: &str) -> Result<(), String> {
     }
 }
 
-/// What the exporter is finally built from: settings with the environment
+/// What the exporters are finally built from: settings with the environment
 /// applied.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Resolved {
-    /// The full URL spans are sent to (for HTTP, ending in `/v1/traces`).
-    pub traces_endpoint: String,
-    pub protocol: Protocol,
     pub service_name: String,
     pub resource_attributes: Vec<(String, String)>,
+    /// `None` when `OTEL_TRACES_EXPORTER=none`.
+    pub traces: Option<Traces>,
+    /// `None` when `OTEL_METRICS_EXPORTER` is `none` or `prometheus` (the
+    /// `/metrics` endpoint is always served).
+    pub metrics: Option<Metrics>,
+}
+
+/// Where one signal goes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Endpoint {
+    /// The full URL (for HTTP, ending in the signal's path, `/v1/traces`).
+    pub url: String,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Traces {
+    pub endpoint: Endpoint,
     pub batch: BatchSettings,
+}
+
+/// The periodic metric reader's knobs, from `OTEL_METRIC_EXPORT_*`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Metrics {
+    pub endpoint: Endpoint,
+    pub interval: Duration,
+    pub timeout: Duration,
 }
 
 /// The batch span processor's knobs, from the standard `OTEL_BSP_*`
@@ -134,6 +170,11 @@ impl Default for BatchSettings {
     }
 }
 
+/// The specification's default export interval is a minute; a quarter of
+/// that keeps a viewer's charts close to the `/metrics` endpoint.
+const DEFAULT_METRIC_INTERVAL: Duration = Duration::from_secs(15);
+const DEFAULT_METRIC_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Applies the environment (read through `var`) to `settings`. `Ok(None)`
 /// when no endpoint is configured or the SDK is disabled.
 pub(crate) fn resolve(
@@ -142,40 +183,46 @@ pub(crate) fn resolve(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Resolved>, String> {
     let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
-        || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none")
-    {
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
         return Ok(None);
     }
-    let protocol = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-    {
-        Some(p) => Protocol::parse(&p).ok_or_else(|| {
-            format!("OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, got {p:?}")
-        })?,
-        None => settings.otlp_protocol.unwrap_or(Protocol::Grpc),
-    };
-    // A signal-specific endpoint is used as given; a base endpoint gets the
-    // signal's path under HTTP (gRPC routes by service name instead).
-    let traces_endpoint = if let Some(full) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-        check_endpoint(&full).map_err(|p| format!("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT {p}"))?;
-        full
+    let traces = if var("OTEL_TRACES_EXPORTER").is_some_and(|v| v == "none") {
+        None
     } else {
-        let base = match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            Some(base) => {
-                check_endpoint(&base).map_err(|p| format!("OTEL_EXPORTER_OTLP_ENDPOINT {p}"))?;
-                base
-            }
-            None => match &settings.otlp_endpoint {
-                Some(base) => base.clone(),
-                None => return Ok(None),
-            },
-        };
-        match protocol {
-            Protocol::Grpc => base,
-            Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+        match endpoint(settings, &var, "TRACES", "traces")? {
+            None => None,
+            Some(endpoint) => Some(Traces {
+                endpoint,
+                batch: batch_settings(&var)?,
+            }),
         }
     };
+    let metrics = if var("OTEL_METRICS_EXPORTER").is_some_and(|v| v == "none" || v == "prometheus")
+    {
+        None
+    } else {
+        match endpoint(settings, &var, "METRICS", "metrics")? {
+            None => None,
+            Some(endpoint) => {
+                let interval = millis(
+                    &var,
+                    "OTEL_METRIC_EXPORT_INTERVAL",
+                    settings.metric_interval.unwrap_or(DEFAULT_METRIC_INTERVAL),
+                )?;
+                if interval.is_zero() {
+                    return Err("OTEL_METRIC_EXPORT_INTERVAL must be above zero".into());
+                }
+                Some(Metrics {
+                    endpoint,
+                    interval,
+                    timeout: millis(&var, "OTEL_METRIC_EXPORT_TIMEOUT", DEFAULT_METRIC_TIMEOUT)?,
+                })
+            }
+        }
+    };
+    if traces.is_none() && metrics.is_none() {
+        return Ok(None);
+    }
     let env_attributes = var("OTEL_RESOURCE_ATTRIBUTES")
         .map(|v| parse_resource_attributes(&v))
         .unwrap_or_default();
@@ -192,16 +239,72 @@ pub(crate) fn resolve(
     let mut attributes: BTreeMap<String, String> = settings.resource_attributes.clone();
     attributes.extend(env_attributes);
     attributes.remove("service.name");
-    let millis = |name: &str, default: Duration| -> Result<Duration, String> {
-        match var(name) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map(Duration::from_millis)
-                .map_err(|_| format!("{name} must be a whole number of milliseconds, got {v:?}")),
-        }
+    Ok(Some(Resolved {
+        service_name,
+        resource_attributes: attributes.into_iter().collect(),
+        traces,
+        metrics,
+    }))
+}
+
+/// One signal's endpoint: `OTEL_EXPORTER_OTLP_{SIGNAL}_ENDPOINT` as given,
+/// else the base endpoint (environment, then config) with the signal's path
+/// under HTTP (gRPC routes by service name instead). `None` when no endpoint
+/// is set at all.
+fn endpoint(
+    settings: &TelemetrySettings,
+    var: &impl Fn(&str) -> Option<String>,
+    signal: &str,
+    path: &str,
+) -> Result<Option<Endpoint>, String> {
+    let protocol_var = format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL");
+    let protocol = match var(&protocol_var).or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+        Some(p) => Protocol::parse(&p).ok_or_else(|| {
+            format!("OTEL_EXPORTER_OTLP_PROTOCOL must be grpc or http/protobuf, got {p:?}")
+        })?,
+        None => settings.otlp_protocol.unwrap_or(Protocol::Grpc),
     };
+    let endpoint_var = format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT");
+    if let Some(full) = var(&endpoint_var) {
+        check_endpoint(&full).map_err(|p| format!("{endpoint_var} {p}"))?;
+        return Ok(Some(Endpoint {
+            url: full,
+            protocol,
+        }));
+    }
+    let base = match var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Some(base) => {
+            check_endpoint(&base).map_err(|p| format!("OTEL_EXPORTER_OTLP_ENDPOINT {p}"))?;
+            base
+        }
+        None => match &settings.otlp_endpoint {
+            Some(base) => base.clone(),
+            None => return Ok(None),
+        },
+    };
+    let url = match protocol {
+        Protocol::Grpc => base,
+        Protocol::HttpProtobuf => format!("{}/v1/{path}", base.trim_end_matches('/')),
+    };
+    Ok(Some(Endpoint { url, protocol }))
+}
+
+fn millis(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: Duration,
+) -> Result<Duration, String> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("{name} must be a whole number of milliseconds, got {v:?}")),
+    }
+}
+
+fn batch_settings(var: &impl Fn(&str) -> Option<String>) -> Result<BatchSettings, String> {
     let count = |name: &str, default: usize| -> Result<usize, String> {
         match var(name) {
             None => Ok(default),
@@ -213,20 +316,13 @@ pub(crate) fn resolve(
     };
     let d = BatchSettings::default();
     let max_queue_size = count("OTEL_BSP_MAX_QUEUE_SIZE", d.max_queue_size)?;
-    let batch = BatchSettings {
-        schedule_delay: millis("OTEL_BSP_SCHEDULE_DELAY", d.schedule_delay)?,
+    Ok(BatchSettings {
+        schedule_delay: millis(var, "OTEL_BSP_SCHEDULE_DELAY", d.schedule_delay)?,
         max_queue_size,
         max_export_batch_size: count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", d.max_export_batch_size)?
             .min(max_queue_size),
-        export_timeout: millis("OTEL_BSP_EXPORT_TIMEOUT", d.export_timeout)?,
-    };
-    Ok(Some(Resolved {
-        traces_endpoint,
-        protocol,
-        service_name,
-        resource_attributes: attributes.into_iter().collect(),
-        batch,
-    }))
+        export_timeout: millis(var, "OTEL_BSP_EXPORT_TIMEOUT", d.export_timeout)?,
+    })
 }
 
 /// `key1=value1,key2=value2`, values percent-decoded, as the specification
@@ -295,6 +391,7 @@ mod tests {
                 otlp_protocol: Some(Protocol::Grpc),
                 service_name: Some("from-config".into()),
                 resource_attributes: [("team".to_owned(), "a".to_owned())].into(),
+                metric_interval: None,
             },
             "svc",
             env(&[
@@ -306,8 +403,11 @@ mod tests {
         .ok()
         .flatten();
         let r = r.expect("resolved");
-        assert_eq!(r.traces_endpoint, "http://env:4318/v1/traces");
-        assert_eq!(r.protocol, Protocol::HttpProtobuf);
+        let traces = r.traces.expect("traces").endpoint;
+        assert_eq!(traces.url, "http://env:4318/v1/traces");
+        assert_eq!(traces.protocol, Protocol::HttpProtobuf);
+        let metrics = r.metrics.expect("metrics").endpoint;
+        assert_eq!(metrics.url, "http://env:4318/v1/metrics");
         assert_eq!(r.service_name, "from-config");
         assert_eq!(
             r.resource_attributes,
@@ -348,28 +448,114 @@ mod tests {
             "svc",
             env(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:9/custom")]),
         );
-        assert_eq!(
-            r.ok().flatten().map(|r| r.traces_endpoint).as_deref(),
-            Some("http://t:9/custom")
-        );
+        let traces = |r: Result<Option<Resolved>, String>| {
+            r.ok()
+                .flatten()
+                .and_then(|r| r.traces)
+                .map(|t| t.endpoint.url)
+        };
+        assert_eq!(traces(r).as_deref(), Some("http://t:9/custom"));
         let r = resolve(&settings(Some("http://c:4317")), "svc", env(&[]));
+        assert_eq!(traces(r).as_deref(), Some("http://c:4317"));
+    }
+
+    #[test]
+    fn each_signal_has_its_own_endpoint_protocol_and_switch() {
+        let r = resolve(
+            &settings(Some("http://c:4317")),
+            "svc",
+            env(&[
+                ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf"),
+                (
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    "http://m:4318/v1/metrics",
+                ),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "250"),
+            ]),
+        )
+        .ok()
+        .flatten()
+        .expect("resolved");
         assert_eq!(
-            r.ok().flatten().map(|r| r.traces_endpoint).as_deref(),
-            Some("http://c:4317")
+            r.traces.map(|t| t.endpoint),
+            Some(Endpoint {
+                url: "http://c:4317".into(),
+                protocol: Protocol::Grpc
+            })
+        );
+        let metrics = r.metrics.expect("metrics");
+        assert_eq!(metrics.endpoint.url, "http://m:4318/v1/metrics");
+        assert_eq!(metrics.endpoint.protocol, Protocol::HttpProtobuf);
+        assert_eq!(metrics.interval, Duration::from_millis(250));
+
+        let only = |pairs: &[(&str, &str)]| {
+            resolve(&settings(Some("http://c:4317")), "svc", env(pairs))
+                .ok()
+                .flatten()
+                .map(|r| (r.traces.is_some(), r.metrics.is_some()))
+        };
+        assert_eq!(only(&[]), Some((true, true)));
+        assert_eq!(
+            only(&[("OTEL_TRACES_EXPORTER", "none")]),
+            Some((false, true))
+        );
+        assert_eq!(
+            only(&[("OTEL_METRICS_EXPORTER", "none")]),
+            Some((true, false))
+        );
+        assert_eq!(
+            only(&[("OTEL_METRICS_EXPORTER", "prometheus")]),
+            Some((true, false))
+        );
+        assert_eq!(
+            only(&[
+                ("OTEL_TRACES_EXPORTER", "none"),
+                ("OTEL_METRICS_EXPORTER", "none")
+            ]),
+            None
+        );
+    }
+
+    #[test]
+    fn the_metric_interval_comes_from_the_environment_then_the_config() {
+        let interval = |config: Option<Duration>, pairs: &[(&str, &str)]| {
+            resolve(
+                &TelemetrySettings {
+                    metric_interval: config,
+                    ..settings(Some("http://c:4317"))
+                },
+                "svc",
+                env(pairs),
+            )
+            .ok()
+            .flatten()
+            .and_then(|r| r.metrics)
+            .map(|m| m.interval)
+        };
+        assert_eq!(interval(None, &[]), Some(DEFAULT_METRIC_INTERVAL));
+        assert_eq!(
+            interval(Some(Duration::from_secs(2)), &[]),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            interval(
+                Some(Duration::from_secs(2)),
+                &[("OTEL_METRIC_EXPORT_INTERVAL", "500")]
+            ),
+            Some(Duration::from_millis(500))
         );
     }
 
     #[test]
     fn disabled_sdk_exports_nothing() {
-        for pairs in [
-            [("OTEL_SDK_DISABLED", "true")],
-            [("OTEL_TRACES_EXPORTER", "none")],
-        ] {
-            assert_eq!(
-                resolve(&settings(Some("http://c:4317")), "svc", env(&pairs)),
-                Ok(None)
-            );
-        }
+        assert_eq!(
+            resolve(
+                &settings(Some("http://c:4317")),
+                "svc",
+                env(&[("OTEL_SDK_DISABLED", "true")])
+            ),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -379,6 +565,9 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317"),
             ("OTEL_BSP_SCHEDULE_DELAY", "1s"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "0"),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "m:4318"),
         ] {
             let err = resolve(
                 &settings(Some("http://c:4317")),
@@ -398,6 +587,7 @@ mod tests {
             otlp_protocol: Some("udp".into()),
             service_name: Some(" ".into()),
             resource_attributes: BTreeMap::new(),
+            metric_interval: Some(Duration::ZERO),
         }
         .validate("telemetry", &mut e);
         let problems = e.problems().join("\n");
@@ -405,6 +595,7 @@ mod tests {
             "telemetry.otlp_endpoint",
             "telemetry.otlp_protocol",
             "telemetry.service_name",
+            "telemetry.metric_interval",
         ] {
             assert!(problems.contains(field), "{problems}");
         }
