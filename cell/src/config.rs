@@ -75,6 +75,10 @@ struct RawConfig {
     /// observed p95 latency; the first success wins.
     #[serde(default)]
     hedging: bool,
+    /// A second model judging a sample of fresh answers against the
+    /// passages they cite; off when absent.
+    #[serde(default)]
+    quality_check: Option<RawQualityCheck>,
     /// Threads that serve connections, each with a runtime and a Redis
     /// connection of its own; by default the template's.
     #[serde(default)]
@@ -99,6 +103,32 @@ impl Price {
             + f64::from(usage.completion_tokens) * self.output_per_million)
             / 1_000_000.0
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQualityCheck {
+    /// Share of fresh answers judged, from 0 to 1.
+    sample: f64,
+    /// The configured provider (by name) that judges.
+    provider: String,
+    /// Judgements under way at once; an answer sampled beyond this is not
+    /// judged (and counted as skipped), so that a slow judge never piles up.
+    #[serde(default = "default_quality_checks_in_flight")]
+    max_in_flight: usize,
+}
+
+fn default_quality_checks_in_flight() -> usize {
+    16
+}
+
+/// The validated sampled quality check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityCheckConfig {
+    pub sample: f64,
+    /// Index of the judging provider in `Config::providers`.
+    pub provider: usize,
+    pub max_in_flight: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -550,6 +580,7 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     pub prices: std::collections::HashMap<String, Price>,
     pub hedging: bool,
+    pub quality_check: Option<QualityCheckConfig>,
     pub workers: usize,
     pub telemetry: common::telemetry::TelemetrySettings,
 }
@@ -763,6 +794,30 @@ impl RawConfig {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             e.push("providers", format!("two providers are named {:?}", w[0]));
         }
+        let quality_check = self.quality_check.and_then(|q| {
+            e.check(
+                (0.0..=1.0).contains(&q.sample),
+                "quality_check.sample",
+                "must be between 0 and 1",
+            );
+            e.check(
+                q.max_in_flight >= 1,
+                "quality_check.max_in_flight",
+                "must be at least 1",
+            );
+            let provider = providers.iter().position(|p| p.name() == q.provider);
+            if provider.is_none() {
+                e.push(
+                    "quality_check.provider",
+                    format!("names no configured provider: {:?}", q.provider),
+                );
+            }
+            Some(QualityCheckConfig {
+                sample: q.sample,
+                provider: provider?,
+                max_in_flight: q.max_in_flight,
+            })
+        });
         e.finish(Config {
             id: self.id,
             region: self.region,
@@ -811,6 +866,7 @@ impl RawConfig {
             providers,
             prices: self.prices,
             hedging: self.hedging,
+            quality_check,
             workers,
             telemetry,
         })
@@ -1015,6 +1071,32 @@ workers: 0
             "workers ",
         ] {
             assert!(err.contains(field), "{field} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn the_quality_check_names_a_configured_provider() {
+        let config = load(&minimal("quality_check: { sample: 0.25, provider: p }\n")).unwrap();
+        assert_eq!(
+            config.quality_check,
+            Some(QualityCheckConfig {
+                sample: 0.25,
+                provider: 0,
+                max_in_flight: 16
+            })
+        );
+        assert_eq!(load(&minimal("")).unwrap().quality_check, None);
+        let err = load(&minimal(
+            "quality_check: { sample: 1.5, provider: judge, max_in_flight: 0 }\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        for problem in [
+            "quality_check.sample must be between 0 and 1",
+            "quality_check.max_in_flight must be at least 1",
+            "quality_check.provider names no configured provider: \"judge\"",
+        ] {
+            assert!(err.contains(problem), "{problem} missing from: {err}");
         }
     }
 

@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
                     ("cloud.region", config.region.clone()),
                 ],
             );
-            let served = cell::server::run(config).await;
+            let served = cell::server::run(config, &telemetry).await;
             telemetry.shutdown();
             served
         }

@@ -142,7 +142,7 @@ async fn register_providers(
 }
 
 /// Runs the cell until a shutdown signal or the death of a background task.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, telemetry: &common::telemetry::Telemetry) -> anyhow::Result<()> {
     let http = ProviderHttp::new()?;
     let model_dir = config.model_dir.clone();
     let embedder: Arc<dyn Embedder> = match &config.embedding_remote {
@@ -194,6 +194,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Arc::new(CellMetrics::register(&mut registry));
     let registry = Arc::new(registry);
+    telemetry.export_metrics(registry.clone());
     let redis = RedisConn::new(config.redis.clone(), config.redis_timeout)?;
     let jobs = Arc::new(JobQueue::new(
         redis.clone(),
@@ -230,6 +231,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.id.clone(),
         provider_stats.clone(),
     ));
+    let providers = providers(&config, &http)?;
     let orchestrator = Arc::new(Orchestrator {
         cell_id: config.id.clone(),
         embedder: QueryEmbedder::new(
@@ -245,13 +247,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .map(|_| crate::llm::resilience::Breaker::new(Default::default()))
             .collect(),
         retry: Default::default(),
-        providers: providers(&config, &http)?,
+        quality_check: config
+            .quality_check
+            .as_ref()
+            .and_then(|q| crate::pipeline::quality_check::QualityChecker::new(q, &providers)),
+        providers,
         retrieval: config.retrieval.clone(),
         max_query_chars: config.limits.max_query_chars,
         metrics: metrics.clone(),
         cluster: Some(cluster.clone()),
         provider_stats: provider_stats.clone(),
-        prices: config.prices.clone(),
+        prices: Arc::new(config.prices.clone()),
         hedging: config.hedging,
         misses: Default::default(),
     });

@@ -34,6 +34,14 @@ pub struct CacheHitLabels {
     pub tier: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QualityCheckLabels {
+    pub tenant: String,
+    pub cell: String,
+    /// One of `pipeline::quality_check::Verdict::as_str`.
+    pub verdict: &'static str,
+}
+
 /// Which tier of the semantic cache answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheTier {
@@ -126,6 +134,7 @@ pub struct QualityMetrics {
     pub groundedness: Family<AnswerLabels, Histogram>,
     pub cache_hits: Family<CacheHitLabels, Counter>,
     pub hit_similarity: Family<AnswerLabels, Histogram>,
+    pub quality_checks: Family<QualityCheckLabels, Counter>,
 }
 
 impl QualityMetrics {
@@ -140,6 +149,7 @@ impl QualityMetrics {
             hit_similarity: Family::new_with_constructor(|| {
                 Histogram::new([0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0])
             }),
+            quality_checks: Family::default(),
         };
         registry.register(
             "cellnet_answers",
@@ -166,7 +176,24 @@ impl QualityMetrics {
             "Similarity of the cached question at each vector-tier hit",
             m.hit_similarity.clone(),
         );
+        registry.register(
+            "cellnet_quality_checks",
+            "Fresh answers sampled for a second model to judge against their cited passages, by verdict \
+             (supported, unsupported, unclear, failed, skipped)",
+            m.quality_checks.clone(),
+        );
         m
+    }
+
+    /// Counts one sampled answer's quality check.
+    pub fn quality_checked(&self, tenant: &str, cell: &str, verdict: &'static str) {
+        self.quality_checks
+            .get_or_create(&QualityCheckLabels {
+                tenant: tenant.to_owned(),
+                cell: cell.to_owned(),
+                verdict,
+            })
+            .inc();
     }
 
     /// Counts one answer to a question (fixed replies to small talk and the

@@ -2,10 +2,12 @@
 //! retrieve → prompt → LLM → postprocess → cache store. Each stage runs in its
 //! own `tracing` span carrying the tenant, cell, provider and region.
 
+mod attempt;
 pub mod coalesce;
 pub mod grounding;
 pub mod intent;
 pub mod prompt;
+pub mod quality_check;
 mod spans;
 
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use crate::embed::QueryEmbedder;
 use crate::error::CellError;
 use crate::llm::AnyProvider;
 use crate::llm::resilience::{AttemptError, Breaker, RetryPolicy, call_with_failover};
-use crate::metrics::{CacheLabels, CacheTier, CellMetrics, ProviderLabels, ReasonLabels};
+use crate::metrics::{CacheLabels, CacheTier, CellMetrics, ReasonLabels};
 use crate::vector::fusion::collapse_near_duplicates;
 use crate::vector::{Hit, MetadataFilter, SearchQuery, VectorStore};
 
@@ -192,11 +194,13 @@ pub struct Orchestrator {
     /// What each provider attempt did, reported to the control plane.
     pub provider_stats: Arc<crate::llm::health::ProviderStats>,
     /// USD per million tokens, by model.
-    pub prices: std::collections::HashMap<String, crate::config::Price>,
+    pub prices: Arc<std::collections::HashMap<String, crate::config::Price>>,
     /// Ask the second candidate too when the first is slower than its p95.
     pub hedging: bool,
     /// Identical questions missing the cache at once, answered once.
     pub misses: coalesce::MissCoalescer,
+    /// A second model judging a sample of fresh answers, if configured.
+    pub quality_check: Option<quality_check::QualityChecker>,
 }
 
 impl Orchestrator {
@@ -578,6 +582,7 @@ impl Orchestrator {
             self.metrics.low_groundedness.inc();
         }
         self.metrics.observe_stage("postprocess", started);
+        self.check_quality(ctx, &answer.answer, &hits);
 
         // Store only answers grounded in their passages.
         if let Some(version) = version
@@ -805,31 +810,12 @@ impl Orchestrator {
 
     /// Counts a fresh answer's tokens and cost against its tenant.
     fn account(&self, ctx: &RequestContext, completion: &crate::llm::Completion) -> Option<f64> {
-        for (kind, tokens) in [
-            ("prompt", completion.usage.prompt_tokens),
-            ("completion", completion.usage.completion_tokens),
-        ] {
-            self.metrics
-                .tenant_tokens
-                .get_or_create(&crate::metrics::TenantTokenLabels {
-                    tenant: ctx.tenant.clone(),
-                    model: completion.model.clone(),
-                    kind,
-                })
-                .inc_by(u64::from(tokens));
-        }
-        let cost = self
-            .prices
-            .get(&completion.model)
-            .map(|p| p.cost(&completion.usage))?;
-        self.metrics
-            .tenant_cost_usd
-            .get_or_create(&crate::metrics::TenantLabels {
-                tenant: ctx.tenant.clone(),
-                cell: self.cell_id.clone(),
-            })
-            .inc_by(cost);
-        Some(cost)
+        self.metrics.account(
+            &ctx.tenant,
+            &self.cell_id,
+            completion,
+            self.prices.get(&completion.model),
+        )
     }
 
     /// Records a served answer on its query span and in the quality metrics.
@@ -973,36 +959,17 @@ impl Orchestrator {
         index: usize,
         attempt: usize,
     ) -> Result<crate::llm::Completion, crate::llm::ProviderError> {
-        let provider = &self.providers[index];
-        let span = spans::provider_attempt(ctx, &self.cell_id, provider, attempt, false);
-        let started = Instant::now();
-        let outcome = provider
-            .chat(request, &ctx.request_id)
-            .instrument(span.clone())
-            .await;
-        self.provider_stats.record(
-            provider.name(),
-            crate::llm::health::AttemptOutcome::of(&outcome, started.elapsed()),
-        );
-        let label = match &outcome {
-            Ok(completion) => {
-                spans::record_completion(&span, completion);
-                "ok"
-            }
-            Err(e) => {
-                spans::record_failure(&span, e);
-                tracing::warn!(parent: &span, error = %e, "provider call failed");
-                "error"
-            }
-        };
-        self.metrics
-            .provider_calls
-            .get_or_create(&ProviderLabels {
-                provider: provider.name().to_owned(),
-                outcome: label,
-            })
-            .inc();
-        outcome
+        self.recorder()
+            .attempt(&self.providers[index], ctx, request, attempt, None)
+            .await
+    }
+
+    fn recorder(&self) -> attempt::CallRecorder {
+        attempt::CallRecorder {
+            metrics: self.metrics.clone(),
+            stats: self.provider_stats.clone(),
+            cell: self.cell_id.clone(),
+        }
     }
 
     /// Tries the providers in order, moving on only after errors another

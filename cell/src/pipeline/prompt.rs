@@ -12,7 +12,7 @@ Cite the passages you use as [n]. If the passages do not contain the answer, say
 
 /// Keeps a passage on one line, and its text unable to close the data
 /// block, so that it cannot open a fake block or question.
-fn one_line(text: &str) -> String {
+pub(super) fn one_line(text: &str) -> String {
     text.split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")

@@ -156,7 +156,12 @@ pub async fn chat_completions(
         content,
         prompt_tokens,
         completion_tokens,
-    } = reply(&prompt_text, &user, request.max_tokens);
+    } = reply(
+        &prompt_text,
+        &user,
+        request.max_tokens,
+        region_state.faults().confabulate,
+    );
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -6,6 +6,8 @@
 //! A prompt that adds an answer between `<answer>` and `</answer>` lines asks
 //! for a judge's verdict instead: `SUPPORTED` when every sentence of the
 //! answer follows from the passages, else `UNSUPPORTED`.
+//! A region whose faults say `confabulate` answers every prompt with
+//! [`CONFABULATION`] instead, citing a passage it does not follow from.
 
 use std::collections::HashSet;
 
@@ -206,17 +208,29 @@ pub fn count_tokens(text: &str) -> u32 {
         .sum()
 }
 
+/// What a confabulating region says to every prompt: a claim no passage
+/// makes, with a citation that looks like support.
+pub const CONFABULATION: &str =
+    "Our records show that the answer is 42 units, confirmed by the board in 1987 [1].";
+
 /// A simulated model's reply to a prompt: the extractive answer to the
-/// last user message, cut to `max_tokens` words, with token counts over
-/// every message of the prompt.
+/// last user message (or a judge's verdict, or a confabulation), cut to
+/// `max_tokens` words, with token counts over every message of the prompt.
 pub struct Reply {
     pub content: String,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
 }
 
-pub fn reply(prompt_messages: &[String], user: &str, max_tokens: Option<u32>) -> Reply {
-    let mut content = match user.split_once(&format!("\n{ANSWER_OPEN}\n")) {
+pub fn reply(
+    prompt_messages: &[String],
+    user: &str,
+    max_tokens: Option<u32>,
+    confabulate: bool,
+) -> Reply {
+    let judge = user.split_once(&format!("\n{ANSWER_OPEN}\n"));
+    let mut content = match judge {
+        _ if confabulate => CONFABULATION.to_owned(),
         // A judge's prompt: passages, then the answer to be judged on lines
         // of its own (a passage's text can hold the marker, not a line).
         Some((context, judged)) => {
@@ -281,7 +295,7 @@ mod tests {
     fn judges_whether_an_answer_follows_from_the_passages() {
         let judge = |judged: &str| {
             let prompt = format!("{PROMPT}\n{ANSWER_OPEN}\n{judged}\n{ANSWER_CLOSE}\nVerdict?");
-            reply(std::slice::from_ref(&prompt), &prompt, None).content
+            reply(std::slice::from_ref(&prompt), &prompt, None, false).content
         };
         assert_eq!(judge("Refunds are issued within 14 days [1]."), SUPPORTED);
         assert_eq!(
@@ -291,6 +305,15 @@ mod tests {
         assert_eq!(judge("Refunds are issued within 30 days [1]."), UNSUPPORTED);
         assert_eq!(judge("The moon orbits slowly."), UNSUPPORTED);
         assert_eq!(judge(""), UNSUPPORTED);
+        // The confabulation is what a judge calls unsupported.
+        assert_eq!(judge(CONFABULATION), UNSUPPORTED);
+    }
+
+    #[test]
+    fn a_confabulating_region_ignores_the_passages() {
+        let confabulated = reply(std::slice::from_ref(&PROMPT.to_owned()), PROMPT, None, true);
+        assert_eq!(confabulated.content, CONFABULATION);
+        assert_eq!(confabulated.completion_tokens, count_tokens(CONFABULATION));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct FaultProfile {
     /// chunks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_after_chunks: Option<u32>,
+    /// Answers ignore the passages and state something they never say, as a
+    /// model that makes things up would; a judge's prompt gets the same.
+    #[serde(default)]
+    pub confabulate: bool,
 }
 
 fn default_retry_after() -> Duration {

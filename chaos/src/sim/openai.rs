@@ -146,7 +146,12 @@ pub async fn chat_completions(
         content,
         prompt_tokens,
         completion_tokens,
-    } = reply(&prompt_text, &user, request.max_tokens);
+    } = reply(
+        &prompt_text,
+        &user,
+        request.max_tokens,
+        region_state.faults().confabulate,
+    );
     if request.stream == Some(true) {
         let include_usage = request
             .stream_options

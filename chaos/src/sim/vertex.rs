@@ -194,6 +194,7 @@ pub async fn generate_content(
         &prompt_text,
         &user,
         request.generation_config.and_then(|g| g.max_output_tokens),
+        region_state.faults().confabulate,
     );
     tracing::info!(%region, %model, streamed, "generate content");
     let usage = json!({
