@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need and is missing:
-# etcd, Redis, protoc and protobuf's well-known types, openssl (Debian packages) and the embedding model's files.
+# etcd, Redis, protoc and protobuf's well-known types, openssl, Chromium and
+# ChromeDriver (Debian packages) and the embedding model's files.
 set -euo pipefail
 
 missing=()
@@ -12,6 +13,9 @@ command -v protoc >/dev/null       || missing+=(protobuf-compiler)
 [[ -f /usr/include/google/protobuf/descriptor.proto ]] || missing+=(libprotobuf-dev)
 command -v python3 >/dev/null      || missing+=(python3 python3-pip)
 command -v openssl >/dev/null      || missing+=(openssl)
+# The dashboard's browser test drives headless Chromium through WebDriver.
+command -v chromium >/dev/null     || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 
 if (( ${#missing[@]} )); then

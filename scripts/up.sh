@@ -205,6 +205,7 @@ API_KEY=$API_KEY
 API_KEY_2=$API_KEY_2
 ADMIN_URL=$ADMIN_URL
 ADMIN_TOKEN=$ADMIN_TOKEN
+DASHBOARD_URL=$ADMIN_URL/dashboard
 SIM_URL=http://127.0.0.1:$SIM_PORT
 SIM_PROVIDER_KEY=$PROVIDER_KEY
 TF_CLI_CONFIG_FILE=$local_dir/terraformrc
@@ -233,6 +234,12 @@ echo "ingested: $out"
 cat <<MSG
 
 The system is up. Credentials are in .local/demo.env; logs in .local/logs/.
+
+Dashboard: $ADMIN_URL/dashboard
+  sign in with the operator token: $ADMIN_TOKEN
+  a region outage to watch it react to (and to end):
+  curl -s -X PUT http://127.0.0.1:$SIM_PORT/sim/regions/azure-eastus/faults -d '{"outage": true}' -H 'content-type: application/json'
+  curl -s -X PUT http://127.0.0.1:$SIM_PORT/sim/regions/azure-eastus/faults -d '{}' -H 'content-type: application/json'
 
   source .local/demo.env
   curl -s \$ROUTER_URL/v1/query -H "Authorization: Bearer \$API_KEY" \\

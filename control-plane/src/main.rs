@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let config = common::config::or_exit(control_plane::service::Config::load(&args.config));
     let telemetry =
         common::telemetry::init_or_exit("cellnet-control-plane", &config.telemetry, &[]);
-    let served = control_plane::service::run(config).await;
+    let served = control_plane::service::run(config, &telemetry).await;
     telemetry.shutdown();
     served
 }

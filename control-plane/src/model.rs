@@ -221,6 +221,17 @@ pub enum ProviderState {
     Drained,
 }
 
+impl ProviderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderState::Healthy => "healthy",
+            ProviderState::Degraded => "degraded",
+            ProviderState::Down => "down",
+            ProviderState::Drained => "drained",
+        }
+    }
+}
+
 /// `providers/<id>/health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderHealth {

@@ -1,5 +1,5 @@
 //! The control-plane service: configuration and the HTTP server that hosts
-//! the admin API.
+//! the admin API and the operator dashboard.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,6 +38,29 @@ struct RawConfig {
     /// Where spans are exported (OTLP); the `OTEL_*` variables override it.
     #[serde(default)]
     telemetry: common::telemetry::RawTelemetry,
+    #[serde(default)]
+    dashboard: RawDashboard,
+}
+
+/// The operator dashboard at `/dashboard`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    /// How often every live cell's metrics are read.
+    #[serde(default = "default_scrape_interval", with = "humantime_serde")]
+    scrape_interval: std::time::Duration,
+}
+
+impl Default for RawDashboard {
+    fn default() -> Self {
+        Self {
+            scrape_interval: default_scrape_interval(),
+        }
+    }
+}
+
+fn default_scrape_interval() -> std::time::Duration {
+    crate::dashboard::DEFAULT_SCRAPE_INTERVAL
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +145,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub placement: MoveSettings,
     pub telemetry: common::telemetry::TelemetrySettings,
+    /// How often the dashboard reads the cells' metrics.
+    pub dashboard_scrape_interval: std::time::Duration,
 }
 
 impl Config {
@@ -187,8 +212,14 @@ impl Config {
             );
         }
         let telemetry = raw.telemetry.validate("telemetry", &mut errors);
+        errors.check(
+            raw.dashboard.scrape_interval >= std::time::Duration::from_millis(100),
+            "dashboard.scrape_interval",
+            "must be at least 100ms",
+        );
         errors.finish(Config {
             telemetry,
+            dashboard_scrape_interval: raw.dashboard.scrape_interval,
             listen,
             etcd,
             keys,
@@ -291,7 +322,7 @@ pub async fn rotate_cell_auth_key(
 }
 
 /// Runs the control-plane service until a shutdown signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(config: Config, telemetry: &common::telemetry::Telemetry) -> anyhow::Result<()> {
     let store = Store::connect(config.etcd.clone()).await?;
     ensure_cell_auth_key(&store, &config.keys).await?;
     let (cluster, watch_task) = ClusterWatch::start(store.clone(), config.keys.clone()).await?;
@@ -299,6 +330,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     common::telemetry::register_metrics(&mut registry);
     let metrics = MoveMetrics::register(&mut registry);
     let registry = Arc::new(registry);
+    telemetry.export_metrics(registry.clone());
     let redis = match &config.redis_url {
         Some(url) => {
             Some(redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?)
@@ -320,6 +352,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
     };
     let leader_store = store.clone();
+    let (dashboard, scraper) = crate::dashboard::DashboardState::start(
+        config.admin_token.clone(),
+        cluster.clone(),
+        config.dashboard_scrape_interval,
+    );
     let state = AdminState {
         store,
         keys: config.keys.clone(),
@@ -330,6 +367,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let app = Router::new()
         .merge(routes(state))
+        .merge(crate::dashboard::routes(dashboard))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .merge(common::metrics::route(registry));
@@ -351,6 +389,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         result = server => result?,
         r = leader => anyhow::bail!("leadership task stopped: {r:?}"),
         r = watch_task => anyhow::bail!("cluster watch stopped: {r:?}"),
+        r = scraper => anyhow::bail!("dashboard metrics reader stopped: {r:?}"),
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod operator_fixture;
 pub mod otlp;
 pub mod process;
 pub mod terraform;
+pub mod webdriver;
 
 pub use cluster::{Cluster, ClusterOptions};
 pub use process::{Etcd, Redis, RedisCluster, Service};

@@ -38,7 +38,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    fn new(child: Child) -> Self {
+    pub fn new(child: Child) -> Self {
         Self { child: Some(child) }
     }
 

@@ -2,8 +2,9 @@
 //! `traceparent` through the router and the cell to the provider, with a
 //! span per pipeline stage and per provider attempt and the GenAI
 //! attributes; a streamed chat completion too; a failover shows both
-//! attempts. With the collector down, requests are answered and the spans
-//! that could not be sent are counted.
+//! attempts. Every service's metrics arrive over OTLP as well. With the
+//! collector down, requests are answered and the spans that could not be
+//! sent are counted.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +15,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use e2e::otlp::{OtlpReceiver, ReceivedSpan};
+use e2e::otlp::{OtlpReceiver, ReceivedPoint, ReceivedSpan};
 use e2e::{Cluster, ClusterOptions, metric};
 use serde_json::{Value, json};
 
@@ -53,6 +54,7 @@ fn telemetry(receiver: &OtlpReceiver, protocol: &str) -> Value {
         _ => &receiver.http_url,
     };
     json!({"telemetry": {"otlp_endpoint": endpoint, "otlp_protocol": protocol,
+                          "metric_interval": "200ms",
                           "resource_attributes": {"deployment.environment.name": "test"}}})
 }
 
@@ -441,12 +443,68 @@ async fn queries_are_connected_traces_from_client_to_provider() {
         .await
         .unwrap();
 
+    // The services' metrics arrive too (the cell's and router's over gRPC,
+    // the control plane's over HTTP), with the cell's resource attributes.
+    let pushed = receiver
+        .wait_for_metrics(ARRIVAL, "every service's metrics", |m| {
+            m.get("cellnet-cell").is_some_and(|points| {
+                find(points, "cellnet_answers", "acme").is_some_and(|p| p.value >= 4.0)
+            }) && m.contains_key("cellnet-router")
+                && m.contains_key("cellnet-control-plane")
+        })
+        .await
+        .unwrap();
+    let cell_points = &pushed["cellnet-cell"];
+    let answers = find(cell_points, "cellnet_answers", "acme").unwrap();
+    assert_eq!(
+        (answers.kind, answers.monotonic),
+        ("sum", true),
+        "{answers:?}"
+    );
+    let latency = cell_points
+        .iter()
+        .find(|p| p.metric == "cellnet_request_seconds" && p.attr("route") == Some("/v1/query"))
+        .unwrap_or_else(|| panic!("{cell_points:#?}"));
+    assert_eq!(latency.kind, "histogram");
+    assert_eq!(
+        latency.bucket_counts.len(),
+        latency.explicit_bounds.len() + 1
+    );
+    assert_eq!(
+        latency.bucket_counts.iter().sum::<u64>() as f64,
+        latency.value,
+        "{latency:?}"
+    );
+    assert!(latency.value >= 3.0, "{latency:?}");
+    assert!(
+        pushed["cellnet-router"]
+            .iter()
+            .any(|p| p.metric == "cellnet_router_responses" && p.value >= 4.0),
+        "{:#?}",
+        pushed["cellnet-router"]
+    );
+    assert!(
+        pushed["cellnet-control-plane"]
+            .iter()
+            .any(|p| p.metric == "otel_spans_exported"),
+        "{:#?}",
+        pushed["cellnet-control-plane"]
+    );
+
     // Nothing was dropped on the way.
     let metrics = cluster.router_text("/metrics").await.unwrap();
     assert!(
         metrics.contains("otel_spans_dropped_total{reason=\"export_failed\"} 0"),
         "{metrics}"
     );
+}
+
+/// Tenant `tenant`'s point of metric `name`, summed over nothing: the test
+/// cluster has one cell.
+fn find<'a>(points: &'a [ReceivedPoint], name: &str, tenant: &str) -> Option<&'a ReceivedPoint> {
+    points
+        .iter()
+        .find(|p| p.metric == name && p.attr("tenant") == Some(tenant))
 }
 
 /// Whether `s` is the span of pipeline stage `stage` (the LLM's is named
