@@ -163,6 +163,8 @@ providers:
 prices:
   gpt-4o-mini: { input_per_million: 0.15, output_per_million: 0.60 }
   gemini-2.0-flash: { input_per_million: 0.15, output_per_million: 0.60 }
+# A second model judges a sample of fresh answers (CELL_QUALITY_SAMPLE, 0 to 1).
+quality_check: { sample: ${CELL_QUALITY_SAMPLE:-0.1}, provider: vertex-us-central1 }
 YAML
 i=0
 regions=(eu-west us-east eu-west)
