@@ -235,6 +235,36 @@ impl TraceService for Grpc {
     }
 }
 
+/// An OTLP/HTTP export endpoint: decodes a `Req` body, hands it to `take`
+/// and answers `ok`, or 400 with the decoding error.
+fn http_export<Req, Resp>(
+    received: Arc<Received>,
+    take: fn(&Received, Req),
+    ok: Resp,
+) -> axum::routing::MethodRouter
+where
+    Req: Message + Default + 'static,
+    Resp: Message + Clone + Send + Sync + 'static,
+{
+    axum::routing::post(move |body: bytes::Bytes| {
+        let (received, ok) = (received.clone(), ok.clone());
+        async move {
+            use axum::response::IntoResponse;
+            match Req::decode(body) {
+                Ok(request) => {
+                    take(&received, request);
+                    (
+                        [(http::header::CONTENT_TYPE, "application/x-protobuf")],
+                        ok.encode_to_vec(),
+                    )
+                        .into_response()
+                }
+                Err(e) => (http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+            }
+        }
+    })
+}
+
 /// The receiver; both servers stop when it is dropped.
 pub struct OtlpReceiver {
     /// Base URL of the gRPC server (`OTEL_EXPORTER_OTLP_ENDPOINT` for `grpc`).
@@ -268,58 +298,26 @@ impl OtlpReceiver {
             .serve_with_incoming(incoming);
         let http_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let http_url = format!("http://{}", http_listener.local_addr()?);
-        let for_http = received.clone();
-        let for_metrics = received.clone();
         let app = axum::Router::new()
             .route(
                 "/v1/traces",
-                axum::routing::post(move |body: bytes::Bytes| {
-                    let received = for_http.clone();
-                    async move {
-                        use axum::response::IntoResponse;
-                        match ExportTraceServiceRequest::decode(body) {
-                            Ok(request) => {
-                                received.take(request);
-                                let ok = ExportTraceServiceResponse {
-                                    partial_success: None,
-                                };
-                                (
-                                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
-                                    ok.encode_to_vec(),
-                                )
-                                    .into_response()
-                            }
-                            Err(e) => {
-                                (http::StatusCode::BAD_REQUEST, e.to_string()).into_response()
-                            }
-                        }
-                    }
-                }),
+                http_export(
+                    received.clone(),
+                    Received::take,
+                    ExportTraceServiceResponse {
+                        partial_success: None,
+                    },
+                ),
             )
             .route(
                 "/v1/metrics",
-                axum::routing::post(move |body: bytes::Bytes| {
-                    let received = for_metrics.clone();
-                    async move {
-                        use axum::response::IntoResponse;
-                        match ExportMetricsServiceRequest::decode(body) {
-                            Ok(request) => {
-                                received.take_metrics(request);
-                                let ok = ExportMetricsServiceResponse {
-                                    partial_success: None,
-                                };
-                                (
-                                    [(http::header::CONTENT_TYPE, "application/x-protobuf")],
-                                    ok.encode_to_vec(),
-                                )
-                                    .into_response()
-                            }
-                            Err(e) => {
-                                (http::StatusCode::BAD_REQUEST, e.to_string()).into_response()
-                            }
-                        }
-                    }
-                }),
+                http_export(
+                    received.clone(),
+                    Received::take_metrics,
+                    ExportMetricsServiceResponse {
+                        partial_success: None,
+                    },
+                ),
             );
         let tasks = vec![
             tokio::spawn(async move {
