@@ -59,7 +59,8 @@ pub struct ClusterView {
     pub cell_auth_key: Option<Arc<[u8]>>,
     /// The signing key before the last rotation, which cells still accept.
     pub cell_auth_previous_key: Option<Arc<[u8]>>,
-    /// Provider-regions with published health or an operator's drain.
+    /// Provider-regions that a cell is configured with, or that have
+    /// published health or an operator's drain.
     pub providers: BTreeMap<String, ProviderView>,
     /// Committed placement, by tenant.
     pub placements: HashMap<String, Arc<PlacementRecord>>,
@@ -76,6 +77,8 @@ pub struct ClusterView {
 pub struct ProviderView {
     pub health: Option<ProviderHealth>,
     pub drained: bool,
+    /// Cells that registered this provider-region in their config.
+    pub configured_cells: std::collections::BTreeSet<String>,
 }
 
 impl ProviderView {
@@ -184,10 +187,17 @@ impl ClusterView {
                     }
                 }
             }
+            KeyKind::ProviderConfigured { provider, cell } => {
+                let p = self.providers.entry(provider.to_owned()).or_default();
+                if value.is_some() {
+                    p.configured_cells.insert(cell.to_owned());
+                } else {
+                    p.configured_cells.remove(cell);
+                }
+                self.prune_provider(provider);
+            }
             // Reports are for the leader, which reads them itself.
-            KeyKind::ProviderReport { .. }
-            | KeyKind::ProviderConfigured { .. }
-            | KeyKind::Unknown => {}
+            KeyKind::ProviderReport { .. } | KeyKind::Unknown => {}
         }
     }
 
@@ -195,7 +205,7 @@ impl ClusterView {
         if self
             .providers
             .get(id)
-            .is_some_and(|p| p.health.is_none() && !p.drained)
+            .is_some_and(|p| p.health.is_none() && !p.drained && p.configured_cells.is_empty())
         {
             self.providers.remove(id);
         }
@@ -369,9 +379,7 @@ async fn watch_from(
             e.kv().and_then(|kv| kv.key_str().ok()).is_some_and(|k| {
                 !matches!(
                     keys.parse(k),
-                    KeyKind::ProviderReport { .. }
-                        | KeyKind::ProviderConfigured { .. }
-                        | KeyKind::Unknown
+                    KeyKind::ProviderReport { .. } | KeyKind::Unknown
                 )
             })
         });

@@ -170,6 +170,17 @@ async fn the_dashboard_shows_the_system_and_follows_failures() {
         .wait_for_text("#cost tr[data-tenant=\"acme\"]", FOLLOWS, |t| !t.is_empty())
         .await
         .unwrap();
+    // Every provider-region the cells are configured with is listed, called
+    // or not.
+    for provider in ["azure-eastus", "azure-westeurope"] {
+        assert_eq!(
+            browser
+                .text(&format!("tr[data-provider=\"{provider}\"] .cells"))
+                .await
+                .unwrap(),
+            "2"
+        );
+    }
     let points: u32 = browser
         .attribute("#chart", "data-points")
         .await

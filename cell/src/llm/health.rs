@@ -234,6 +234,7 @@ mod tests {
                         updated_at_ms: 0,
                     }),
                     drained,
+                    configured_cells: Default::default(),
                 },
             );
         }

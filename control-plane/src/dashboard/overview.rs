@@ -49,7 +49,11 @@ pub struct MoveRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct ProviderRow {
     pub id: String,
+    /// `healthy`, `degraded`, `down`, `drained`, or `no reports` before
+    /// any cell has called it.
     pub state: &'static str,
+    /// Cells configured with it.
+    pub configured_cells: usize,
     pub drained: bool,
     pub error_rate: Option<f64>,
     pub throttle_rate: Option<f64>,
@@ -114,7 +118,12 @@ impl Overview {
             .iter()
             .map(|(id, p)| ProviderRow {
                 id: id.clone(),
-                state: p.state().as_str(),
+                state: if p.health.is_none() && !p.drained {
+                    "no reports"
+                } else {
+                    p.state().as_str()
+                },
+                configured_cells: p.configured_cells.len(),
                 drained: p.drained,
                 error_rate: p.health.as_ref().map(|h| h.error_rate),
                 throttle_rate: p.health.as_ref().map(|h| h.throttle_rate),

@@ -200,15 +200,16 @@ pub fn panel(o: &Overview) -> String {
 
     html.push_str(
         "<section><h2>Provider-regions</h2><table id=\"providers\"><thead><tr><th>Provider-region</th>\
-         <th>State</th><th>Drained</th><th>Error rate</th><th>Throttled</th><th>Latency</th>\
+         <th>State</th><th>Drained</th><th>Cells</th><th>Error rate</th><th>Throttled</th><th>Latency</th>\
          <th>Samples</th></tr></thead><tbody>",
     );
     for p in &o.providers {
         let _ = write!(
             html,
-            "<tr data-provider=\"{id}\" class=\"{state}\"><td>{id}</td><td class=\"state\">{state}</td>\
-             <td class=\"drained\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr data-provider=\"{id}\" class=\"{class}\"><td>{id}</td><td class=\"state\">{state}</td>\
+             <td class=\"drained\">{}</td><td class=\"cells\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             if p.drained { "yes" } else { "no" },
+            p.configured_cells,
             percent(p.error_rate),
             percent(p.throttle_rate),
             p.latency_ms
@@ -216,6 +217,7 @@ pub fn panel(o: &Overview) -> String {
             p.samples.map_or_else(|| "–".to_owned(), |s| s.to_string()),
             id = esc(&p.id),
             state = p.state,
+            class = p.state.replace(' ', "-"),
         );
     }
     html.push_str("</tbody></table></section>");
