@@ -239,9 +239,14 @@ The system is up. Credentials are in .local/demo.env; logs in .local/logs/.
 
 Dashboard: $ADMIN_URL/dashboard
   sign in with the operator token: $ADMIN_TOKEN
-  a region outage to watch it react to (and to end):
-  curl -s -X PUT http://127.0.0.1:$SIM_PORT/sim/regions/azure-eastus/faults -d '{"outage": true}' -H 'content-type: application/json'
-  curl -s -X PUT http://127.0.0.1:$SIM_PORT/sim/regions/azure-eastus/faults -d '{}' -H 'content-type: application/json'
+  a region outage to watch it react to: Azure West Europe, the eu-west cells' first
+  choice, goes down; fresh questions (the filter keeps them out of the cache) fail over
+  to Azure East US and the dashboard shows the region down within seconds; then it
+  comes back (after source .local/demo.env):
+  curl -s -X PUT \$SIM_URL/sim/regions/azure-westeurope/faults -H 'content-type: application/json' -d '{"outage": true}'
+  for i in \$(seq 20); do curl -s -o /dev/null \$ROUTER_URL/v1/query -H "Authorization: Bearer \$API_KEY" \\
+       -H 'content-type: application/json' -d '{"query": "What does make up start?", "filter": {"path": "README.md"}}'; done
+  curl -s -X PUT \$SIM_URL/sim/regions/azure-westeurope/faults -H 'content-type: application/json' -d '{}'
 
   source .local/demo.env
   curl -s \$ROUTER_URL/v1/query -H "Authorization: Bearer \$API_KEY" \\
