@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing need and is missing:
 # etcd, Redis, protoc and protobuf's well-known types, openssl, Chromium and
-# ChromeDriver (Debian packages) and the embedding model's files.
+# ChromeDriver (Debian packages), the embedding model's files and a PostgreSQL
+# with pgvector (scripts/fetch-postgres.sh).
 set -euo pipefail
 
 missing=()
@@ -33,6 +34,7 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required" >&2; exit 1; }
 
 "$(dirname "$0")/fetch-model.sh"
+"$(dirname "$0")/fetch-postgres.sh"
 
 # The official OpenAI SDK, for the test that drives the router with it. Optional:
 # without it (no PyPI access) that one test says it was skipped.

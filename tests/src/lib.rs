@@ -1,4 +1,4 @@
-//! Test harness: real `etcd` and `redis-server` on free ports with temp data
+//! Test harness: real `etcd`, `redis-server` and PostgreSQL on free ports with temp data
 //! dirs, and the project's real binaries, each killed when dropped. Readiness
 //! is waited for (a health endpoint, a `READY` line on stdout), never slept for.
 
@@ -7,6 +7,7 @@ pub mod fake_kube;
 pub mod fleet;
 pub mod operator_fixture;
 pub mod otlp;
+pub mod postgres;
 pub mod process;
 pub mod terraform;
 pub mod webdriver;

@@ -74,6 +74,11 @@ impl Guard {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Whether the process has ended (or was never there).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.is_none() || self.exited().is_some()
+    }
+
     /// Waits for the process to exit and returns how it did.
     pub fn wait(&mut self) -> anyhow::Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("the process is gone")?;
