@@ -21,8 +21,14 @@ const LOCK: i64 = 0x6365_6c6c_6e65_7401;
 /// Applies the migrations this database does not have yet; returns the
 /// versions applied now.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, AuditError> {
-    client
-        .batch_execute(
+    let mut applied = Vec::new();
+    for &(version, name, sql) in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
+            .await?;
+        // Under the lock: two processes creating it at once would collide
+        // even with IF NOT EXISTS.
+        tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version    integer     PRIMARY KEY,
                  name       text        NOT NULL,
@@ -30,11 +36,6 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, AuditError> {
              )",
         )
         .await?;
-    let mut applied = Vec::new();
-    for &(version, name, sql) in MIGRATIONS {
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK])
-            .await?;
         let done = tx
             .query_opt(
                 "SELECT 1 FROM schema_migrations WHERE version = $1",

@@ -161,3 +161,26 @@ async fn rows_are_kept_by_month_once_each_and_summed_per_tenant() {
         vec![december, december.plus(1), december.plus(2)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_at_once_apply_each_migration_once() {
+    let pg = Postgres::start().unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let url = pg.url.clone();
+        runs.push(tokio::spawn(async move {
+            let mut client = audit::connect(&url).await.unwrap();
+            schema::migrate(&mut client).await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for run in runs {
+        applied.extend(run.await.unwrap());
+    }
+    assert_eq!(applied, vec![1]);
+    assert_eq!(
+        pg.psql("SELECT version, name FROM schema_migrations")
+            .unwrap(),
+        "1|audit log"
+    );
+}
