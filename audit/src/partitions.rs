@@ -20,9 +20,13 @@ pub struct Month {
 impl Month {
     /// The month `t` falls in.
     pub fn of(t: SystemTime) -> Self {
+        // Whole seconds, rounded down (before 1970 too).
         let secs = match t.duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_secs() as i64,
-            Err(e) => -(e.duration().as_secs() as i64),
+            Err(e) => {
+                let d = e.duration();
+                -(d.as_secs() as i64) - i64::from(d.subsec_nanos() > 0)
+            }
         };
         // Days to civil date (Howard Hinnant's algorithm), month and year only.
         let z = secs.div_euclid(86_400) + 719_468;
@@ -156,6 +160,10 @@ mod tests {
         assert_eq!(Month::of(at(1_709_251_199)), m(2024, 2));
         assert_eq!(Month::of(at(1_740_787_200)), m(2025, 3));
         assert_eq!(Month::of(UNIX_EPOCH - Duration::from_secs(1)), m(1969, 12));
+        assert_eq!(
+            Month::of(UNIX_EPOCH - Duration::from_millis(1)),
+            m(1969, 12)
+        );
     }
 
     #[test]

@@ -44,11 +44,10 @@ fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// Whether this process runs as root: `/proc/self` belongs to its user.
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The uid and gid of `nobody`.

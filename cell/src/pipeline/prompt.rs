@@ -75,10 +75,11 @@ pub fn cited_numbers(answer: &str) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn hit(text: &str) -> Hit {
+    /// A hit of document `d` with this text; the pipeline's tests share it.
+    pub(in crate::pipeline) fn hit(text: &str) -> Hit {
         Hit {
             document_id: "d".into(),
             chunk: 0,

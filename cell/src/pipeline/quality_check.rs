@@ -223,16 +223,7 @@ impl Orchestrator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hit(text: &str) -> Hit {
-        Hit {
-            document_id: "d".into(),
-            chunk: 0,
-            text: text.into(),
-            score: 0.5,
-            metadata: serde_json::Value::Null,
-        }
-    }
+    use crate::pipeline::prompt::tests::hit;
 
     #[test]
     fn verdicts_are_read_from_the_first_word() {
